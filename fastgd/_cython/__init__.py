@@ -1,0 +1,35 @@
+"""The Cython backend: fused OpenMP kernels, compiled once per instruction-set target.
+
+At import the best variant the CPU supports is chosen (``avx512`` > ``avx2`` > ``base``);
+``FASTGD_SIMD=base|avx2|avx512`` forces one (for testing and measuring).
+"""
+import importlib
+import os
+
+from . import _buildinfo
+
+_features = _buildinfo.cpu_features()
+_order = [v for v in ("avx512", "avx2") if _features.get(v)] + ["base"]
+_forced = os.environ.get("FASTGD_SIMD", "").strip().lower()
+if _forced:
+    if _forced not in ("base", "avx2", "avx512"):
+        raise ImportError("FASTGD_SIMD must be base, avx2 or avx512, got %r" % _forced)
+    if _forced != "base" and not _features.get(_forced):
+        raise ImportError("FASTGD_SIMD=%s but this CPU lacks %s" % (_forced, _forced))
+    _order = [_forced]
+
+_rules = None
+for _v in _order:
+    try:
+        _rules = importlib.import_module("fastgd._cython._rules_" + _v)
+        break
+    except ImportError:  # variant not built (non-x86 machine, MSVC, FASTGD_NO_SIMD_VARIANTS)
+        continue
+if _rules is None:
+    raise ImportError("no compiled fastgd._cython._rules_* module; reinstall fastgd")
+
+SIMD_VARIANT = _v
+KERNELS = ("sgd", "adam", "adamax", "nadam", "radam", "adagrad", "adadelta", "rmsprop", "lion")
+for _k in KERNELS + ("copy_skeleton",):
+    if hasattr(_rules, _k):
+        globals()[_k] = getattr(_rules, _k)

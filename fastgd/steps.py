@@ -1,0 +1,320 @@
+"""The public step kernels: validate, then run the current backend's fused kernel.
+
+Every function updates ``param`` and its state arrays in place and returns ``param``.
+Semantics follow ``torch.optim`` of the same name (formula, defaults, eps placement, bias
+correction, ``weight_decay``, ``maximize``, first step); ``lion_step`` follows the Lion paper
+with decoupled weight decay, as optax does.  Hyperparameters are keyword-only; state arrays
+are positional, in the documented order, and start as zeros (``numpy.zeros_like(param)``)
+unless stated otherwise.  ``step`` counts from 1.
+
+Arrays must be numpy.ndarray of one float dtype (float32 or float64) and one shape,
+C-contiguous, not overlapping; ``param`` and the state arrays must be writeable.  Bad input
+raises ``TypeError``/``ValueError`` naming the argument before anything is written.
+Zero-size arrays are a no-op.  NaN and inf propagate exactly as in the NumPy reference.
+
+``backend=`` picks ``"cython"``, ``"numba"`` or ``"numpy"`` for one call (default: the current
+backend, see ``fastgd.set_backend``).
+"""
+from . import _validate as V
+from .backends import backend_module
+
+__all__ = ["sgd_step", "adam_step", "adamw_step", "adamax_step", "nadam_step", "radam_step",
+           "adagrad_step", "adadelta_step", "rmsprop_step", "lion_step"]
+
+
+def _common(lr, weight_decay, maximize, eps=None):
+    lr = V.nonneg("lr", lr)
+    weight_decay = V.nonneg("weight_decay", weight_decay)
+    maximize = V.flag("maximize", maximize)
+    if eps is None:
+        return lr, weight_decay, maximize
+    return lr, weight_decay, maximize, V.nonneg("eps", eps)
+
+
+def sgd_step(param, grad, momentum_buffer=None, *, lr, momentum=0.0, dampening=0.0, nesterov=False,
+             weight_decay=0.0, maximize=False, step=None, backend=None):
+    """Stochastic gradient descent with optional (Nesterov) momentum, as ``torch.optim.SGD``.
+
+    .. math::
+        g &\\leftarrow \\pm g + \\lambda p \\\\
+        b &\\leftarrow g \\text{ (first step)}, \\quad \\mu b + (1-\\tau) g \\text{ (later)} \\\\
+        d &\\leftarrow g + \\mu b \\text{ (nesterov)}, \\quad b \\text{ (otherwise)} \\\\
+        p &\\leftarrow p - \\eta d
+
+    State: ``momentum_buffer`` (needed when ``momentum != 0``).  torch creates the buffer as a
+    copy of the first gradient; here the caller owns it, so pass ``step=1`` on the first
+    step to get that behaviour (with a zero buffer and ``dampening=0`` both agree anyway).
+    ``step=None`` means the buffer already holds history.
+    """
+    lr, weight_decay, maximize = _common(lr, weight_decay, maximize)
+    momentum = V.nonneg("momentum", momentum)
+    dampening = V.unit_interval("dampening", dampening, closed_right=True)
+    nesterov = V.flag("nesterov", nesterov)
+    if nesterov and (momentum <= 0 or dampening != 0):
+        raise ValueError("nesterov=True requires momentum > 0 and dampening == 0")
+    first = False if step is None else V.step(step) == 1
+    if momentum != 0:
+        V.required("momentum_buffer", momentum_buffer, "momentum != 0")
+    else:
+        momentum_buffer = None
+    V.arrays(("param", "grad", "momentum_buffer"), (param, grad, momentum_buffer), 1)
+    if param.size == 0:
+        return param
+    return backend_module(backend).sgd(param, grad, momentum_buffer, lr=lr, momentum=momentum,
+                                       dampening=dampening, nesterov=nesterov,
+                                       weight_decay=weight_decay, maximize=maximize, first_step=first)
+
+
+def _adam(param, grad, exp_avg, exp_avg_sq, step, lr, beta1, beta2, eps, weight_decay, amsgrad,
+          max_exp_avg_sq, maximize, decoupled, backend):
+    lr, weight_decay, maximize, eps = _common(lr, weight_decay, maximize, eps)
+    beta1 = V.unit_interval("beta1", beta1)
+    beta2 = V.unit_interval("beta2", beta2)
+    step = V.step(step)
+    amsgrad = V.flag("amsgrad", amsgrad)
+    if amsgrad:
+        V.required("max_exp_avg_sq", max_exp_avg_sq, "amsgrad=True")
+    else:
+        max_exp_avg_sq = None
+    V.arrays(("param", "grad", "exp_avg", "exp_avg_sq", "max_exp_avg_sq"),
+             (param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq), 1)
+    if param.size == 0:
+        return param
+    return backend_module(backend).adam(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, step=step, lr=lr,
+                                        beta1=beta1, beta2=beta2, eps=eps, weight_decay=weight_decay,
+                                        amsgrad=amsgrad, maximize=maximize, decoupled_weight_decay=decoupled)
+
+
+def adam_step(param, grad, exp_avg, exp_avg_sq, *, step, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8,
+              weight_decay=0.0, amsgrad=False, max_exp_avg_sq=None, maximize=False, backend=None):
+    """Adam (Kingma & Ba 2015), optionally AMSGrad, as ``torch.optim.Adam``.
+
+    .. math::
+        g &\\leftarrow \\pm g + \\lambda p \\\\
+        m &\\leftarrow \\beta_1 m + (1-\\beta_1) g \\\\
+        v &\\leftarrow \\beta_2 v + (1-\\beta_2) g^2 \\\\
+        \\hat v &\\leftarrow \\max(\\hat v, v) \\text{ (amsgrad; else } \\hat v = v) \\\\
+        p &\\leftarrow p - \\frac{\\eta}{1-\\beta_1^t} \\frac{m}{\\sqrt{\\hat v}/\\sqrt{1-\\beta_2^t} + \\epsilon}
+
+    State: ``exp_avg`` (m), ``exp_avg_sq`` (v), and ``max_exp_avg_sq`` when ``amsgrad=True``.
+    """
+    return _adam(param, grad, exp_avg, exp_avg_sq, step, lr, beta1, beta2, eps, weight_decay, amsgrad,
+                 max_exp_avg_sq, maximize, False, backend)
+
+
+def adamw_step(param, grad, exp_avg, exp_avg_sq, *, step, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8,
+               weight_decay=1e-2, amsgrad=False, max_exp_avg_sq=None, maximize=False, backend=None):
+    """AdamW (Loshchilov & Hutter 2019): Adam with decoupled weight decay, as ``torch.optim.AdamW``.
+
+    .. math::
+        p &\\leftarrow p (1 - \\eta\\lambda) \\\\
+        m &\\leftarrow \\beta_1 m + (1-\\beta_1) g, \\quad v \\leftarrow \\beta_2 v + (1-\\beta_2) g^2 \\\\
+        p &\\leftarrow p - \\frac{\\eta}{1-\\beta_1^t} \\frac{m}{\\sqrt{\\hat v}/\\sqrt{1-\\beta_2^t} + \\epsilon}
+
+    State: ``exp_avg``, ``exp_avg_sq`` (and ``max_exp_avg_sq`` with ``amsgrad=True``).
+    """
+    return _adam(param, grad, exp_avg, exp_avg_sq, step, lr, beta1, beta2, eps, weight_decay, amsgrad,
+                 max_exp_avg_sq, maximize, True, backend)
+
+
+def adamax_step(param, grad, exp_avg, exp_inf, *, step, lr=2e-3, beta1=0.9, beta2=0.999, eps=1e-8,
+                weight_decay=0.0, maximize=False, backend=None):
+    """AdaMax (Kingma & Ba 2015, sec. 7), as ``torch.optim.Adamax``.
+
+    .. math::
+        g &\\leftarrow \\pm g + \\lambda p \\\\
+        m &\\leftarrow \\beta_1 m + (1-\\beta_1) g \\\\
+        u &\\leftarrow \\max(\\beta_2 u, |g| + \\epsilon) \\\\
+        p &\\leftarrow p - \\frac{\\eta}{1-\\beta_1^t} \\frac{m}{u}
+
+    State: ``exp_avg`` (m), ``exp_inf`` (u).
+    """
+    lr, weight_decay, maximize, eps = _common(lr, weight_decay, maximize, eps)
+    beta1 = V.unit_interval("beta1", beta1)
+    beta2 = V.unit_interval("beta2", beta2)
+    step = V.step(step)
+    V.arrays(("param", "grad", "exp_avg", "exp_inf"), (param, grad, exp_avg, exp_inf), 1)
+    if param.size == 0:
+        return param
+    return backend_module(backend).adamax(param, grad, exp_avg, exp_inf, step=step, lr=lr, beta1=beta1,
+                                          beta2=beta2, eps=eps, weight_decay=weight_decay, maximize=maximize)
+
+
+def nadam_step(param, grad, exp_avg, exp_avg_sq, mu_product=None, *, step, lr=2e-3, beta1=0.9, beta2=0.999,
+               eps=1e-8, weight_decay=0.0, momentum_decay=4e-3, decoupled_weight_decay=False, maximize=False,
+               backend=None):
+    """NAdam (Dozat 2016), as ``torch.optim.NAdam``.
+
+    .. math::
+        \\mu_t &= \\beta_1 (1 - \\tfrac12 \\, 0.96^{t\\psi}), \\quad P_t = \\textstyle\\prod_{i \\le t} \\mu_i \\\\
+        m &\\leftarrow \\beta_1 m + (1-\\beta_1) g, \\quad v \\leftarrow \\beta_2 v + (1-\\beta_2) g^2 \\\\
+        d &= \\sqrt{v / (1-\\beta_2^t)} + \\epsilon \\\\
+        p &\\leftarrow p - \\eta \\frac{1-\\mu_t}{1-P_t} \\frac{g}{d} - \\eta \\frac{\\mu_{t+1}}{1-P_t\\mu_{t+1}} \\frac{m}{d}
+
+    (psi = ``momentum_decay``.)  State: ``exp_avg``, ``exp_avg_sq``, and the running product
+    ``mu_product``: a float64 array of one element, ``numpy.ones(1)`` before the first step,
+    holding :math:`P_{t-1}` on entry and updated in place to :math:`P_t` (this is torch's
+    ``state['mu_product']``).  If ``mu_product`` is omitted, :math:`P_{t-1}` is recomputed from
+    ``step`` (exact for constant ``beta1`` and ``momentum_decay``, O(step) scalar work).
+    """
+    lr, weight_decay, maximize, eps = _common(lr, weight_decay, maximize, eps)
+    beta1 = V.unit_interval("beta1", beta1)
+    beta2 = V.unit_interval("beta2", beta2)
+    momentum_decay = V.nonneg("momentum_decay", momentum_decay)
+    decoupled_weight_decay = V.flag("decoupled_weight_decay", decoupled_weight_decay)
+    step = V.step(step)
+    if mu_product is not None:
+        import numpy as np
+        if not isinstance(mu_product, np.ndarray) or mu_product.dtype != np.float64 or mu_product.size != 1:
+            raise TypeError("mu_product must be a float64 numpy array with one element (numpy.ones(1) at step 1)")
+        if not mu_product.flags.writeable:
+            raise ValueError("mu_product must be writeable (it is updated in place)")
+        prod = float(mu_product.reshape(-1)[0])
+    else:
+        prod = nadam_mu_product(step - 1, beta1=beta1, momentum_decay=momentum_decay)
+    V.arrays(("param", "grad", "exp_avg", "exp_avg_sq"), (param, grad, exp_avg, exp_avg_sq), 1)
+    if param.size:
+        backend_module(backend).nadam(param, grad, exp_avg, exp_avg_sq, step=step, mu_product=prod, lr=lr,
+                                      beta1=beta1, beta2=beta2, eps=eps, weight_decay=weight_decay,
+                                      momentum_decay=momentum_decay, maximize=maximize,
+                                      decoupled_weight_decay=decoupled_weight_decay)
+    if mu_product is not None:
+        from .reference.rules import nadam_mu
+        mu_product.reshape(-1)[0] = prod * nadam_mu(step, beta1, momentum_decay)
+    return param
+
+
+def nadam_mu_product(step, *, beta1=0.9, momentum_decay=4e-3):
+    """:math:`P_t = \\prod_{i=1}^{t} \\beta_1 (1 - \\tfrac12 0.96^{i\\psi})` (1.0 for ``step=0``),
+    multiplied in the same order as torch so that the result is bit-identical to its running product."""
+    from .reference.rules import nadam_mu
+    prod = 1.0
+    for i in range(1, int(step) + 1):
+        prod = prod * nadam_mu(i, beta1, momentum_decay)
+    return prod
+
+
+def radam_step(param, grad, exp_avg, exp_avg_sq, *, step, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8,
+               weight_decay=0.0, decoupled_weight_decay=False, maximize=False, backend=None):
+    """RAdam (Liu et al. 2020), as ``torch.optim.RAdam``.
+
+    .. math::
+        m &\\leftarrow \\beta_1 m + (1-\\beta_1) g, \\quad v \\leftarrow \\beta_2 v + (1-\\beta_2) g^2 \\\\
+        \\rho_\\infty &= \\frac{2}{1-\\beta_2} - 1, \\quad \\rho_t = \\rho_\\infty - \\frac{2t\\beta_2^t}{1-\\beta_2^t} \\\\
+        p &\\leftarrow p - \\frac{\\eta r_t}{1-\\beta_1^t} \\, m \\frac{\\sqrt{1-\\beta_2^t}}{\\sqrt v + \\epsilon}
+            \\text{ if } \\rho_t > 5, \\quad r_t = \\sqrt{\\frac{(\\rho_t-4)(\\rho_t-2)\\rho_\\infty}{(\\rho_\\infty-4)(\\rho_\\infty-2)\\rho_t}} \\\\
+        p &\\leftarrow p - \\frac{\\eta}{1-\\beta_1^t} m \\text{ otherwise}
+
+    State: ``exp_avg``, ``exp_avg_sq``.
+    """
+    lr, weight_decay, maximize, eps = _common(lr, weight_decay, maximize, eps)
+    beta1 = V.unit_interval("beta1", beta1)
+    beta2 = V.unit_interval("beta2", beta2)
+    decoupled_weight_decay = V.flag("decoupled_weight_decay", decoupled_weight_decay)
+    step = V.step(step)
+    V.arrays(("param", "grad", "exp_avg", "exp_avg_sq"), (param, grad, exp_avg, exp_avg_sq), 1)
+    if param.size == 0:
+        return param
+    return backend_module(backend).radam(param, grad, exp_avg, exp_avg_sq, step=step, lr=lr, beta1=beta1,
+                                         beta2=beta2, eps=eps, weight_decay=weight_decay, maximize=maximize,
+                                         decoupled_weight_decay=decoupled_weight_decay)
+
+
+def adagrad_step(param, grad, state_sum, *, step, lr=1e-2, lr_decay=0.0, weight_decay=0.0, eps=1e-10,
+                 maximize=False, backend=None):
+    """Adagrad (Duchi et al. 2011), as ``torch.optim.Adagrad``.
+
+    .. math::
+        g &\\leftarrow \\pm g + \\lambda p \\\\
+        s &\\leftarrow s + g^2 \\\\
+        p &\\leftarrow p - \\frac{\\eta}{1 + (t-1)\\,\\text{lr\\_decay}} \\frac{g}{\\sqrt{s} + \\epsilon}
+
+    State: ``state_sum`` (torch's ``initial_accumulator_value``, 0 by default: fill it to start elsewhere).
+    """
+    lr, weight_decay, maximize, eps = _common(lr, weight_decay, maximize, eps)
+    lr_decay = V.nonneg("lr_decay", lr_decay)
+    step = V.step(step)
+    V.arrays(("param", "grad", "state_sum"), (param, grad, state_sum), 1)
+    if param.size == 0:
+        return param
+    return backend_module(backend).adagrad(param, grad, state_sum, step=step, lr=lr, lr_decay=lr_decay,
+                                           weight_decay=weight_decay, eps=eps, maximize=maximize)
+
+
+def adadelta_step(param, grad, square_avg, acc_delta, *, lr=1.0, rho=0.9, eps=1e-6, weight_decay=0.0,
+                  maximize=False, backend=None):
+    """Adadelta (Zeiler 2012), as ``torch.optim.Adadelta``.
+
+    .. math::
+        g &\\leftarrow \\pm g + \\lambda p \\\\
+        s &\\leftarrow \\rho s + (1-\\rho) g^2 \\\\
+        \\Delta &= \\frac{\\sqrt{a + \\epsilon}}{\\sqrt{s + \\epsilon}} g \\\\
+        a &\\leftarrow \\rho a + (1-\\rho) \\Delta^2 \\\\
+        p &\\leftarrow p - \\eta \\Delta
+
+    State: ``square_avg`` (s), ``acc_delta`` (a).
+    """
+    lr, weight_decay, maximize, eps = _common(lr, weight_decay, maximize, eps)
+    rho = V.unit_interval("rho", rho, closed_right=True)
+    V.arrays(("param", "grad", "square_avg", "acc_delta"), (param, grad, square_avg, acc_delta), 1)
+    if param.size == 0:
+        return param
+    return backend_module(backend).adadelta(param, grad, square_avg, acc_delta, lr=lr, rho=rho, eps=eps,
+                                            weight_decay=weight_decay, maximize=maximize)
+
+
+def rmsprop_step(param, grad, square_avg, *, momentum_buffer=None, grad_avg=None, lr=1e-2, alpha=0.99,
+                 eps=1e-8, momentum=0.0, centered=False, weight_decay=0.0, maximize=False, backend=None):
+    """RMSprop (Hinton 2012), optionally centered and with momentum, as ``torch.optim.RMSprop``.
+
+    .. math::
+        g &\\leftarrow \\pm g + \\lambda p \\\\
+        s &\\leftarrow \\alpha s + (1-\\alpha) g^2 \\\\
+        \\bar g &\\leftarrow \\alpha \\bar g + (1-\\alpha) g, \\quad
+            d = \\sqrt{s - \\bar g^2} + \\epsilon \\text{ (centered; else } d = \\sqrt{s} + \\epsilon) \\\\
+        b &\\leftarrow \\mu b + g / d, \\quad p \\leftarrow p - \\eta b \\text{ (momentum > 0; else } p \\leftarrow p - \\eta g/d)
+
+    State: ``square_avg`` (s); ``momentum_buffer`` (b) when ``momentum > 0``; ``grad_avg``
+    when ``centered=True``.
+    """
+    lr, weight_decay, maximize, eps = _common(lr, weight_decay, maximize, eps)
+    alpha = V.unit_interval("alpha", alpha, closed_right=True)
+    momentum = V.nonneg("momentum", momentum)
+    centered = V.flag("centered", centered)
+    if momentum > 0:
+        V.required("momentum_buffer", momentum_buffer, "momentum > 0")
+    else:
+        momentum_buffer = None
+    if centered:
+        V.required("grad_avg", grad_avg, "centered=True")
+    else:
+        grad_avg = None
+    V.arrays(("param", "grad", "square_avg", "momentum_buffer", "grad_avg"),
+             (param, grad, square_avg, momentum_buffer, grad_avg), 1)
+    if param.size == 0:
+        return param
+    return backend_module(backend).rmsprop(param, grad, square_avg, momentum_buffer, grad_avg, lr=lr,
+                                           alpha=alpha, eps=eps, weight_decay=weight_decay, momentum=momentum,
+                                           centered=centered, maximize=maximize)
+
+
+def lion_step(param, grad, exp_avg, *, lr=1e-4, beta1=0.9, beta2=0.99, weight_decay=0.0, maximize=False,
+              backend=None):
+    """Lion (Chen et al. 2023, "Symbolic Discovery of Optimization Algorithms"), decoupled
+    weight decay as in the paper and optax.
+
+    .. math::
+        c &= \\beta_1 m + (1-\\beta_1) g \\\\
+        p &\\leftarrow p (1 - \\eta\\lambda) - \\eta \\, \\mathrm{sign}(c) \\\\
+        m &\\leftarrow \\beta_2 m + (1-\\beta_2) g
+
+    State: ``exp_avg`` (m).  Use a learning rate 3-10x smaller than AdamW's.
+    """
+    lr, weight_decay, maximize = _common(lr, weight_decay, maximize)
+    beta1 = V.unit_interval("beta1", beta1, closed_right=True)
+    beta2 = V.unit_interval("beta2", beta2, closed_right=True)
+    V.arrays(("param", "grad", "exp_avg"), (param, grad, exp_avg), 1)
+    if param.size == 0:
+        return param
+    return backend_module(backend).lion(param, grad, exp_avg, lr=lr, beta1=beta1, beta2=beta2,
+                                        weight_decay=weight_decay, maximize=maximize)
