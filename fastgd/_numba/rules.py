@@ -19,7 +19,7 @@ __all__ = ["adam", "copy_skeleton"]
 
 # Chosen once, here: FMA contraction only.  No nnan/ninf (NaN and inf must behave as in
 # NumPy), no reassoc/arcp (results must match the reference to round-off).
-FASTMATH = frozenset({"contract"})
+FASTMATH = {"contract"}
 
 
 def _compile(body):
