@@ -124,8 +124,9 @@ def extensions():
             )
     exts.append(
         Extension(
-            "fastgd._cython._buildinfo",
-            ["fastgd/_cython/_buildinfo.pyx"],
+            "fastgd._cython._core",
+            ["fastgd/_cython/_core.pyx"],
+            include_dirs=[np.get_include()],
             define_macros=macros,
             extra_compile_args=base_compile_args() + omp_c,
             extra_link_args=omp_l,

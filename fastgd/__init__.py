@@ -37,9 +37,9 @@ def build_info():
             "serial_cutoff": serial_cutoff(), "backends": available_backends(),
             "default_backend": get_backend()}
     try:
-        from ._cython import SIMD_VARIANT, _buildinfo
-        info.update(compiler=_buildinfo.compiler(), openmp=_buildinfo.openmp_enabled(),
-                    omp_max_threads=_buildinfo.omp_max_threads(), cpu_features=_buildinfo.cpu_features(),
+        from ._cython import SIMD_VARIANT, _core
+        info.update(compiler=_core.compiler(), openmp=_core.openmp_enabled(),
+                    omp_max_threads=_core.omp_max_threads(), cpu_features=_core.cpu_features(),
                     simd_variant=SIMD_VARIANT)
     except ImportError as exc:
         info.update(compiler=None, openmp=False, cython_error=str(exc))

@@ -8,6 +8,11 @@ import operator
 
 import numpy as np
 
+try:  # fast accept in C; the Python checks below find and name any problem
+    from ._cython._core import arrays_ok as _arrays_ok
+except ImportError:  # pragma: no cover - compiled part missing
+    _arrays_ok = None
+
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 _REAL_TYPES = frozenset((float, int, np.float64, np.float32, np.float16, np.int64, np.int32))
 
@@ -82,6 +87,8 @@ def arrays(names, arrs, n_readonly=0):
     C-contiguous; written arrays writeable; no two arrays overlap in memory.
     Returns param's dtype.
     """
+    if _arrays_ok is not None and _arrays_ok(arrs, n_readonly):
+        return arrs[0].dtype
     param = arrs[0]
     if type(param) is not np.ndarray and not isinstance(param, np.ndarray):
         raise TypeError("%s must be a numpy.ndarray, got %s" % (names[0], type(param).__name__))

@@ -6,9 +6,9 @@ At import the best variant the CPU supports is chosen (``avx512`` > ``avx2`` > `
 import importlib
 import os
 
-from . import _buildinfo
+from . import _core
 
-_features = _buildinfo.cpu_features()
+_features = _core.cpu_features()
 _order = [v for v in ("avx512", "avx2") if _features.get(v)] + ["base"]
 _forced = os.environ.get("FASTGD_SIMD", "").strip().lower()
 if _forced:

@@ -1,5 +1,10 @@
 # cython: language_level=3
-"""What the compiled part of fastgd was built with, and what this CPU can run."""
+"""Build facts (what the compiled part of fastgd was built with, what this CPU can run) and
+the fast path of argument validation."""
+
+cimport numpy as cnp
+
+cnp.import_array()
 
 cdef extern from *:
     """
@@ -65,3 +70,52 @@ def compiler():
 def cpu_features():
     """Instruction-set extensions of the running CPU that fastgd has kernel variants for."""
     return {"avx2": bool(fgd_has_avx2()), "avx512": bool(fgd_has_avx512())}
+
+
+def arrays_ok(tuple arrs, Py_ssize_t n_readonly):
+    """Fast accept for ``fastgd._validate.arrays``: True when every array is a C-contiguous
+    float32/float64 ndarray with param's dtype and shape, the written ones are writeable and no
+    two overlap (byte ranges, as ``numpy.may_share_memory`` checks them).  False means "let the
+    Python checks find and name the problem"; it never raises."""
+    cdef Py_ssize_t k, j, nd, d, n = len(arrs)
+    cdef cnp.ndarray a, p
+    cdef int tnum
+    cdef char* lo[8]
+    cdef char* hi[8]
+    cdef Py_ssize_t m = 0
+    if n > 8:
+        return False
+    first = arrs[0]
+    if not cnp.PyArray_CheckExact(first):
+        return False
+    p = <cnp.ndarray>first
+    tnum = cnp.PyArray_TYPE(p)
+    if tnum != cnp.NPY_FLOAT32 and tnum != cnp.NPY_FLOAT64:
+        return False
+    nd = cnp.PyArray_NDIM(p)
+    for k in range(n):
+        o = arrs[k]
+        if o is None:
+            continue
+        if not cnp.PyArray_CheckExact(o):
+            return False
+        a = <cnp.ndarray>o
+        if cnp.PyArray_TYPE(a) != tnum or cnp.PyArray_NDIM(a) != nd:
+            return False
+        if not cnp.PyArray_IS_C_CONTIGUOUS(a):
+            return False
+        if (k == 0 or k > n_readonly) and not cnp.PyArray_ISWRITEABLE(a):
+            return False
+        for d in range(nd):
+            if cnp.PyArray_DIMS(a)[d] != cnp.PyArray_DIMS(p)[d]:
+                return False
+        lo[m] = <char*>cnp.PyArray_DATA(a)
+        hi[m] = lo[m] + cnp.PyArray_NBYTES(a)
+        m += 1
+    if cnp.PyArray_SIZE(p) == 0:
+        return True
+    for k in range(m):
+        for j in range(k + 1, m):
+            if lo[k] < hi[j] and lo[j] < hi[k]:
+                return False
+    return True
