@@ -8,9 +8,9 @@ on one thread, larger ones on ``get_num_threads()`` threads (OpenMP static sched
 Cython, a ``parallel=True`` variant in numba).
 """
 import contextlib
+import contextvars
 import importlib
 import os
-import threading
 
 __all__ = ["available_backends", "get_backend", "set_backend", "use_backend", "get_num_threads",
            "set_num_threads", "backend_module"]
@@ -19,14 +19,18 @@ __all__ = ["available_backends", "get_backend", "set_backend", "use_backend", "g
 _KNOWN = {"cython": "fastgd._cython", "numba": "fastgd._numba", "numpy": "fastgd.reference"}
 _loaded = {}
 _errors = {}
-_state = threading.local()
-_default = ["cython"]
+# the default backend (set_backend) and a per-context override (use_backend: per thread and
+# per asyncio task); each holds (name, module)
+_default = ["cython", None]
+_override = contextvars.ContextVar("fastgd_backend", default=None)
 
 
 def _load(name):
     mod = _loaded.get(name)
     if mod is not None:
         return mod
+    if type(name) is not str:
+        raise TypeError("backend must be a str, got %s" % type(name).__name__)
     if name not in _KNOWN:
         raise ValueError("backend must be one of %s, got %r" % (sorted(_KNOWN), name))
     if name in _errors:
@@ -54,39 +58,38 @@ def available_backends():
 
 
 def get_backend():
-    """The name of the current backend (per thread; ``set_backend`` sets the default)."""
-    return getattr(_state, "name", None) or _default[0]
+    """The name of the current backend (``use_backend`` overrides ``set_backend``'s default)."""
+    o = _override.get()
+    return o[0] if o is not None else _default[0]
 
 
 def set_backend(name):
     """Make ``name`` (``"cython"``, ``"numba"`` or ``"numpy"``) the default backend."""
-    _load(name)
+    _default[1] = _load(name)
     _default[0] = name
-    if hasattr(_state, "name"):
-        _state.name = None
 
 
 @contextlib.contextmanager
 def use_backend(name):
-    """``with fastgd.use_backend("numba"): ...`` runs the block on that backend (this thread)."""
-    _load(name)
-    prev = getattr(_state, "name", None)
-    _state.name = name
+    """``with fastgd.use_backend("numba"): ...`` runs the block on that backend (in this thread
+    or asyncio task; other threads keep the default)."""
+    token = _override.set((name, _load(name)))
     try:
         yield name
     finally:
-        _state.name = prev
+        _override.reset(token)
 
 
 def backend_module(name=None):
     """The kernel namespace of ``name`` (default: the current backend)."""
     if name is None:
-        name = getattr(_state, "name", None) or _default[0]
-        mod = _loaded.get(name)
-        if mod is not None:
-            return mod
-    elif type(name) is not str:
-        raise TypeError("backend must be a str, got %s" % type(name).__name__)
+        o = _override.get()
+        if o is not None:
+            return o[1]
+        mod = _default[1]
+        if mod is None:
+            mod = _default[1] = _load(_default[0])
+        return mod
     return _load(name)
 
 

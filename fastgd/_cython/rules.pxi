@@ -40,8 +40,9 @@ cdef inline floating _max_nan(floating a, floating b) noexcept nogil:
 
 
 cdef inline floating _sign(floating x) noexcept nogil:
-    """numpy.sign: -1, 0 or 1, NaN for NaN."""
-    return <floating>1 if x > 0 else (<floating>-1 if x < 0 else x)
+    """numpy.sign: -1, 0 or 1, NaN for NaN (``x + 0`` turns -0.0 into +0.0, as numpy.sign does,
+    and keeps NaN)."""
+    return <floating>1 if x > 0 else (<floating>-1 if x < 0 else x + <floating>0)
 
 
 cdef inline bint _f32(cnp.ndarray a):
@@ -50,6 +51,47 @@ cdef inline bint _f32(cnp.ndarray a):
 
 cdef inline void* _ptr(object a):
     return NULL if a is None else cnp.PyArray_DATA(<cnp.ndarray>a)
+
+
+# ---------------------------------------------------------------------------------------
+# SGD with optional (Nesterov) momentum
+
+cdef void _sgd(floating* p, const floating* g, floating* b, Py_ssize_t n, int nthreads, floating sign,
+               bint has_wd, floating wd, bint has_mom, bint first, bint nesterov, floating momentum,
+               floating omd, floating lr) noexcept nogil:
+    cdef Py_ssize_t i
+    cdef floating gi, bi
+    for i in prange(n, schedule="static", num_threads=nthreads, use_threads_if=nthreads > 1):
+        gi = sign * g[i]
+        if has_wd:
+            gi = gi + wd * p[i]
+        if has_mom:
+            if first:
+                bi = gi
+            else:
+                bi = momentum * b[i] + omd * gi
+            b[i] = bi
+            if nesterov:
+                gi = gi + momentum * bi
+            else:
+                gi = bi
+        p[i] = p[i] - lr * gi
+
+
+def sgd(param, grad, momentum_buffer, *, double lr, double momentum, double dampening, bint nesterov,
+        double weight_decay, bint maximize, bint first_step):
+    cdef Py_ssize_t n = cnp.PyArray_SIZE(<cnp.ndarray>param)
+    cdef int nt = threads_for(n)
+    cdef double sign = -1.0 if maximize else 1.0
+    cdef bint has_wd = weight_decay != 0
+    cdef bint has_mom = momentum != 0
+    if _f32(param):
+        _sgd[float](<float*>_ptr(param), <float*>_ptr(grad), <float*>_ptr(momentum_buffer), n, nt, sign,
+                    has_wd, weight_decay, has_mom, first_step, nesterov, momentum, 1.0 - dampening, lr)
+    else:
+        _sgd[double](<double*>_ptr(param), <double*>_ptr(grad), <double*>_ptr(momentum_buffer), n, nt, sign,
+                     has_wd, weight_decay, has_mom, first_step, nesterov, momentum, 1.0 - dampening, lr)
+    return param
 
 
 # ---------------------------------------------------------------------------------------
@@ -98,6 +140,292 @@ def adam(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, *, step, double lr, d
         _adam[double](<double*>_ptr(param), <double*>_ptr(grad), <double*>_ptr(exp_avg), <double*>_ptr(exp_avg_sq),
                       <double*>_ptr(max_exp_avg_sq), n, nt, sign, has_wd, decoupled_weight_decay, weight_decay,
                       decay, beta1, 1.0 - beta1, beta2, 1.0 - beta2, step_size, inv_bc2_sqrt, eps, amsgrad)
+    return param
+
+
+# ---------------------------------------------------------------------------------------
+# AdaMax
+
+cdef void _adamax(floating* p, const floating* g, floating* m, floating* u, Py_ssize_t n, int nthreads,
+                  floating sign, bint has_wd, floating wd, floating beta1, floating omb1, floating beta2,
+                  floating eps, floating step_size) noexcept nogil:
+    cdef Py_ssize_t i
+    cdef floating gi, mi, ui
+    for i in prange(n, schedule="static", num_threads=nthreads, use_threads_if=nthreads > 1):
+        gi = sign * g[i]
+        if has_wd:
+            gi = gi + wd * p[i]
+        mi = beta1 * m[i] + omb1 * gi
+        ui = _max_nan(beta2 * u[i], fabs(gi) + eps)
+        m[i] = mi
+        u[i] = ui
+        p[i] = p[i] - step_size * (mi / ui)
+
+
+def adamax(param, grad, exp_avg, exp_inf, *, step, double lr, double beta1, double beta2, double eps,
+           double weight_decay, bint maximize):
+    cdef Py_ssize_t n = cnp.PyArray_SIZE(<cnp.ndarray>param)
+    cdef int nt = threads_for(n)
+    cdef double sign = -1.0 if maximize else 1.0
+    cdef double step_size = lr / (1.0 - beta1 ** step)
+    cdef bint has_wd = weight_decay != 0
+    if _f32(param):
+        _adamax[float](<float*>_ptr(param), <float*>_ptr(grad), <float*>_ptr(exp_avg), <float*>_ptr(exp_inf),
+                       n, nt, sign, has_wd, weight_decay, beta1, 1.0 - beta1, beta2, eps, step_size)
+    else:
+        _adamax[double](<double*>_ptr(param), <double*>_ptr(grad), <double*>_ptr(exp_avg), <double*>_ptr(exp_inf),
+                        n, nt, sign, has_wd, weight_decay, beta1, 1.0 - beta1, beta2, eps, step_size)
+    return param
+
+
+# ---------------------------------------------------------------------------------------
+# NAdam (mu_product: the product of mu_1 .. mu_{t-1}, a Python float; see the reference)
+
+cdef void _nadam(floating* p, const floating* g, floating* m, floating* v, Py_ssize_t n, int nthreads,
+                 floating sign, bint has_wd, bint decoupled, floating wd, floating decay, floating beta1,
+                 floating omb1, floating beta2, floating omb2, floating inv_bc2, floating eps,
+                 floating coef_grad, floating coef_avg) noexcept nogil:
+    cdef Py_ssize_t i
+    cdef floating gi, mi, vi, denom, pi
+    for i in prange(n, schedule="static", num_threads=nthreads, use_threads_if=nthreads > 1):
+        gi = sign * g[i]
+        pi = p[i]
+        if has_wd:
+            if decoupled:
+                pi = pi * decay
+            else:
+                gi = gi + wd * pi
+        mi = beta1 * m[i] + omb1 * gi
+        vi = beta2 * v[i] + omb2 * (gi * gi)
+        m[i] = mi
+        v[i] = vi
+        denom = sqrt(vi * inv_bc2) + eps
+        pi = pi - coef_grad * (gi / denom)
+        p[i] = pi - coef_avg * (mi / denom)
+
+
+def nadam(param, grad, exp_avg, exp_avg_sq, *, step, mu_product, double lr, double beta1, double beta2,
+          double eps, double weight_decay, double momentum_decay, bint maximize, bint decoupled_weight_decay):
+    cdef Py_ssize_t n = cnp.PyArray_SIZE(<cnp.ndarray>param)
+    cdef int nt = threads_for(n)
+    cdef double sign = -1.0 if maximize else 1.0
+    cdef double decay = 1.0 - lr * weight_decay
+    cdef bint has_wd = weight_decay != 0
+    # the scalars exactly as the reference computes them (nadam_mu is its schedule)
+    cdef double mu = beta1 * (1.0 - 0.5 * 0.96 ** (step * momentum_decay))
+    cdef double mu_next = beta1 * (1.0 - 0.5 * 0.96 ** ((step + 1) * momentum_decay))
+    cdef double prod = <double>mu_product * mu
+    cdef double coef_grad = lr * (1.0 - mu) / (1.0 - prod)
+    cdef double coef_avg = lr * mu_next / (1.0 - prod * mu_next)
+    cdef double inv_bc2 = 1.0 / (1.0 - beta2 ** step)
+    if _f32(param):
+        _nadam[float](<float*>_ptr(param), <float*>_ptr(grad), <float*>_ptr(exp_avg), <float*>_ptr(exp_avg_sq),
+                      n, nt, sign, has_wd, decoupled_weight_decay, weight_decay, decay, beta1, 1.0 - beta1,
+                      beta2, 1.0 - beta2, inv_bc2, eps, coef_grad, coef_avg)
+    else:
+        _nadam[double](<double*>_ptr(param), <double*>_ptr(grad), <double*>_ptr(exp_avg), <double*>_ptr(exp_avg_sq),
+                       n, nt, sign, has_wd, decoupled_weight_decay, weight_decay, decay, beta1, 1.0 - beta1,
+                       beta2, 1.0 - beta2, inv_bc2, eps, coef_grad, coef_avg)
+    return param
+
+
+# ---------------------------------------------------------------------------------------
+# RAdam (the rho_t > 5 branch is a scalar decision, made in the wrapper: ``rect``)
+
+cdef void _radam(floating* p, const floating* g, floating* m, floating* v, Py_ssize_t n, int nthreads,
+                 floating sign, bint has_wd, bint decoupled, floating wd, floating decay, floating beta1,
+                 floating omb1, floating beta2, floating omb2, bint rect, floating step_size,
+                 floating eps) noexcept nogil:
+    cdef Py_ssize_t i
+    cdef floating gi, mi, vi
+    for i in prange(n, schedule="static", num_threads=nthreads, use_threads_if=nthreads > 1):
+        gi = sign * g[i]
+        if has_wd:
+            if decoupled:
+                p[i] = p[i] * decay
+            else:
+                gi = gi + wd * p[i]
+        mi = beta1 * m[i] + omb1 * gi
+        vi = beta2 * v[i] + omb2 * (gi * gi)
+        m[i] = mi
+        v[i] = vi
+        if rect:
+            p[i] = p[i] - step_size * (mi / (sqrt(vi) + eps))
+        else:
+            p[i] = p[i] - step_size * mi
+
+
+def radam(param, grad, exp_avg, exp_avg_sq, *, step, double lr, double beta1, double beta2, double eps,
+          double weight_decay, bint maximize, bint decoupled_weight_decay):
+    cdef Py_ssize_t n = cnp.PyArray_SIZE(<cnp.ndarray>param)
+    cdef int nt = threads_for(n)
+    cdef double sign = -1.0 if maximize else 1.0
+    cdef double decay = 1.0 - lr * weight_decay
+    cdef bint has_wd = weight_decay != 0
+    cdef double bias_correction1 = 1.0 - beta1 ** step
+    cdef double bias_correction2 = 1.0 - beta2 ** step
+    cdef double rho_inf = 2.0 / (1.0 - beta2) - 1.0
+    cdef double rho_t = rho_inf - 2.0 * step * (beta2 ** step) / bias_correction2
+    cdef bint rect = rho_t > 5.0
+    cdef double step_size
+    if rect:
+        step_size = (lr * sqrt((rho_t - 4.0) * (rho_t - 2.0) * rho_inf / ((rho_inf - 4.0) * (rho_inf - 2.0) * rho_t))
+                     * sqrt(bias_correction2) / bias_correction1)
+    else:
+        step_size = lr / bias_correction1
+    if _f32(param):
+        _radam[float](<float*>_ptr(param), <float*>_ptr(grad), <float*>_ptr(exp_avg), <float*>_ptr(exp_avg_sq),
+                      n, nt, sign, has_wd, decoupled_weight_decay, weight_decay, decay, beta1, 1.0 - beta1,
+                      beta2, 1.0 - beta2, rect, step_size, eps)
+    else:
+        _radam[double](<double*>_ptr(param), <double*>_ptr(grad), <double*>_ptr(exp_avg), <double*>_ptr(exp_avg_sq),
+                       n, nt, sign, has_wd, decoupled_weight_decay, weight_decay, decay, beta1, 1.0 - beta1,
+                       beta2, 1.0 - beta2, rect, step_size, eps)
+    return param
+
+
+# ---------------------------------------------------------------------------------------
+# Adagrad
+
+cdef void _adagrad(floating* p, const floating* g, floating* s, Py_ssize_t n, int nthreads, floating sign,
+                   bint has_wd, floating wd, floating clr, floating eps) noexcept nogil:
+    cdef Py_ssize_t i
+    cdef floating gi, si
+    for i in prange(n, schedule="static", num_threads=nthreads, use_threads_if=nthreads > 1):
+        gi = sign * g[i]
+        if has_wd:
+            gi = gi + wd * p[i]
+        si = s[i] + gi * gi
+        s[i] = si
+        p[i] = p[i] - clr * (gi / (sqrt(si) + eps))
+
+
+def adagrad(param, grad, state_sum, *, step, double lr, double lr_decay, double weight_decay, double eps,
+            bint maximize):
+    cdef Py_ssize_t n = cnp.PyArray_SIZE(<cnp.ndarray>param)
+    cdef int nt = threads_for(n)
+    cdef double sign = -1.0 if maximize else 1.0
+    cdef bint has_wd = weight_decay != 0
+    cdef double clr = lr / (1.0 + (step - 1) * lr_decay)
+    if _f32(param):
+        _adagrad[float](<float*>_ptr(param), <float*>_ptr(grad), <float*>_ptr(state_sum), n, nt, sign, has_wd,
+                        weight_decay, clr, eps)
+    else:
+        _adagrad[double](<double*>_ptr(param), <double*>_ptr(grad), <double*>_ptr(state_sum), n, nt, sign, has_wd,
+                         weight_decay, clr, eps)
+    return param
+
+
+# ---------------------------------------------------------------------------------------
+# Adadelta
+
+cdef void _adadelta(floating* p, const floating* g, floating* s, floating* a, Py_ssize_t n, int nthreads,
+                    floating sign, bint has_wd, floating wd, floating rho, floating omr, floating eps,
+                    floating lr) noexcept nogil:
+    cdef Py_ssize_t i
+    cdef floating gi, si, delta
+    for i in prange(n, schedule="static", num_threads=nthreads, use_threads_if=nthreads > 1):
+        gi = sign * g[i]
+        if has_wd:
+            gi = gi + wd * p[i]
+        si = rho * s[i] + omr * (gi * gi)
+        s[i] = si
+        delta = sqrt(a[i] + eps) / sqrt(si + eps) * gi
+        a[i] = rho * a[i] + omr * (delta * delta)
+        p[i] = p[i] - lr * delta
+
+
+def adadelta(param, grad, square_avg, acc_delta, *, double lr, double rho, double eps, double weight_decay,
+             bint maximize):
+    cdef Py_ssize_t n = cnp.PyArray_SIZE(<cnp.ndarray>param)
+    cdef int nt = threads_for(n)
+    cdef double sign = -1.0 if maximize else 1.0
+    cdef bint has_wd = weight_decay != 0
+    if _f32(param):
+        _adadelta[float](<float*>_ptr(param), <float*>_ptr(grad), <float*>_ptr(square_avg), <float*>_ptr(acc_delta),
+                         n, nt, sign, has_wd, weight_decay, rho, 1.0 - rho, eps, lr)
+    else:
+        _adadelta[double](<double*>_ptr(param), <double*>_ptr(grad), <double*>_ptr(square_avg),
+                          <double*>_ptr(acc_delta), n, nt, sign, has_wd, weight_decay, rho, 1.0 - rho, eps, lr)
+    return param
+
+
+# ---------------------------------------------------------------------------------------
+# RMSprop (momentum_buffer is None unless momentum > 0, grad_avg None unless centered)
+
+cdef void _rmsprop(floating* p, const floating* g, floating* s, floating* b, floating* ga, Py_ssize_t n,
+                   int nthreads, floating sign, bint has_wd, floating wd, floating alpha, floating oma,
+                   floating eps, bint centered, bint has_mom, floating momentum, floating lr) noexcept nogil:
+    cdef Py_ssize_t i
+    cdef floating gi, si, gai, avg, bi
+    for i in prange(n, schedule="static", num_threads=nthreads, use_threads_if=nthreads > 1):
+        gi = sign * g[i]
+        if has_wd:
+            gi = gi + wd * p[i]
+        si = alpha * s[i] + oma * (gi * gi)
+        s[i] = si
+        if centered:
+            gai = alpha * ga[i] + oma * gi
+            ga[i] = gai
+            avg = sqrt(si - gai * gai) + eps
+        else:
+            avg = sqrt(si) + eps
+        if has_mom:
+            bi = momentum * b[i] + gi / avg
+            b[i] = bi
+            p[i] = p[i] - lr * bi
+        else:
+            p[i] = p[i] - lr * (gi / avg)
+
+
+def rmsprop(param, grad, square_avg, momentum_buffer, grad_avg, *, double lr, double alpha, double eps,
+            double weight_decay, double momentum, bint centered, bint maximize):
+    cdef Py_ssize_t n = cnp.PyArray_SIZE(<cnp.ndarray>param)
+    cdef int nt = threads_for(n)
+    cdef double sign = -1.0 if maximize else 1.0
+    cdef bint has_wd = weight_decay != 0
+    cdef bint has_mom = momentum > 0
+    if _f32(param):
+        _rmsprop[float](<float*>_ptr(param), <float*>_ptr(grad), <float*>_ptr(square_avg),
+                        <float*>_ptr(momentum_buffer), <float*>_ptr(grad_avg), n, nt, sign, has_wd, weight_decay,
+                        alpha, 1.0 - alpha, eps, centered, has_mom, momentum, lr)
+    else:
+        _rmsprop[double](<double*>_ptr(param), <double*>_ptr(grad), <double*>_ptr(square_avg),
+                         <double*>_ptr(momentum_buffer), <double*>_ptr(grad_avg), n, nt, sign, has_wd, weight_decay,
+                         alpha, 1.0 - alpha, eps, centered, has_mom, momentum, lr)
+    return param
+
+
+# ---------------------------------------------------------------------------------------
+# Lion (decoupled weight decay, as the paper and optax)
+
+cdef void _lion(floating* p, const floating* g, floating* m, Py_ssize_t n, int nthreads, floating sign,
+                bint has_wd, floating decay, floating beta1, floating omb1, floating beta2, floating omb2,
+                floating lr) noexcept nogil:
+    cdef Py_ssize_t i
+    cdef floating gi, mi, pi
+    for i in prange(n, schedule="static", num_threads=nthreads, use_threads_if=nthreads > 1):
+        gi = sign * g[i]
+        mi = m[i]
+        pi = p[i]
+        if has_wd:
+            pi = pi * decay
+        p[i] = pi - lr * _sign(beta1 * mi + omb1 * gi)
+        m[i] = beta2 * mi + omb2 * gi
+
+
+def lion(param, grad, exp_avg, *, double lr, double beta1, double beta2, double weight_decay, bint maximize):
+    cdef Py_ssize_t n = cnp.PyArray_SIZE(<cnp.ndarray>param)
+    cdef int nt = threads_for(n)
+    cdef double sign = -1.0 if maximize else 1.0
+    cdef bint has_wd = weight_decay != 0
+    cdef double decay = 1.0 - lr * weight_decay
+    if _f32(param):
+        _lion[float](<float*>_ptr(param), <float*>_ptr(grad), <float*>_ptr(exp_avg), n, nt, sign, has_wd, decay,
+                     beta1, 1.0 - beta1, beta2, 1.0 - beta2, lr)
+    else:
+        _lion[double](<double*>_ptr(param), <double*>_ptr(grad), <double*>_ptr(exp_avg), n, nt, sign, has_wd, decay,
+                      beta1, 1.0 - beta1, beta2, 1.0 - beta2, lr)
     return param
 
 
