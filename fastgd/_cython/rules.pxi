@@ -15,7 +15,7 @@
 
 from cython cimport floating
 from cython.parallel cimport prange
-from libc.math cimport sqrt, fabs, pow
+from libc.math cimport sqrt, sqrtf, fabs, fabsf
 cimport numpy as cnp
 
 cnp.import_array()
@@ -35,8 +35,26 @@ cdef extern from *:
 
 
 cdef inline floating _max_nan(floating a, floating b) noexcept nogil:
-    """max(a, b) that propagates NaN from either side, like numpy.maximum."""
-    return a if (a > b or a != a) else b
+    """max(a, b) that propagates NaN from either side, like numpy.maximum.  Written as two
+    selects on one comparison each: GCC 12 does not vectorize ``a if (a > b or a != a) else b``."""
+    cdef floating r = a if a > b else b  # b if either is NaN
+    return a if a != a else r
+
+
+cdef inline floating _sqrt(floating x) noexcept nogil:
+    """sqrt in the dtype of x: libc's sqrt returns double, which would turn the rest of a
+    float32 expression into double arithmetic (different results, slower loop)."""
+    if floating is float:
+        return sqrtf(x)
+    else:
+        return sqrt(x)
+
+
+cdef inline floating _fabs(floating x) noexcept nogil:
+    if floating is float:
+        return fabsf(x)
+    else:
+        return fabs(x)
 
 
 cdef inline floating _sign(floating x) noexcept nogil:
@@ -97,29 +115,44 @@ def sgd(param, grad, momentum_buffer, *, double lr, double momentum, double damp
 # ---------------------------------------------------------------------------------------
 # Adam / AdamW (adamw = decoupled weight decay)
 
+cdef inline void _adam_at(Py_ssize_t i, floating* p, const floating* g, floating* m, floating* v,
+                          floating* vmax, floating sign, bint has_wd, bint decoupled, floating wd,
+                          floating decay, floating beta1, floating omb1, floating beta2, floating omb2,
+                          floating step_size, floating inv_bc2_sqrt, floating eps, bint amsgrad) noexcept nogil:
+    cdef floating gi, mi, vi, denom
+    gi = sign * g[i]
+    if has_wd:
+        if decoupled:
+            p[i] = p[i] * decay
+        else:
+            gi = gi + wd * p[i]
+    mi = beta1 * m[i] + omb1 * gi
+    vi = beta2 * v[i] + omb2 * (gi * gi)
+    m[i] = mi
+    v[i] = vi
+    if amsgrad:
+        vi = _max_nan(vmax[i], vi)
+        vmax[i] = vi
+    denom = _sqrt(vi) * inv_bc2_sqrt + eps
+    p[i] = p[i] - step_size * (mi / denom)
+
+
 cdef void _adam(floating* p, const floating* g, floating* m, floating* v, floating* vmax,
                 Py_ssize_t n, int nthreads, floating sign, bint has_wd, bint decoupled,
                 floating wd, floating decay, floating beta1, floating omb1, floating beta2,
                 floating omb2, floating step_size, floating inv_bc2_sqrt, floating eps,
                 bint amsgrad) noexcept nogil:
+    # amsgrad is a literal in each loop: GCC does not unswitch this loop body on its own, and
+    # an if-converted conditional access to vmax does not vectorize.
     cdef Py_ssize_t i
-    cdef floating gi, mi, vi, denom
-    for i in prange(n, schedule="static", num_threads=nthreads, use_threads_if=nthreads > 1):
-        gi = sign * g[i]
-        if has_wd:
-            if decoupled:
-                p[i] = p[i] * decay
-            else:
-                gi = gi + wd * p[i]
-        mi = beta1 * m[i] + omb1 * gi
-        vi = beta2 * v[i] + omb2 * (gi * gi)
-        m[i] = mi
-        v[i] = vi
-        if amsgrad:
-            vi = _max_nan(vmax[i], vi)
-            vmax[i] = vi
-        denom = sqrt(vi) * inv_bc2_sqrt + eps
-        p[i] = p[i] - step_size * (mi / denom)
+    if amsgrad:
+        for i in prange(n, schedule="static", num_threads=nthreads, use_threads_if=nthreads > 1):
+            _adam_at(i, p, g, m, v, vmax, sign, has_wd, decoupled, wd, decay, beta1, omb1, beta2, omb2,
+                     step_size, inv_bc2_sqrt, eps, True)
+    else:
+        for i in prange(n, schedule="static", num_threads=nthreads, use_threads_if=nthreads > 1):
+            _adam_at(i, p, g, m, v, vmax, sign, has_wd, decoupled, wd, decay, beta1, omb1, beta2, omb2,
+                     step_size, inv_bc2_sqrt, eps, False)
 
 
 def adam(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, *, step, double lr, double beta1,
@@ -156,7 +189,7 @@ cdef void _adamax(floating* p, const floating* g, floating* m, floating* u, Py_s
         if has_wd:
             gi = gi + wd * p[i]
         mi = beta1 * m[i] + omb1 * gi
-        ui = _max_nan(beta2 * u[i], fabs(gi) + eps)
+        ui = _max_nan(beta2 * u[i], _fabs(gi) + eps)
         m[i] = mi
         u[i] = ui
         p[i] = p[i] - step_size * (mi / ui)
@@ -199,7 +232,7 @@ cdef void _nadam(floating* p, const floating* g, floating* m, floating* v, Py_ss
         vi = beta2 * v[i] + omb2 * (gi * gi)
         m[i] = mi
         v[i] = vi
-        denom = sqrt(vi * inv_bc2) + eps
+        denom = _sqrt(vi * inv_bc2) + eps
         pi = pi - coef_grad * (gi / denom)
         p[i] = pi - coef_avg * (mi / denom)
 
@@ -250,7 +283,7 @@ cdef void _radam(floating* p, const floating* g, floating* m, floating* v, Py_ss
         m[i] = mi
         v[i] = vi
         if rect:
-            p[i] = p[i] - step_size * (mi / (sqrt(vi) + eps))
+            p[i] = p[i] - step_size * (mi / (_sqrt(vi) + eps))
         else:
             p[i] = p[i] - step_size * mi
 
@@ -297,7 +330,7 @@ cdef void _adagrad(floating* p, const floating* g, floating* s, Py_ssize_t n, in
             gi = gi + wd * p[i]
         si = s[i] + gi * gi
         s[i] = si
-        p[i] = p[i] - clr * (gi / (sqrt(si) + eps))
+        p[i] = p[i] - clr * (gi / (_sqrt(si) + eps))
 
 
 def adagrad(param, grad, state_sum, *, step, double lr, double lr_decay, double weight_decay, double eps,
@@ -330,7 +363,7 @@ cdef void _adadelta(floating* p, const floating* g, floating* s, floating* a, Py
             gi = gi + wd * p[i]
         si = rho * s[i] + omr * (gi * gi)
         s[i] = si
-        delta = sqrt(a[i] + eps) / sqrt(si + eps) * gi
+        delta = _sqrt(a[i] + eps) / _sqrt(si + eps) * gi
         a[i] = rho * a[i] + omr * (delta * delta)
         p[i] = p[i] - lr * delta
 
@@ -353,29 +386,48 @@ def adadelta(param, grad, square_avg, acc_delta, *, double lr, double rho, doubl
 # ---------------------------------------------------------------------------------------
 # RMSprop (momentum_buffer is None unless momentum > 0, grad_avg None unless centered)
 
+cdef inline void _rmsprop_at(Py_ssize_t i, floating* p, const floating* g, floating* s, floating* b,
+                             floating* ga, floating sign, bint has_wd, floating wd, floating alpha,
+                             floating oma, floating eps, bint centered, bint has_mom, floating momentum,
+                             floating lr) noexcept nogil:
+    cdef floating gi, si, gai, avg, bi
+    gi = sign * g[i]
+    if has_wd:
+        gi = gi + wd * p[i]
+    si = alpha * s[i] + oma * (gi * gi)
+    s[i] = si
+    if centered:
+        gai = alpha * ga[i] + oma * gi
+        ga[i] = gai
+        avg = _sqrt(si - gai * gai) + eps
+    else:
+        avg = _sqrt(si) + eps
+    if has_mom:
+        bi = momentum * b[i] + gi / avg
+        b[i] = bi
+        p[i] = p[i] - lr * bi
+    else:
+        p[i] = p[i] - lr * (gi / avg)
+
+
 cdef void _rmsprop(floating* p, const floating* g, floating* s, floating* b, floating* ga, Py_ssize_t n,
                    int nthreads, floating sign, bint has_wd, floating wd, floating alpha, floating oma,
                    floating eps, bint centered, bint has_mom, floating momentum, floating lr) noexcept nogil:
+    # centered and has_mom are literals in each loop (see _adam: the optional arrays must not
+    # be accessed under a run-time condition inside the loop, or it does not vectorize)
     cdef Py_ssize_t i
-    cdef floating gi, si, gai, avg, bi
-    for i in prange(n, schedule="static", num_threads=nthreads, use_threads_if=nthreads > 1):
-        gi = sign * g[i]
-        if has_wd:
-            gi = gi + wd * p[i]
-        si = alpha * s[i] + oma * (gi * gi)
-        s[i] = si
-        if centered:
-            gai = alpha * ga[i] + oma * gi
-            ga[i] = gai
-            avg = sqrt(si - gai * gai) + eps
-        else:
-            avg = sqrt(si) + eps
-        if has_mom:
-            bi = momentum * b[i] + gi / avg
-            b[i] = bi
-            p[i] = p[i] - lr * bi
-        else:
-            p[i] = p[i] - lr * (gi / avg)
+    if centered and has_mom:
+        for i in prange(n, schedule="static", num_threads=nthreads, use_threads_if=nthreads > 1):
+            _rmsprop_at(i, p, g, s, b, ga, sign, has_wd, wd, alpha, oma, eps, True, True, momentum, lr)
+    elif centered:
+        for i in prange(n, schedule="static", num_threads=nthreads, use_threads_if=nthreads > 1):
+            _rmsprop_at(i, p, g, s, b, ga, sign, has_wd, wd, alpha, oma, eps, True, False, momentum, lr)
+    elif has_mom:
+        for i in prange(n, schedule="static", num_threads=nthreads, use_threads_if=nthreads > 1):
+            _rmsprop_at(i, p, g, s, b, ga, sign, has_wd, wd, alpha, oma, eps, False, True, momentum, lr)
+    else:
+        for i in prange(n, schedule="static", num_threads=nthreads, use_threads_if=nthreads > 1):
+            _rmsprop_at(i, p, g, s, b, ga, sign, has_wd, wd, alpha, oma, eps, False, False, momentum, lr)
 
 
 def rmsprop(param, grad, square_avg, momentum_buffer, grad_avg, *, double lr, double alpha, double eps,

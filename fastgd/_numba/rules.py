@@ -15,11 +15,13 @@ from numba import njit, prange
 
 from ..backends import threads_for
 
-__all__ = ["adam", "copy_skeleton"]
+__all__ = ["sgd", "adam", "adamax", "nadam", "radam", "adagrad", "adadelta", "rmsprop", "lion",
+           "copy_skeleton"]
 
-# Chosen once, here: FMA contraction only.  No nnan/ninf (NaN and inf must behave as in
-# NumPy), no reassoc/arcp (results must match the reference to round-off).
-FASTMATH = {"contract"}
+# Chosen once, here: no fast-math flags at all.  No nnan/ninf (NaN and inf must behave as in
+# NumPy), no reassoc/arcp, and no FMA contraction either: every kernel then rounds exactly like
+# the NumPy reference (the memory-bound loops vectorize and run as fast without them).
+FASTMATH = False
 
 
 def _compile(body):
@@ -39,11 +41,66 @@ def _max_nan(a, b):
     return a if (a > b or a != a) else b
 
 
+@njit(inline="always")
+def _sign(x, one):
+    """numpy.sign in the dtype of ``one`` (an int literal would make a float32 loop float64):
+    -1, 0 or 1, NaN for NaN; ``x + 0`` turns -0.0 into +0.0, as numpy.sign does."""
+    return one if x > 0 else (-one if x < 0 else x + (one - one))
+
+
+def _empty(a):
+    """The placeholder for an unused optional state array: same type as ``a``, no elements."""
+    return a[:0]
+
+
+# _OPTIONAL: an unused optional array is passed as an empty slice (``_empty``: one compiled
+# type) when the loop vectorizes anyway (SGD), but as ``None`` where a run-time flag around
+# its accesses stops LLVM from vectorizing: Adam's max_exp_avg_sq and RMSprop's
+# momentum_buffer/grad_avg (measured 6x and 6x slower than the memory bound on 4e6 float32).
+# numba compiles one specialization per None pattern and prunes ``if x is not None`` at
+# compile time, so each loop is branch-free.
+
+
+# ---------------------------------------------------------------------------------------
+# SGD with optional (Nesterov) momentum
+
+def _sgd_body(p, g, b, sign, has_wd, wd, has_mom, first, nesterov, momentum, omd, lr):
+    for i in prange(p.size):
+        gi = sign * g[i]
+        if has_wd:
+            gi = gi + wd * p[i]
+        if has_mom:
+            if first:
+                bi = gi
+            else:
+                bi = momentum * b[i] + omd * gi
+            b[i] = bi
+            if nesterov:
+                gi = gi + momentum * bi
+            else:
+                gi = bi
+        p[i] = p[i] - lr * gi
+
+
+_sgd_k = _compile(_sgd_body)
+
+
+def sgd(param, grad, momentum_buffer, *, lr, momentum, dampening, nesterov, weight_decay, maximize, first_step):
+    f = param.dtype.type
+    p = param.reshape(-1)
+    has_mom = momentum != 0
+    b = momentum_buffer.reshape(-1) if has_mom else _empty(p)
+    _variant(_sgd_k, p.size)(
+        p, grad.reshape(-1), b, f(-1.0 if maximize else 1.0), weight_decay != 0, f(weight_decay), has_mom,
+        bool(first_step), bool(nesterov), f(momentum), f(1.0 - dampening), f(lr))
+    return param
+
+
 # ---------------------------------------------------------------------------------------
 # Adam / AdamW
 
 def _adam_body(p, g, m, v, vmax, sign, has_wd, decoupled, wd, decay, beta1, omb1, beta2, omb2,
-               step_size, inv_bc2_sqrt, eps, amsgrad):
+               step_size, inv_bc2_sqrt, eps):
     for i in prange(p.size):
         gi = sign * g[i]
         if has_wd:
@@ -55,7 +112,7 @@ def _adam_body(p, g, m, v, vmax, sign, has_wd, decoupled, wd, decay, beta1, omb1
         vi = beta2 * v[i] + omb2 * (gi * gi)
         m[i] = mi
         v[i] = vi
-        if amsgrad:
+        if vmax is not None:  # amsgrad; decided at compile time (see _OPTIONAL)
             vi = _max_nan(vmax[i], vi)
             vmax[i] = vi
         denom = math.sqrt(vi) * inv_bc2_sqrt + eps
@@ -69,12 +126,244 @@ def adam(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, *, step, lr, beta1, b
          amsgrad, maximize, decoupled_weight_decay):
     f = param.dtype.type
     p = param.reshape(-1)
-    vmax = max_exp_avg_sq.reshape(-1) if amsgrad else p[:0]
+    vmax = max_exp_avg_sq.reshape(-1) if amsgrad else None
     _variant(_adam_k, p.size)(
         p, grad.reshape(-1), exp_avg.reshape(-1), exp_avg_sq.reshape(-1), vmax,
         f(-1.0 if maximize else 1.0), weight_decay != 0, decoupled_weight_decay, f(weight_decay),
         f(1.0 - lr * weight_decay), f(beta1), f(1.0 - beta1), f(beta2), f(1.0 - beta2),
-        f(lr / (1.0 - beta1 ** step)), f(1.0 / math.sqrt(1.0 - beta2 ** step)), f(eps), amsgrad)
+        f(lr / (1.0 - beta1 ** step)), f(1.0 / math.sqrt(1.0 - beta2 ** step)), f(eps))
+    return param
+
+
+# ---------------------------------------------------------------------------------------
+# AdaMax
+
+def _adamax_body(p, g, m, u, sign, has_wd, wd, beta1, omb1, beta2, eps, step_size):
+    for i in prange(p.size):
+        gi = sign * g[i]
+        if has_wd:
+            gi = gi + wd * p[i]
+        mi = beta1 * m[i] + omb1 * gi
+        ui = _max_nan(beta2 * u[i], abs(gi) + eps)
+        m[i] = mi
+        u[i] = ui
+        p[i] = p[i] - step_size * (mi / ui)
+
+
+_adamax_k = _compile(_adamax_body)
+
+
+def adamax(param, grad, exp_avg, exp_inf, *, step, lr, beta1, beta2, eps, weight_decay, maximize):
+    f = param.dtype.type
+    p = param.reshape(-1)
+    _variant(_adamax_k, p.size)(
+        p, grad.reshape(-1), exp_avg.reshape(-1), exp_inf.reshape(-1), f(-1.0 if maximize else 1.0),
+        weight_decay != 0, f(weight_decay), f(beta1), f(1.0 - beta1), f(beta2), f(eps),
+        f(lr / (1.0 - beta1 ** step)))
+    return param
+
+
+# ---------------------------------------------------------------------------------------
+# NAdam (mu_product: the product of mu_1 .. mu_{t-1}, a Python float; see the reference)
+
+def _nadam_body(p, g, m, v, sign, has_wd, decoupled, wd, decay, beta1, omb1, beta2, omb2, inv_bc2, eps,
+                coef_grad, coef_avg):
+    for i in prange(p.size):
+        gi = sign * g[i]
+        pi = p[i]
+        if has_wd:
+            if decoupled:
+                pi = pi * decay
+            else:
+                gi = gi + wd * pi
+        mi = beta1 * m[i] + omb1 * gi
+        vi = beta2 * v[i] + omb2 * (gi * gi)
+        m[i] = mi
+        v[i] = vi
+        denom = math.sqrt(vi * inv_bc2) + eps
+        pi = pi - coef_grad * (gi / denom)
+        p[i] = pi - coef_avg * (mi / denom)
+
+
+_nadam_k = _compile(_nadam_body)
+
+
+def nadam(param, grad, exp_avg, exp_avg_sq, *, step, mu_product, lr, beta1, beta2, eps, weight_decay,
+          momentum_decay, maximize, decoupled_weight_decay):
+    f = param.dtype.type
+    p = param.reshape(-1)
+    mu = beta1 * (1.0 - 0.5 * 0.96 ** (step * momentum_decay))
+    mu_next = beta1 * (1.0 - 0.5 * 0.96 ** ((step + 1) * momentum_decay))
+    mu_product = mu_product * mu
+    coef_grad = lr * (1.0 - mu) / (1.0 - mu_product)
+    coef_avg = lr * mu_next / (1.0 - mu_product * mu_next)
+    _variant(_nadam_k, p.size)(
+        p, grad.reshape(-1), exp_avg.reshape(-1), exp_avg_sq.reshape(-1), f(-1.0 if maximize else 1.0),
+        weight_decay != 0, bool(decoupled_weight_decay), f(weight_decay), f(1.0 - lr * weight_decay), f(beta1),
+        f(1.0 - beta1), f(beta2), f(1.0 - beta2), f(1.0 / (1.0 - beta2 ** step)), f(eps), f(coef_grad),
+        f(coef_avg))
+    return param
+
+
+# ---------------------------------------------------------------------------------------
+# RAdam (the rho_t > 5 branch is a scalar decision, made in the wrapper: ``rect``)
+
+def _radam_body(p, g, m, v, sign, has_wd, decoupled, wd, decay, beta1, omb1, beta2, omb2, rect, step_size, eps):
+    for i in prange(p.size):
+        gi = sign * g[i]
+        if has_wd:
+            if decoupled:
+                p[i] = p[i] * decay
+            else:
+                gi = gi + wd * p[i]
+        mi = beta1 * m[i] + omb1 * gi
+        vi = beta2 * v[i] + omb2 * (gi * gi)
+        m[i] = mi
+        v[i] = vi
+        if rect:
+            p[i] = p[i] - step_size * (mi / (math.sqrt(vi) + eps))
+        else:
+            p[i] = p[i] - step_size * mi
+
+
+_radam_k = _compile(_radam_body)
+
+
+def radam(param, grad, exp_avg, exp_avg_sq, *, step, lr, beta1, beta2, eps, weight_decay, maximize,
+          decoupled_weight_decay):
+    f = param.dtype.type
+    p = param.reshape(-1)
+    bias_correction1 = 1.0 - beta1 ** step
+    bias_correction2 = 1.0 - beta2 ** step
+    rho_inf = 2.0 / (1.0 - beta2) - 1.0
+    rho_t = rho_inf - 2.0 * step * (beta2 ** step) / bias_correction2
+    rect = rho_t > 5.0
+    if rect:
+        r = math.sqrt((rho_t - 4.0) * (rho_t - 2.0) * rho_inf / ((rho_inf - 4.0) * (rho_inf - 2.0) * rho_t))
+        step_size = lr * r * math.sqrt(bias_correction2) / bias_correction1
+    else:
+        step_size = lr / bias_correction1
+    _variant(_radam_k, p.size)(
+        p, grad.reshape(-1), exp_avg.reshape(-1), exp_avg_sq.reshape(-1), f(-1.0 if maximize else 1.0),
+        weight_decay != 0, bool(decoupled_weight_decay), f(weight_decay), f(1.0 - lr * weight_decay), f(beta1),
+        f(1.0 - beta1), f(beta2), f(1.0 - beta2), rect, f(step_size), f(eps))
+    return param
+
+
+# ---------------------------------------------------------------------------------------
+# Adagrad
+
+def _adagrad_body(p, g, s, sign, has_wd, wd, clr, eps):
+    for i in prange(p.size):
+        gi = sign * g[i]
+        if has_wd:
+            gi = gi + wd * p[i]
+        si = s[i] + gi * gi
+        s[i] = si
+        p[i] = p[i] - clr * (gi / (math.sqrt(si) + eps))
+
+
+_adagrad_k = _compile(_adagrad_body)
+
+
+def adagrad(param, grad, state_sum, *, step, lr, lr_decay, weight_decay, eps, maximize):
+    f = param.dtype.type
+    p = param.reshape(-1)
+    _variant(_adagrad_k, p.size)(
+        p, grad.reshape(-1), state_sum.reshape(-1), f(-1.0 if maximize else 1.0), weight_decay != 0,
+        f(weight_decay), f(lr / (1.0 + (step - 1) * lr_decay)), f(eps))
+    return param
+
+
+# ---------------------------------------------------------------------------------------
+# Adadelta
+
+def _adadelta_body(p, g, s, a, sign, has_wd, wd, rho, omr, eps, lr):
+    for i in prange(p.size):
+        gi = sign * g[i]
+        if has_wd:
+            gi = gi + wd * p[i]
+        si = rho * s[i] + omr * (gi * gi)
+        s[i] = si
+        delta = math.sqrt(a[i] + eps) / math.sqrt(si + eps) * gi
+        a[i] = rho * a[i] + omr * (delta * delta)
+        p[i] = p[i] - lr * delta
+
+
+_adadelta_k = _compile(_adadelta_body)
+
+
+def adadelta(param, grad, square_avg, acc_delta, *, lr, rho, eps, weight_decay, maximize):
+    f = param.dtype.type
+    p = param.reshape(-1)
+    _variant(_adadelta_k, p.size)(
+        p, grad.reshape(-1), square_avg.reshape(-1), acc_delta.reshape(-1), f(-1.0 if maximize else 1.0),
+        weight_decay != 0, f(weight_decay), f(rho), f(1.0 - rho), f(eps), f(lr))
+    return param
+
+
+# ---------------------------------------------------------------------------------------
+# RMSprop (momentum_buffer is None unless momentum > 0, grad_avg None unless centered)
+
+def _rmsprop_body(p, g, s, b, ga, sign, has_wd, wd, alpha, oma, eps, momentum, lr):
+    for i in prange(p.size):
+        gi = sign * g[i]
+        if has_wd:
+            gi = gi + wd * p[i]
+        si = alpha * s[i] + oma * (gi * gi)
+        s[i] = si
+        if ga is not None:  # centered (compile time, see _OPTIONAL)
+            gai = alpha * ga[i] + oma * gi
+            ga[i] = gai
+            avg = math.sqrt(si - gai * gai) + eps
+        else:
+            avg = math.sqrt(si) + eps
+        if b is not None:  # momentum > 0 (compile time)
+            bi = momentum * b[i] + gi / avg
+            b[i] = bi
+            p[i] = p[i] - lr * bi
+        else:
+            p[i] = p[i] - lr * (gi / avg)
+
+
+_rmsprop_k = _compile(_rmsprop_body)
+
+
+def rmsprop(param, grad, square_avg, momentum_buffer, grad_avg, *, lr, alpha, eps, weight_decay, momentum,
+            centered, maximize):
+    f = param.dtype.type
+    p = param.reshape(-1)
+    b = momentum_buffer.reshape(-1) if momentum > 0 else None
+    ga = grad_avg.reshape(-1) if centered else None
+    _variant(_rmsprop_k, p.size)(
+        p, grad.reshape(-1), square_avg.reshape(-1), b, ga, f(-1.0 if maximize else 1.0), weight_decay != 0,
+        f(weight_decay), f(alpha), f(1.0 - alpha), f(eps), f(momentum), f(lr))
+    return param
+
+
+# ---------------------------------------------------------------------------------------
+# Lion (decoupled weight decay, as the paper and optax)
+
+def _lion_body(p, g, m, sign, has_wd, decay, beta1, omb1, beta2, omb2, lr, one):
+    for i in prange(p.size):
+        gi = sign * g[i]
+        mi = m[i]
+        pi = p[i]
+        if has_wd:
+            pi = pi * decay
+        p[i] = pi - lr * _sign(beta1 * mi + omb1 * gi, one)
+        m[i] = beta2 * mi + omb2 * gi
+
+
+_lion_k = _compile(_lion_body)
+
+
+def lion(param, grad, exp_avg, *, lr, beta1, beta2, weight_decay, maximize):
+    f = param.dtype.type
+    p = param.reshape(-1)
+    _variant(_lion_k, p.size)(
+        p, grad.reshape(-1), exp_avg.reshape(-1), f(-1.0 if maximize else 1.0), weight_decay != 0,
+        f(1.0 - lr * weight_decay), f(beta1), f(1.0 - beta1), f(beta2), f(1.0 - beta2), f(lr), f(1.0))
     return param
 
 
