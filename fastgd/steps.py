@@ -15,8 +15,11 @@ Zero-size arrays are a no-op.  NaN and inf propagate exactly as in the NumPy ref
 ``backend=`` picks ``"cython"``, ``"numba"`` or ``"numpy"`` for one call (default: the current
 backend, see ``fastgd.set_backend``).
 """
+import numpy as np
+
 from . import _validate as V
 from .backends import backend_module
+from .reference.rules import nadam_mu
 
 __all__ = ["sgd_step", "adam_step", "adamw_step", "adamax_step", "nadam_step", "radam_step",
            "adagrad_step", "adadelta_step", "rmsprop_step", "lion_step"]
@@ -164,12 +167,11 @@ def nadam_step(param, grad, exp_avg, exp_avg_sq, mu_product=None, *, step, lr=2e
     decoupled_weight_decay = V.flag("decoupled_weight_decay", decoupled_weight_decay)
     step = V.step(step)
     if mu_product is not None:
-        import numpy as np
-        if not isinstance(mu_product, np.ndarray) or mu_product.dtype != np.float64 or mu_product.size != 1:
+        if type(mu_product) is not np.ndarray or mu_product.dtype != np.float64 or mu_product.size != 1:
             raise TypeError("mu_product must be a float64 numpy array with one element (numpy.ones(1) at step 1)")
         if not mu_product.flags.writeable:
             raise ValueError("mu_product must be writeable (it is updated in place)")
-        prod = float(mu_product.reshape(-1)[0])
+        prod = float(mu_product.flat[0])
     else:
         prod = nadam_mu_product(step - 1, beta1=beta1, momentum_decay=momentum_decay)
     V.arrays(("param", "grad", "exp_avg", "exp_avg_sq"), (param, grad, exp_avg, exp_avg_sq), 1)
@@ -179,15 +181,13 @@ def nadam_step(param, grad, exp_avg, exp_avg_sq, mu_product=None, *, step, lr=2e
                                       momentum_decay=momentum_decay, maximize=maximize,
                                       decoupled_weight_decay=decoupled_weight_decay)
     if mu_product is not None:
-        from .reference.rules import nadam_mu
-        mu_product.reshape(-1)[0] = prod * nadam_mu(step, beta1, momentum_decay)
+        mu_product.flat[0] = prod * nadam_mu(step, beta1, momentum_decay)
     return param
 
 
 def nadam_mu_product(step, *, beta1=0.9, momentum_decay=4e-3):
     """:math:`P_t = \\prod_{i=1}^{t} \\beta_1 (1 - \\tfrac12 0.96^{i\\psi})` (1.0 for ``step=0``),
     multiplied in the same order as torch so that the result is bit-identical to its running product."""
-    from .reference.rules import nadam_mu
     prod = 1.0
     for i in range(1, int(step) + 1):
         prod = prod * nadam_mu(i, beta1, momentum_decay)
