@@ -58,7 +58,9 @@ def run_suite(json_path, quick, run_all, pytest_args):
     cmd += pytest_args
     print("$ " + " ".join(cmd), file=sys.stderr, flush=True)
     sys.stderr.flush()
-    rc = subprocess.call(cmd, cwd=ROOT, stdout=sys.stderr)  # stdout stays the report (e.g. > table.md)
+    # cwd=bench/: `python -m pytest` puts its cwd first on sys.path, and from the checkout's root
+    # that would import the uncompiled source tree instead of the installed package.
+    rc = subprocess.call(cmd, cwd=BENCH, stdout=sys.stderr)  # stdout stays the report (e.g. > table.md)
     if rc not in (0, 5):
         print("pytest exited with status %d; reporting what was measured" % rc, file=sys.stderr)
     return rc
