@@ -25,11 +25,14 @@ __all__ = ["sgd_step", "adam_step", "adamw_step", "adamax_step", "nadam_step", "
            "adagrad_step", "adadelta_step", "rmsprop_step", "lion_step"]
 
 
-def _common(lr, weight_decay, maximize, eps=None):
+_NO_EPS = object()  # the rule has no eps (sgd, lion)
+
+
+def _common(lr, weight_decay, maximize, eps=_NO_EPS):
     lr = V.nonneg("lr", lr)
     weight_decay = V.nonneg("weight_decay", weight_decay)
     maximize = V.flag("maximize", maximize)
-    if eps is None:
+    if eps is _NO_EPS:
         return lr, weight_decay, maximize
     return lr, weight_decay, maximize, V.nonneg("eps", eps)
 
@@ -61,9 +64,10 @@ def sgd_step(param, grad, momentum_buffer=None, *, lr, momentum=0.0, dampening=0
     else:
         momentum_buffer = None
     V.arrays(("param", "grad", "momentum_buffer"), (param, grad, momentum_buffer), 1)
+    impl = backend_module(backend)  # an unknown backend is an error even for empty arrays
     if param.size == 0:
         return param
-    return backend_module(backend).sgd(param, grad, momentum_buffer, lr=lr, momentum=momentum,
+    return impl.sgd(param, grad, momentum_buffer, lr=lr, momentum=momentum,
                                        dampening=dampening, nesterov=nesterov,
                                        weight_decay=weight_decay, maximize=maximize, first_step=first)
 
@@ -81,9 +85,10 @@ def _adam(param, grad, exp_avg, exp_avg_sq, step, lr, beta1, beta2, eps, weight_
         max_exp_avg_sq = None
     V.arrays(("param", "grad", "exp_avg", "exp_avg_sq", "max_exp_avg_sq"),
              (param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq), 1)
+    impl = backend_module(backend)  # an unknown backend is an error even for empty arrays
     if param.size == 0:
         return param
-    return backend_module(backend).adam(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, step=step, lr=lr,
+    return impl.adam(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, step=step, lr=lr,
                                         beta1=beta1, beta2=beta2, eps=eps, weight_decay=weight_decay,
                                         amsgrad=amsgrad, maximize=maximize, decoupled_weight_decay=decoupled)
 
@@ -137,9 +142,10 @@ def adamax_step(param, grad, exp_avg, exp_inf, *, step, lr=2e-3, beta1=0.9, beta
     beta2 = V.unit_interval("beta2", beta2)
     step = V.step(step)
     V.arrays(("param", "grad", "exp_avg", "exp_inf"), (param, grad, exp_avg, exp_inf), 1)
+    impl = backend_module(backend)  # an unknown backend is an error even for empty arrays
     if param.size == 0:
         return param
-    return backend_module(backend).adamax(param, grad, exp_avg, exp_inf, step=step, lr=lr, beta1=beta1,
+    return impl.adamax(param, grad, exp_avg, exp_inf, step=step, lr=lr, beta1=beta1,
                                           beta2=beta2, eps=eps, weight_decay=weight_decay, maximize=maximize)
 
 
@@ -175,8 +181,9 @@ def nadam_step(param, grad, exp_avg, exp_avg_sq, mu_product=None, *, step, lr=2e
     else:
         prod = nadam_mu_product(step - 1, beta1=beta1, momentum_decay=momentum_decay)
     V.arrays(("param", "grad", "exp_avg", "exp_avg_sq"), (param, grad, exp_avg, exp_avg_sq), 1)
+    impl = backend_module(backend)  # an unknown backend is an error even for empty arrays
     if param.size:
-        backend_module(backend).nadam(param, grad, exp_avg, exp_avg_sq, step=step, mu_product=prod, lr=lr,
+        impl.nadam(param, grad, exp_avg, exp_avg_sq, step=step, mu_product=prod, lr=lr,
                                       beta1=beta1, beta2=beta2, eps=eps, weight_decay=weight_decay,
                                       momentum_decay=momentum_decay, maximize=maximize,
                                       decoupled_weight_decay=decoupled_weight_decay)
@@ -213,9 +220,10 @@ def radam_step(param, grad, exp_avg, exp_avg_sq, *, step, lr=1e-3, beta1=0.9, be
     decoupled_weight_decay = V.flag("decoupled_weight_decay", decoupled_weight_decay)
     step = V.step(step)
     V.arrays(("param", "grad", "exp_avg", "exp_avg_sq"), (param, grad, exp_avg, exp_avg_sq), 1)
+    impl = backend_module(backend)  # an unknown backend is an error even for empty arrays
     if param.size == 0:
         return param
-    return backend_module(backend).radam(param, grad, exp_avg, exp_avg_sq, step=step, lr=lr, beta1=beta1,
+    return impl.radam(param, grad, exp_avg, exp_avg_sq, step=step, lr=lr, beta1=beta1,
                                          beta2=beta2, eps=eps, weight_decay=weight_decay, maximize=maximize,
                                          decoupled_weight_decay=decoupled_weight_decay)
 
@@ -235,9 +243,10 @@ def adagrad_step(param, grad, state_sum, *, step, lr=1e-2, lr_decay=0.0, weight_
     lr_decay = V.nonneg("lr_decay", lr_decay)
     step = V.step(step)
     V.arrays(("param", "grad", "state_sum"), (param, grad, state_sum), 1)
+    impl = backend_module(backend)  # an unknown backend is an error even for empty arrays
     if param.size == 0:
         return param
-    return backend_module(backend).adagrad(param, grad, state_sum, step=step, lr=lr, lr_decay=lr_decay,
+    return impl.adagrad(param, grad, state_sum, step=step, lr=lr, lr_decay=lr_decay,
                                            weight_decay=weight_decay, eps=eps, maximize=maximize)
 
 
@@ -257,9 +266,10 @@ def adadelta_step(param, grad, square_avg, acc_delta, *, lr=1.0, rho=0.9, eps=1e
     lr, weight_decay, maximize, eps = _common(lr, weight_decay, maximize, eps)
     rho = V.unit_interval("rho", rho, closed_right=True)
     V.arrays(("param", "grad", "square_avg", "acc_delta"), (param, grad, square_avg, acc_delta), 1)
+    impl = backend_module(backend)  # an unknown backend is an error even for empty arrays
     if param.size == 0:
         return param
-    return backend_module(backend).adadelta(param, grad, square_avg, acc_delta, lr=lr, rho=rho, eps=eps,
+    return impl.adadelta(param, grad, square_avg, acc_delta, lr=lr, rho=rho, eps=eps,
                                             weight_decay=weight_decay, maximize=maximize)
 
 
@@ -291,9 +301,10 @@ def rmsprop_step(param, grad, square_avg, *, momentum_buffer=None, grad_avg=None
         grad_avg = None
     V.arrays(("param", "grad", "square_avg", "momentum_buffer", "grad_avg"),
              (param, grad, square_avg, momentum_buffer, grad_avg), 1)
+    impl = backend_module(backend)  # an unknown backend is an error even for empty arrays
     if param.size == 0:
         return param
-    return backend_module(backend).rmsprop(param, grad, square_avg, momentum_buffer, grad_avg, lr=lr,
+    return impl.rmsprop(param, grad, square_avg, momentum_buffer, grad_avg, lr=lr,
                                            alpha=alpha, eps=eps, weight_decay=weight_decay, momentum=momentum,
                                            centered=centered, maximize=maximize)
 
@@ -314,7 +325,8 @@ def lion_step(param, grad, exp_avg, *, lr=1e-4, beta1=0.9, beta2=0.99, weight_de
     beta1 = V.unit_interval("beta1", beta1, closed_right=True)
     beta2 = V.unit_interval("beta2", beta2, closed_right=True)
     V.arrays(("param", "grad", "exp_avg"), (param, grad, exp_avg), 1)
+    impl = backend_module(backend)  # an unknown backend is an error even for empty arrays
     if param.size == 0:
         return param
-    return backend_module(backend).lion(param, grad, exp_avg, lr=lr, beta1=beta1, beta2=beta2,
+    return impl.lion(param, grad, exp_avg, lr=lr, beta1=beta1, beta2=beta2,
                                         weight_decay=weight_decay, maximize=maximize)

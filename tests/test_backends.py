@@ -1,0 +1,242 @@
+"""The backend switch, the thread settings and build_info()."""
+import threading
+
+import numpy as np
+import pytest
+
+import fastgd
+from fastgd import backends
+
+pytestmark = pytest.mark.usefixtures("restore_globals")
+
+KNOWN = ("cython", "numba", "numpy")
+
+
+def test_available_backends():
+    avail = fastgd.available_backends()
+    assert "numpy" in avail
+    assert set(avail) <= set(KNOWN)
+    assert list(avail) == [b for b in KNOWN if b in avail]       # fastest first, as documented
+    assert len(set(avail)) == len(avail)
+
+
+def test_default_backend_is_available():
+    assert fastgd.get_backend() in fastgd.available_backends()
+
+
+def test_set_and_get_backend(backend):
+    fastgd.set_backend(backend)
+    assert fastgd.get_backend() == backend
+
+
+@pytest.mark.parametrize("bad,exc", [("bogus", ValueError), ("", ValueError), ("NumPy", ValueError),
+                                     (None, TypeError), (3, TypeError)])
+def test_set_backend_rejects_unknown(bad, exc):
+    before = fastgd.get_backend()
+    with pytest.raises(exc, match="backend"):
+        fastgd.set_backend(bad)
+    assert fastgd.get_backend() == before
+
+
+def test_use_backend_restores_on_exit(backend):
+    fastgd.set_backend("numpy")
+    with fastgd.use_backend(backend) as name:
+        assert name == backend
+        assert fastgd.get_backend() == backend
+    assert fastgd.get_backend() == "numpy"
+
+
+def test_use_backend_restores_after_exception(backend):
+    fastgd.set_backend("numpy")
+    with pytest.raises(KeyError):
+        with fastgd.use_backend(backend):
+            assert fastgd.get_backend() == backend
+            raise KeyError("boom")
+    assert fastgd.get_backend() == "numpy"
+
+
+def test_use_backend_nests(backend):
+    fastgd.set_backend("numpy")
+    with fastgd.use_backend(backend):
+        with fastgd.use_backend("numpy"):
+            assert fastgd.get_backend() == "numpy"
+        assert fastgd.get_backend() == backend
+    assert fastgd.get_backend() == "numpy"
+
+
+def test_use_backend_rejects_unknown():
+    before = fastgd.get_backend()
+    with pytest.raises(ValueError, match="backend"):
+        with fastgd.use_backend("bogus"):
+            pass
+    assert fastgd.get_backend() == before
+
+
+def test_use_backend_is_per_thread(backend):
+    """use_backend changes the current thread only; set_backend is the default for all."""
+    fastgd.set_backend("numpy")
+    seen = []
+    with fastgd.use_backend(backend):
+        t = threading.Thread(target=lambda: seen.append(fastgd.get_backend()))
+        t.start()
+        t.join()
+    assert seen == ["numpy"]
+
+
+# ---------------------------------------------------------------------------------------
+# which kernel actually runs: a spy in the backend's namespace records the calls
+
+@pytest.fixture
+def spies(monkeypatch):
+    """Replace ``adam`` in every available backend's kernel namespace by a wrapper that records
+    the backend's name, then calls the real kernel."""
+    calls = []
+    for name in fastgd.available_backends():
+        mod = backends.backend_module(name)
+        real = mod.adam
+
+        def spy(*a, _real=real, _name=name, **k):
+            calls.append(_name)
+            return _real(*a, **k)
+
+        monkeypatch.setattr(mod, "adam", spy)
+    return calls
+
+
+def _adam(**kw):
+    p = np.ones(8)
+    return fastgd.adam_step(p, np.ones(8), np.zeros(8), np.zeros(8), step=1, **kw)
+
+
+def test_dispatch_follows_set_backend(backend, spies):
+    fastgd.set_backend(backend)
+    _adam()
+    assert spies == [backend]
+
+
+def test_dispatch_per_call_backend_wins(backend, spies):
+    other = "numpy" if backend != "numpy" else fastgd.available_backends()[0]
+    fastgd.set_backend(other)
+    with fastgd.use_backend(other):
+        _adam(backend=backend)
+    assert spies == [backend]
+
+
+def test_dispatch_follows_use_backend(backend, spies):
+    fastgd.set_backend("numpy")
+    with fastgd.use_backend(backend):
+        _adam()
+    _adam()
+    assert spies == [backend, "numpy"]
+
+
+@pytest.mark.parametrize("bad,exc", [("bogus", ValueError), ("NUMPY", ValueError), (3, TypeError),
+                                     (b"numpy", TypeError)])
+def test_per_call_unknown_backend(bad, exc):
+    with pytest.raises(exc, match="backend"):
+        _adam(backend=bad)
+
+
+def test_results_agree_across_backends(backend):
+    """A smoke check of the switch (the oracle tests compare every rule in depth)."""
+    p = np.linspace(-1, 1, 11)
+    fastgd.adam_step(p, np.cos(p), np.zeros(11), np.zeros(11), step=1, lr=0.1, backend=backend)
+    q = np.linspace(-1, 1, 11)
+    fastgd.adam_step(q, np.cos(q), np.zeros(11), np.zeros(11), step=1, lr=0.1, backend="numpy")
+    np.testing.assert_allclose(p, q, rtol=1e-15)
+
+
+# ---------------------------------------------------------------------------------------
+# threads
+
+def test_set_num_threads():
+    for n in (1, 2, 3):
+        fastgd.set_num_threads(n)
+        assert fastgd.get_num_threads() == n
+
+
+@pytest.mark.parametrize("bad,exc", [(0, ValueError), (-1, ValueError), (1.5, TypeError), (2.0, TypeError),
+                                     (True, TypeError), ("2", TypeError), (None, TypeError)])
+def test_set_num_threads_rejects(bad, exc):
+    before = fastgd.get_num_threads()
+    with pytest.raises(exc):
+        fastgd.set_num_threads(bad)
+    assert fastgd.get_num_threads() == before
+
+
+def test_serial_cutoff():
+    fastgd.set_serial_cutoff(0)
+    assert fastgd.serial_cutoff() == 0
+    fastgd.set_serial_cutoff(1000)
+    assert fastgd.serial_cutoff() == 1000
+    for bad, exc in ((-1, ValueError), (1.5, TypeError), (True, TypeError), ("10", TypeError)):
+        with pytest.raises(exc):
+            fastgd.set_serial_cutoff(bad)
+        assert fastgd.serial_cutoff() == 1000
+
+
+def _step_all(rule, backend, n_threads, n):
+    """One step of ``rule`` (every optional state in use) on n elements with n_threads threads."""
+    rng = np.random.default_rng(3)
+    arrays = [rng.standard_normal(n) for _ in range(5)]
+    p, g, a, b, c = arrays
+    b, c = np.abs(b), np.abs(c)
+    fastgd.set_num_threads(n_threads)
+    kw = dict(backend=backend)
+    if rule == "sgd":
+        fastgd.sgd_step(p, g, a, lr=0.1, momentum=0.9, nesterov=True, weight_decay=0.01, **kw)
+    elif rule in ("adam", "adamw"):
+        getattr(fastgd, rule + "_step")(p, g, a, b, step=2, amsgrad=True, max_exp_avg_sq=c, weight_decay=0.01, **kw)
+    elif rule == "adamax":
+        fastgd.adamax_step(p, g, a, b, step=2, **kw)
+    elif rule == "nadam":
+        fastgd.nadam_step(p, g, a, b, step=2, **kw)
+    elif rule == "radam":
+        fastgd.radam_step(p, g, a, b, step=7, **kw)
+    elif rule == "adagrad":
+        fastgd.adagrad_step(p, g, b, step=2, lr_decay=0.1, **kw)
+    elif rule == "adadelta":
+        fastgd.adadelta_step(p, g, b, c, **kw)
+    elif rule == "rmsprop":
+        fastgd.rmsprop_step(p, g, b, momentum_buffer=a, grad_avg=c * 0.01, momentum=0.9, centered=True, **kw)
+    elif rule == "lion":
+        fastgd.lion_step(p, g, a, weight_decay=0.1, **kw)
+    return p, a, b, c
+
+
+RULES = ("sgd", "adam", "adamw", "adamax", "nadam", "radam", "adagrad", "adadelta", "rmsprop", "lion")
+
+
+@pytest.mark.parametrize("rule", RULES)
+def test_one_and_two_threads_agree(rule, compiled_backend):
+    """Above the serial cutoff the kernels run threaded; every element is computed by the same
+    code either way, so 1 and 2 threads agree to the last bit but for the FMA contraction a
+    vectorized body and its scalar remainder may apply differently at chunk edges: rtol is
+    4 ulp."""
+    n = max(fastgd.serial_cutoff(), 1000) * 2 + 17
+    one = _step_all(rule, compiled_backend, 1, n)
+    two = _step_all(rule, compiled_backend, 2, n)
+    for x, y in zip(one, two):
+        np.testing.assert_allclose(x, y, rtol=4 * np.finfo(np.float64).eps, atol=0)
+
+
+# ---------------------------------------------------------------------------------------
+# build_info
+
+def test_build_info():
+    info = fastgd.build_info()
+    for key in ("version", "compiler", "openmp", "num_threads", "backends"):
+        assert key in info, key
+    assert info["version"] == fastgd.__version__
+    assert info["num_threads"] == fastgd.get_num_threads()
+    assert info["backends"] == fastgd.available_backends()
+    assert isinstance(info["openmp"], bool)
+    if "cython" in info["backends"]:
+        assert isinstance(info["compiler"], str) and info["compiler"]
+    else:
+        assert info["compiler"] is None and info["openmp"] is False
+
+
+def test_build_info_follows_thread_setting():
+    fastgd.set_num_threads(1)
+    assert fastgd.build_info()["num_threads"] == 1
