@@ -125,6 +125,10 @@ def extensions():
                     extra_link_args=omp_l,
                 )
             )
+    # dense layers: BLAS does the products (scipy's, reached at import), so one baseline build
+    exts.append(Extension("fastgd._cython.dense", ["fastgd/_cython/dense.pyx"],
+                          include_dirs=[np.get_include()], define_macros=macros,
+                          extra_compile_args=base_compile_args() + omp_c, extra_link_args=omp_l))
     exts.append(
         Extension(
             "fastgd._cython._core",

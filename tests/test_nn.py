@@ -1,0 +1,409 @@
+"""fastgd.nn's layers and models: initialisation, the Sequential chain against central
+differences and against a hand-written NumPy network, fit() (seeding, shuffling, optimizers by
+name, class or object, history, progress), predict/evaluate, every backend giving the same
+training run, and the digits example reaching its accuracy on every backend."""
+import math
+
+import numpy as np
+import pytest
+
+import fastgd
+from fastgd import nn
+
+REF = "numpy"
+
+
+def central_difference(f, arr, h=1e-6):
+    """(f(a + h e_i) - f(a - h e_i)) / 2h for every element of ``arr`` (restored afterwards)."""
+    grad = np.zeros(arr.shape)
+    flat = arr.reshape(-1)
+    for i in range(flat.size):
+        old = flat[i]
+        flat[i] = old + h
+        fp = f()
+        flat[i] = old - h
+        fm = f()
+        flat[i] = old
+        grad.reshape(-1)[i] = (fp - fm) / (2 * h)
+    return grad
+
+
+def blobs(n=120, d=6, c=3, seed=0, dtype=np.float64):
+    """Separable Gaussian clusters: c classes in d dimensions."""
+    rng = np.random.default_rng(seed)
+    centers = rng.standard_normal((c, d)) * 3
+    y = rng.integers(0, c, n)
+    x = centers[y] + rng.standard_normal((n, d))
+    return x.astype(dtype), y
+
+
+# ---------------------------------------------------------------------------------------
+# Dense
+
+def test_dense_init_he_and_glorot():
+    fan_in, fan_out = 400, 300
+    he = nn.Dense(fan_in, fan_out, "relu", dtype=np.float64, rng=0)
+    assert he.weight.shape == (fan_in, fan_out) and he.bias.shape == (fan_out,)
+    np.testing.assert_array_equal(he.bias, 0)
+    # 120,000 draws: the sample std is within 1% of sqrt(2/fan_in) with overwhelming probability
+    assert he.weight.std() == pytest.approx(math.sqrt(2 / fan_in), rel=0.01)
+    assert abs(he.weight.mean()) < 0.01 * math.sqrt(2 / fan_in) * 3
+    leaky = nn.Dense(fan_in, fan_out, "leaky_relu", negative_slope=0.5, dtype=np.float64, rng=0)
+    assert leaky.weight.std() == pytest.approx(math.sqrt(2 / (1.25 * fan_in)), rel=0.01)
+    for act in ("identity", "sigmoid", "tanh"):
+        gl = nn.Dense(fan_in, fan_out, act, dtype=np.float64, rng=0)
+        limit = math.sqrt(6 / (fan_in + fan_out))
+        assert np.abs(gl.weight).max() <= limit
+        assert gl.weight.std() == pytest.approx(limit / math.sqrt(3), rel=0.01)
+
+
+def test_dense_seeding_and_dtypes():
+    a = nn.Dense(5, 4, dtype=np.float64, rng=7)
+    b = nn.Dense(5, 4, dtype=np.float64, rng=np.random.default_rng(7))
+    c = nn.Dense(5, 4, dtype=np.float32, rng=7)
+    np.testing.assert_array_equal(a.weight, b.weight)
+    np.testing.assert_array_equal(c.weight, a.weight.astype(np.float32))  # one seed, same network
+    assert c.weight.dtype == np.float32 and c.grad_weight.dtype == np.float32
+    assert not np.array_equal(a.weight, nn.Dense(5, 4, dtype=np.float64, rng=8).weight)
+    assert a.parameters()[0] is a.weight and a.parameters()[1] is a.bias
+    assert a.gradients()[0] is a.grad_weight and a.gradients()[1] is a.grad_bias
+
+
+def test_dense_layer_equals_functional_kernels(backend, dtype):
+    layer = nn.Dense(6, 5, "tanh", dtype=dtype, rng=1, backend=backend)
+    layer.bias[...] = np.linspace(-1, 1, 5)
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((7, 6)).astype(dtype)
+    g = rng.standard_normal((7, 5)).astype(dtype)
+    out = layer.forward(x).copy()
+    ref_out = nn.dense_forward(x, layer.weight, layer.bias, activation="tanh", backend=backend)
+    np.testing.assert_array_equal(out, ref_out)
+    gx = layer.backward(g)
+    rgx, rgw, rgb = nn.dense_backward(g, x, layer.weight, ref_out, activation="tanh", backend=backend)
+    np.testing.assert_array_equal(gx, rgx)
+    np.testing.assert_array_equal(layer.grad_weight, rgw)
+    np.testing.assert_array_equal(layer.grad_bias, rgb)
+    assert layer.backward(g, compute_grad_x=False) is None
+
+
+def test_dense_argument_checks():
+    with pytest.raises(ValueError, match="in_features must be >= 1"):
+        nn.Dense(0, 3)
+    with pytest.raises(TypeError, match="out_features must be an int"):
+        nn.Dense(3, 2.0)
+    with pytest.raises(ValueError, match="activation must be one of"):
+        nn.Dense(3, 2, "softmax")
+    with pytest.raises(TypeError, match="dtype must be float32 or float64"):
+        nn.Dense(3, 2, dtype=np.int32)
+    layer = nn.Dense(3, 2, rng=0)
+    with pytest.raises(RuntimeError, match="before forward"):
+        layer.backward(np.zeros((1, 2), np.float32))
+    with pytest.raises(TypeError, match="x has dtype float64 but the layer has dtype float32"):
+        layer.forward(np.zeros((2, 3)))
+    with pytest.raises(ValueError, match="the layer takes 3 features"):
+        layer.forward(np.zeros((2, 4), np.float32))
+    layer.forward(np.zeros((2, 3), np.float32))
+    with pytest.raises(ValueError, match=r"grad_output has shape \(3, 2\) but the last forward output has shape"):
+        layer.backward(np.zeros((3, 2), np.float32))
+
+
+# ---------------------------------------------------------------------------------------
+# Sequential / MLP
+
+def test_mlp_structure():
+    model = nn.MLP([4, 8, 6, 3], "tanh", rng=0)
+    assert len(model) == 3 and [l.activation for l in model] == ["tanh", "tanh", "identity"]
+    assert [(l.in_features, l.out_features) for l in model] == [(4, 8), (8, 6), (6, 3)]
+    params, grads = model.parameters(), model.gradients()
+    assert len(params) == len(grads) == 6
+    for layer, (w, b), (gw, gb) in zip(model, zip(params[::2], params[1::2]), zip(grads[::2], grads[1::2])):
+        assert w is layer.weight and b is layer.bias and gw is layer.grad_weight and gb is layer.grad_bias
+    assert model.num_parameters() == 4 * 8 + 8 + 8 * 6 + 6 + 6 * 3 + 3
+    with pytest.raises(ValueError, match="layer 1 takes 5 features but layer 0 gives 8"):
+        nn.Sequential(nn.Dense(4, 8), nn.Dense(5, 3))
+    with pytest.raises(TypeError, match="layer 1 has dtype float64"):
+        nn.Sequential(nn.Dense(4, 8), nn.Dense(8, 3, dtype=np.float64))
+    with pytest.raises(ValueError, match="loss must be one of"):
+        nn.Sequential(nn.Dense(4, 8), loss="hinge")
+    # same seed, same network
+    again = nn.MLP([4, 8, 6, 3], "tanh", rng=0)
+    for p, q in zip(model.parameters(), again.parameters()):
+        np.testing.assert_array_equal(p, q)
+
+
+def numpy_mlp_loss_and_grads(params, acts, x, y):
+    """A hand-written NumPy network (textbook backpropagation), independent of fastgd.nn."""
+    f = {"tanh": np.tanh, "sigmoid": lambda z: 1 / (1 + np.exp(-z)), "identity": lambda z: z}
+    df = {"tanh": lambda a: 1 - a * a, "sigmoid": lambda a: a * (1 - a), "identity": lambda a: np.ones_like(a)}
+    inputs, a = [], x
+    for (w, b), act in zip(zip(params[::2], params[1::2]), acts):
+        inputs.append(a)
+        a = f[act](a @ w + b)
+    n = x.shape[0]
+    p = np.exp(a - a.max(axis=1, keepdims=True))
+    p /= p.sum(axis=1, keepdims=True)
+    loss = -np.mean(np.log(p[np.arange(n), y]))
+    d = p.copy()
+    d[np.arange(n), y] -= 1
+    d /= n
+    grads = []
+    outs = inputs[1:] + [a]
+    for i in range(len(acts) - 1, -1, -1):
+        w = params[2 * i]
+        dz = d * df[acts[i]](outs[i])
+        grads = [inputs[i].T @ dz, dz.sum(axis=0)] + grads
+        d = dz @ w.T
+    return loss, grads
+
+
+@pytest.mark.parametrize("acts", [("tanh", "sigmoid", "identity"), ("sigmoid", "tanh", "identity")])
+def test_mlp_backward_against_numpy_network_and_central_differences(backend, acts):
+    model = nn.MLP([5, 7, 6, 3], rng=3, dtype=np.float64, backend=backend)
+    for layer, act in zip(model, acts):
+        layer.activation = act
+        layer.bias[...] = np.random.default_rng(4).standard_normal(layer.out_features) * 0.1
+    x, y = blobs(9, 5, 3, seed=5)
+    out = model.forward(x)
+    loss, g = nn.softmax_cross_entropy(out, y, backend=backend)
+    model.backward(g)
+    ref_loss, ref_grads = numpy_mlp_loss_and_grads(model.parameters(), acts, x, y)
+    assert loss == pytest.approx(ref_loss, rel=1e-13)
+    for got, want in zip(model.gradients(), ref_grads):
+        np.testing.assert_allclose(got, want, rtol=1e-11, atol=1e-14)
+
+    def f():
+        return nn.softmax_cross_entropy(model.forward(x), y, backend=backend)[0]
+    grads = [gr.copy() for gr in model.gradients()]
+    for p, gr in zip(model.parameters(), grads):
+        np.testing.assert_allclose(gr, central_difference(f, p), rtol=1e-6, atol=1e-8)
+
+
+def test_sequential_backward_does_not_modify_grad_output_and_gives_grad_x(backend):
+    model = nn.MLP([4, 6, 2], "sigmoid", rng=0, dtype=np.float64, backend=backend)
+    x = np.random.default_rng(1).standard_normal((5, 4))
+    r = np.random.default_rng(2).standard_normal((5, 2))
+    model.forward(x)
+    r0 = r.copy()
+    gx = model.backward(r, compute_grad_x=True)
+    np.testing.assert_array_equal(r, r0)
+    num = central_difference(lambda: float(np.sum(r * model.forward(x))), x)
+    np.testing.assert_allclose(gx, num, rtol=1e-6, atol=1e-9)
+    model.forward(x)
+    assert model.backward(r) is None
+
+
+# ---------------------------------------------------------------------------------------
+# fit / predict / evaluate
+
+def test_fit_one_full_batch_step_is_plain_gradient_descent(backend):
+    """epochs=1, one batch of all rows, sgd: params_after = params_before - lr * gradient of
+    the batch-mean loss at params_before (computed here by forward/backward on a copy)."""
+    x, y = blobs(40, 4, 3, seed=1)
+    model = nn.MLP([4, 5, 3], rng=2, dtype=np.float64, backend=backend)
+    twin = nn.MLP([4, 5, 3], rng=2, dtype=np.float64, backend=backend)
+    loss0, g = nn.softmax_cross_entropy(twin.forward(x), y, backend=backend)
+    twin.backward(g)
+    expect = [p - 0.5 * gr for p, gr in zip(twin.parameters(), twin.gradients())]
+    hist = model.fit(x, y, epochs=1, batch_size=100, optimizer="sgd", lr=0.5, shuffle=True, seed=0, verbose=False)
+    for p, e in zip(model.parameters(), expect):
+        np.testing.assert_allclose(p, e, rtol=1e-13, atol=1e-15)  # shuffling only reorders the batch sums
+    assert hist["loss"][0] == pytest.approx(loss0, rel=1e-13)
+
+
+class RecordingSGD:
+    """A user's optimizer object: anything with step(grads)."""
+
+    def __init__(self, params, lr):
+        self.params, self.lr, self.batches = params, lr, 0
+
+    def step(self, grads):
+        self.batches += 1
+        for p, g in zip(self.params, grads):
+            p -= self.lr * g
+
+
+def test_fit_minibatches_shuffling_and_seeding():
+    x, y = blobs(50, 4, 3, seed=1)
+    model = nn.MLP([4, 5, 3], rng=2, dtype=np.float64, backend=REF)
+    opt = RecordingSGD(model.parameters(), 0.1)
+    hist = model.fit(x, y, epochs=3, batch_size=16, optimizer=opt, seed=0, verbose=False)
+    assert opt.batches == 3 * 4  # ceil(50 / 16) steps per epoch
+    assert len(hist["loss"]) == len(hist["accuracy"]) == len(hist["time"]) == 3
+    assert model.history is hist
+
+    def run(seed, shuffle=True, optimizer="adam"):
+        m = nn.MLP([4, 5, 3], rng=2, dtype=np.float64, backend=REF)
+        m.fit(x, y, epochs=2, batch_size=16, seed=seed, shuffle=shuffle, optimizer=optimizer, verbose=False)
+        return np.concatenate([p.ravel() for p in m.parameters()])
+    np.testing.assert_array_equal(run(0), run(0))
+    np.testing.assert_array_equal(run(np.random.default_rng(0)), run(0))
+    assert not np.array_equal(run(0), run(1))
+    np.testing.assert_array_equal(run(0, False), run(1, False))  # no shuffling: the seed does not matter
+
+
+def test_fit_shuffles_every_epoch():
+    """The rows each step sees: a permutation per epoch, different between epochs."""
+    x = np.arange(12, dtype=np.float64).reshape(12, 1)
+    y = np.zeros(12, int)
+    model = nn.MLP([1, 2], rng=0, dtype=np.float64, backend=REF)
+    seen = []
+    first = model.layers[0]
+    orig = first._forward
+
+    def spy(xb, kernels):
+        seen.append(xb[:, 0].astype(int).tolist())
+        return orig(xb, kernels)
+    first._forward = spy
+    model.fit(x, y, epochs=3, batch_size=5, optimizer=RecordingSGD(model.parameters(), 0.0), seed=3, verbose=False)
+    assert [len(b) for b in seen] == [5, 5, 2] * 3
+    epochs = [sum(seen[i:i + 3], []) for i in (0, 3, 6)]
+    for e in epochs:
+        assert sorted(e) == list(range(12))
+    assert epochs[0] != epochs[1] != epochs[2] and epochs[0] != list(range(12))
+
+
+@pytest.mark.parametrize("rule,hyper", [
+    ("sgd", dict(lr=0.1, momentum=0.9)), ("adam", dict(lr=1e-2)), ("adamw", dict(lr=1e-2)),
+    ("adamax", dict()), ("nadam", dict()), ("radam", dict()), ("adagrad", dict(lr=0.1)),
+    ("adadelta", dict()), ("rmsprop", dict(lr=1e-2, momentum=0.5, centered=True)), ("lion", dict(lr=1e-3))])
+def test_fit_by_rule_name_matches_step_functions(rule, hyper):
+    """fit(optimizer=name) calls fastgd.<name>_step with fresh zero state and step = 1, 2, ...:
+    replaying the same steps by hand gives the same parameters."""
+    x, y = blobs(30, 3, 2, seed=4)
+    model = nn.MLP([3, 4, 2], rng=0, dtype=np.float64, backend=REF)
+    model.fit(x, y, epochs=1, batch_size=30, optimizer=rule, shuffle=False, verbose=False, **hyper)
+    hand = nn.MLP([3, 4, 2], rng=0, dtype=np.float64, backend=REF)
+    _, g = nn.softmax_cross_entropy(hand.forward(x), y, backend=REF)
+    hand.backward(g)
+    step = getattr(fastgd, rule + "_step")
+    for p, gr in zip(hand.parameters(), hand.gradients()):
+        pos = {"sgd": 1, "adam": 2, "adamw": 2, "adamax": 2, "nadam": 2, "radam": 2, "adagrad": 1,
+               "adadelta": 2, "rmsprop": 1, "lion": 1}[rule]
+        kw = dict(hyper)
+        if rule in ("sgd", "adam", "adamw", "adamax", "nadam", "radam", "adagrad"):
+            kw["step"] = 1
+        if rule == "rmsprop":
+            kw.update(momentum_buffer=np.zeros_like(p), grad_avg=np.zeros_like(p))
+        step(p, gr, *[np.zeros_like(p) for _ in range(pos)], backend=REF, **kw)
+    for p, q in zip(model.parameters(), hand.parameters()):
+        np.testing.assert_array_equal(p, q)
+
+
+def test_fit_optimizer_errors():
+    x, y = blobs(10, 3, 2)
+    model = nn.MLP([3, 2], rng=0, dtype=np.float64)
+    with pytest.raises(ValueError, match="optimizer must be one of"):
+        model.fit(x, y, optimizer="bfgs", verbose=False)
+    with pytest.raises(ValueError, match="needs a learning rate"):
+        model.fit(x, y, optimizer="sgd", verbose=False)
+    with pytest.raises(TypeError, match="step\\(grads\\) method"):
+        model.fit(x, y, optimizer=42, verbose=False)
+    with pytest.raises(TypeError, match="go to the optimizer's constructor"):
+        model.fit(x, y, optimizer=RecordingSGD(model.parameters(), 0.1), lr=0.1, verbose=False)
+    with pytest.raises(ValueError, match="class indices in"):
+        model.fit(x, y + 5, verbose=False)
+    with pytest.raises(ValueError, match=r"x has shape \(10, 2\), expected \(n, 3\)"):
+        model.fit(x[:, :2], y, verbose=False)
+    with pytest.raises(ValueError, match="batch_size must be >= 1"):
+        model.fit(x, y, batch_size=0, verbose=False)
+
+
+def test_fit_with_fastgd_optim_classes_and_objects():
+    optim = pytest.importorskip("fastgd.optim", reason="fastgd.optim (optimizer objects) is not in this build")
+    if not hasattr(optim, "Adam"):
+        pytest.skip("fastgd.optim has no Adam")
+    x, y = blobs(40, 4, 3, seed=1)
+
+    def run(**kw):
+        m = nn.MLP([4, 6, 3], rng=2, dtype=np.float64, backend=REF)
+        if "object" in kw:
+            kw["optimizer"] = optim.Adam(m.parameters(), lr=1e-2, backend=REF)
+            del kw["object"]
+        m.fit(x, y, epochs=2, batch_size=8, seed=0, verbose=False, **kw)
+        return m.parameters()
+    by_name = run(optimizer="adam", lr=1e-2)
+    for other in (run(optimizer=optim.Adam, lr=1e-2), run(object=True)):
+        for p, q in zip(by_name, other):
+            np.testing.assert_array_equal(p, q)
+
+
+def test_training_is_the_same_on_every_backend(compiled_backend):
+    """float64, 3 epochs of Adam: every backend's run stays within round-off of the reference's."""
+    x, y = blobs(64, 6, 3, seed=9)
+    runs = {}
+    for b in (REF, compiled_backend):
+        m = nn.MLP([6, 16, 3], rng=1, dtype=np.float64, backend=b)
+        h = m.fit(x, y, epochs=3, batch_size=16, optimizer="adam", lr=1e-2, seed=0, verbose=False)
+        runs[b] = (h, m.parameters())
+    np.testing.assert_allclose(runs[compiled_backend][0]["loss"], runs[REF][0]["loss"], rtol=1e-10)
+    for p, q in zip(runs[compiled_backend][1], runs[REF][1]):
+        np.testing.assert_allclose(p, q, rtol=1e-8, atol=1e-10)
+
+
+def test_predict_and_evaluate(backend):
+    x, y = blobs(200, 4, 3, seed=0, dtype=np.float32)
+    model = nn.MLP([4, 16, 3], rng=0, backend=backend)
+    hist = model.fit(x[:150], y[:150], epochs=15, batch_size=16, lr=1e-2, seed=0, verbose=False,
+                     validation_data=(x[150:], y[150:]))
+    assert hist["loss"][-1] < hist["loss"][0]
+    logits = model.predict(x[150:], batch_size=7)
+    assert logits.shape == (50, 3) and logits.dtype == np.float32
+    np.testing.assert_allclose(logits, model.predict(x[150:]), rtol=1e-6, atol=1e-6)
+    ev = model.evaluate(x[150:], y[150:], batch_size=13)
+    assert ev["accuracy"] == pytest.approx(np.mean(logits.argmax(axis=1) == y[150:]))
+    assert ev["loss"] == pytest.approx(nn.softmax_cross_entropy(logits, y[150:], backend=REF)[0], rel=1e-5)
+    assert hist["val_loss"][-1] == pytest.approx(ev["loss"], rel=1e-6)
+    assert hist["val_accuracy"][-1] == ev["accuracy"] > 0.9
+    onehot = np.eye(3, dtype=np.float32)[y[150:]]
+    assert model.evaluate(x[150:], onehot)["loss"] == pytest.approx(ev["loss"], rel=1e-5)
+    # predict converts: lists and float64 input are accepted
+    np.testing.assert_allclose(model.predict(x[150:152].astype(np.float64).tolist()), logits[:2], rtol=1e-6)
+
+
+def test_mse_and_bce_models(backend):
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((200, 3))
+    a = np.array([[1.0], [-2.0], [0.5]])
+    reg = nn.MLP([3, 1], loss="mse_loss", rng=0, dtype=np.float64, backend=backend)
+    hist = reg.fit(x, (x @ a)[:, 0] + 0.3, epochs=60, batch_size=20, lr=0.05, seed=0, verbose=False)
+    assert "accuracy" not in hist and hist["loss"][-1] < 1e-3
+    np.testing.assert_allclose(reg[0].weight, a, atol=0.02)
+    np.testing.assert_allclose(reg[0].bias, [0.3], atol=0.02)
+    clf = nn.MLP([3, 8, 1], "tanh", loss="binary_cross_entropy_with_logits", rng=0, dtype=np.float64,
+                 backend=backend)
+    labels = (x @ a > 0).astype(np.float64)
+    hist = clf.fit(x, labels, epochs=30, batch_size=20, lr=1e-2, seed=0, verbose=False)
+    assert hist["accuracy"][-1] > 0.95
+    assert clf.evaluate(x, labels[:, 0])["accuracy"] == pytest.approx(np.mean((clf.predict(x) > 0) == labels))
+
+
+def test_progress_output(capsys):
+    x, y = blobs(20, 3, 2)
+    model = nn.MLP([3, 2], rng=0, dtype=np.float64)
+    model.fit(x, y, epochs=2, verbose=False)
+    assert capsys.readouterr().err == ""
+    model.fit(x, y, epochs=2, progress=False)
+    assert capsys.readouterr().err == ""
+    model.fit(x, y, epochs=2)
+    err = capsys.readouterr().err
+    assert "loss=" in err and "accuracy=" in err  # tqdm's bar, or one line per epoch without tqdm
+
+
+# ---------------------------------------------------------------------------------------
+# the real-data example
+
+@pytest.mark.parametrize("backend_name", ["cython", "numba", "numpy"])
+def test_digits_example_reaches_96_percent(backend_name):
+    pytest.importorskip("sklearn", reason="the digits example needs scikit-learn")
+    if backend_name not in fastgd.available_backends():
+        pytest.skip("backend %r not available" % backend_name)
+    import importlib.util
+    import pathlib
+    path = pathlib.Path(__file__).resolve().parents[1] / "examples" / "train_digits.py"
+    spec = importlib.util.spec_from_file_location("train_digits", path)
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+    data = example.load()
+    _, hist, seconds, acc, _ = example.train(data, backend=backend_name, seed=0, epochs=30, batch_size=32,
+                                            optimizer="adam", lr=1e-3)
+    assert acc >= 0.96, "test accuracy %.4f" % acc
