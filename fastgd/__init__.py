@@ -15,7 +15,7 @@ from .backends import (available_backends, get_backend, get_num_threads, serial_
                        set_backend, set_num_threads, set_serial_cutoff, use_backend)
 from .steps import (adadelta_step, adagrad_step, adam_step, adamax_step, adamw_step, lion_step,  # noqa: F401
                     nadam_mu_product, nadam_step, radam_step, rmsprop_step, sgd_step)
-from . import functions, nn, optim  # noqa: F401,E402
+from . import functions, multi, nn, optim  # noqa: F401,E402
 from .descent import gradient_descent, newton  # noqa: F401,E402
 from .gradcheck import check_gradient, numerical_gradient  # noqa: F401,E402
 
@@ -25,7 +25,7 @@ __all__ = [
     "get_num_threads", "set_num_threads", "serial_cutoff", "set_serial_cutoff",
     "sgd_step", "adam_step", "adamw_step", "adamax_step", "nadam_step", "nadam_mu_product", "radam_step",
     "adagrad_step", "adadelta_step", "rmsprop_step", "lion_step",
-    "gradient_descent", "newton", "numerical_gradient", "check_gradient", "optim", "functions", "nn",
+    "gradient_descent", "newton", "numerical_gradient", "check_gradient", "optim", "functions", "nn", "multi",
 ]
 
 

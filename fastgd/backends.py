@@ -105,10 +105,10 @@ def _env_threads():
 
 
 _threads = {"n": _env_threads(),
-            # below this many elements the compiled kernels run on one thread: measured on a
-            # 2-core Zen 4, waking the OpenMP team costs ~2-4 us, which an Adam step over
-            # 32K float32 elements (~4 us single-threaded) no longer hides.
-            "cutoff": int(os.environ.get("FASTGD_SERIAL_CUTOFF", 32768))}
+            # below this many elements the compiled kernels run on one thread.  Measured on the
+            # 2-core Zen 4 build machine (Adam, float32, alternated): two threads were 1.24-1.28x
+            # slower than one at 16,384 elements and 0.94-0.96x at 24,576.
+            "cutoff": int(os.environ.get("FASTGD_SERIAL_CUTOFF", 24576))}
 
 
 def get_num_threads():

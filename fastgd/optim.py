@@ -9,9 +9,11 @@
     >>> opt.step([dW, db])      # W and b updated in place through fastgd.adam_step
     >>> sched.step()            # new opt.lr for the next step
 
-Every ``step`` calls the public step kernels of :mod:`fastgd.steps` (``sgd_step``,
-``adam_step``, ...), so the current backend (or ``backend=`` given to the constructor)
-runs the update and the same argument validation applies.  Semantics, names and defaults
+Every ``step`` makes one multi-tensor call of :mod:`fastgd.multi` (``adam_step`` on lists
+of arrays, ...; the values are those of the single-tensor kernels of :mod:`fastgd.steps`,
+bit for bit) for all parameters together, so the current backend (or ``backend=`` given to
+the constructor) runs the update, one compiled call per dtype on the cython backend, and
+the same argument validation applies.  Semantics, names and defaults
 are those of the torch optimizer of the same name (``Lion``: the paper / optax).
 
 Design notes
@@ -36,7 +38,7 @@ from collections.abc import MutableMapping
 import numpy as np
 
 from . import _validate as V
-from . import steps as _steps
+from . import multi as _multi
 from .backends import backend_module
 
 __all__ = ["Optimizer", "SGD", "Adam", "AdamW", "Adamax", "NAdam", "RAdam", "Adagrad", "Adadelta", "RMSprop",
@@ -204,10 +206,35 @@ class Optimizer:
         h = self._check_hyper(self.hyper)
         t = self.step_count + 1
         fresh = [self._ensure_state(p, st, h) for p, st in zip(self._params, self.state)]
-        for p, g, st, new in zip(self._params, grads, self.state, fresh):
-            self._update(p, g, st, h, t, new)
+        groups = self._groups(h, fresh)
+        if len(groups) == 1:
+            self._update_many(self._params, grads, self.state, h, t, fresh)
+        else:
+            # several calls: check every array of all of them first (a step that raises
+            # has written nothing)
+            names = tuple(n for n in self._state_names(h) if n != "mu_product")
+            _multi._check_arrays(("params", "grads") + names,
+                                 (self._params, grads) + tuple([st[n] for st in self.state] for n in names))
+            for idx in groups:
+                self._update_many([self._params[i] for i in idx], [grads[i] for i in idx],
+                                  [self.state[i] for i in idx], h, t, [fresh[i] for i in idx])
         self.step_count = t
         return self.parameters()
+
+    def _group_key(self, st, new):
+        """Parameters whose keys are equal are stepped by one multi-tensor call."""
+        return None
+
+    def _groups(self, h, fresh):
+        groups = {}
+        for i, (st, new) in enumerate(zip(self.state, fresh)):
+            groups.setdefault(self._group_key(st, new), []).append(i)
+        return list(groups.values())
+
+    def _update_many(self, ps, gs, sts, h, t, news):
+        """Step the parameters ``ps`` with gradients ``gs`` and state dicts ``sts`` (``news``:
+        the names of the state arrays allocated at this step) in one multi-tensor call."""
+        raise NotImplementedError
 
     def _state_names(self, h):
         raise NotImplementedError
@@ -326,18 +353,21 @@ class SGD(Optimizer):
     def _state_names(self, h):
         return ("momentum_buffer",) if h["momentum"] != 0 else ()
 
-    def _update(self, p, g, st, h, t, new):
-        buf = st.get("momentum_buffer") if h["momentum"] != 0 else None
-        _steps.sgd_step(p, g, buf, lr=h["lr"], momentum=h["momentum"], dampening=h["dampening"],
+    def _group_key(self, st, new):
+        return "momentum_buffer" in new  # the buffers created now start as the gradient
+
+    def _update_many(self, ps, gs, sts, h, t, news):
+        bufs = [st["momentum_buffer"] for st in sts] if h["momentum"] != 0 else None
+        _multi.sgd_step(ps, gs, bufs, lr=h["lr"], momentum=h["momentum"], dampening=h["dampening"],
                         nesterov=h["nesterov"], weight_decay=h["weight_decay"], maximize=h["maximize"],
-                        step=1 if "momentum_buffer" in new else t, backend=self.backend)
+                        step=1 if "momentum_buffer" in news[0] else t, backend=self.backend)
 
 
 class Adam(Optimizer):
     """``Adam(params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0, amsgrad=False, *,
     maximize=False, backend=None)`` over :func:`fastgd.adam_step`, as ``torch.optim.Adam``."""
 
-    _kernel = staticmethod(_steps.adam_step)
+    _kernel = staticmethod(_multi.adam_step)
     _defaults = {"lr": 1e-3, "betas": (0.9, 0.999), "eps": 1e-8, "weight_decay": 0.0, "amsgrad": False,
                  "maximize": False}
     _spec = {"lr": _nonneg, "betas": _betas(False), "eps": _nonneg, "weight_decay": _nonneg, "amsgrad": _flag,
@@ -351,18 +381,19 @@ class Adam(Optimizer):
     def _state_names(self, h):
         return ("exp_avg", "exp_avg_sq", "max_exp_avg_sq") if h["amsgrad"] else ("exp_avg", "exp_avg_sq")
 
-    def _update(self, p, g, st, h, t, new):
-        self._kernel(p, g, st["exp_avg"], st["exp_avg_sq"], step=t, lr=h["lr"], beta1=h["betas"][0],
-                     beta2=h["betas"][1], eps=h["eps"], weight_decay=h["weight_decay"], amsgrad=h["amsgrad"],
-                     max_exp_avg_sq=st.get("max_exp_avg_sq") if h["amsgrad"] else None, maximize=h["maximize"],
-                     backend=self.backend)
+    def _update_many(self, ps, gs, sts, h, t, news):
+        self._kernel(ps, gs, [st["exp_avg"] for st in sts], [st["exp_avg_sq"] for st in sts], step=t, lr=h["lr"],
+                     beta1=h["betas"][0], beta2=h["betas"][1], eps=h["eps"], weight_decay=h["weight_decay"],
+                     amsgrad=h["amsgrad"],
+                     max_exp_avg_sqs=[st["max_exp_avg_sq"] for st in sts] if h["amsgrad"] else None,
+                     maximize=h["maximize"], backend=self.backend)
 
 
 class AdamW(Adam):
     """``AdamW(params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2, amsgrad=False, *,
     maximize=False, backend=None)`` over :func:`fastgd.adamw_step`, as ``torch.optim.AdamW``."""
 
-    _kernel = staticmethod(_steps.adamw_step)
+    _kernel = staticmethod(_multi.adamw_step)
     _defaults = dict(Adam._defaults, weight_decay=1e-2)
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2, amsgrad=False, *,
@@ -386,10 +417,10 @@ class Adamax(Optimizer):
     def _state_names(self, h):
         return ("exp_avg", "exp_inf")
 
-    def _update(self, p, g, st, h, t, new):
-        _steps.adamax_step(p, g, st["exp_avg"], st["exp_inf"], step=t, lr=h["lr"], beta1=h["betas"][0],
-                           beta2=h["betas"][1], eps=h["eps"], weight_decay=h["weight_decay"], maximize=h["maximize"],
-                           backend=self.backend)
+    def _update_many(self, ps, gs, sts, h, t, news):
+        _multi.adamax_step(ps, gs, [st["exp_avg"] for st in sts], [st["exp_inf"] for st in sts], step=t,
+                           lr=h["lr"], beta1=h["betas"][0], beta2=h["betas"][1], eps=h["eps"],
+                           weight_decay=h["weight_decay"], maximize=h["maximize"], backend=self.backend)
 
 
 class NAdam(Optimizer):
@@ -417,11 +448,18 @@ class NAdam(Optimizer):
             return np.ones(1, dtype=np.float64)
         return np.zeros_like(p)
 
-    def _update(self, p, g, st, h, t, new):
-        _steps.nadam_step(p, g, st["exp_avg"], st["exp_avg_sq"], st["mu_product"], step=t, lr=h["lr"],
-                          beta1=h["betas"][0], beta2=h["betas"][1], eps=h["eps"], weight_decay=h["weight_decay"],
-                          momentum_decay=h["momentum_decay"], decoupled_weight_decay=h["decoupled_weight_decay"],
-                          maximize=h["maximize"], backend=self.backend)
+    def _group_key(self, st, new):
+        return float(st["mu_product"][0])  # equal for all parameters unless a state_dict said otherwise
+
+    def _update_many(self, ps, gs, sts, h, t, news):
+        mu = sts[0]["mu_product"]
+        _multi.nadam_step(ps, gs, [st["exp_avg"] for st in sts], [st["exp_avg_sq"] for st in sts], mu, step=t,
+                          lr=h["lr"], beta1=h["betas"][0], beta2=h["betas"][1], eps=h["eps"],
+                          weight_decay=h["weight_decay"], momentum_decay=h["momentum_decay"],
+                          decoupled_weight_decay=h["decoupled_weight_decay"], maximize=h["maximize"],
+                          backend=self.backend)
+        for st in sts[1:]:
+            st["mu_product"][...] = mu
 
 
 class RAdam(Optimizer):
@@ -442,11 +480,11 @@ class RAdam(Optimizer):
     def _state_names(self, h):
         return ("exp_avg", "exp_avg_sq")
 
-    def _update(self, p, g, st, h, t, new):
-        _steps.radam_step(p, g, st["exp_avg"], st["exp_avg_sq"], step=t, lr=h["lr"], beta1=h["betas"][0],
-                          beta2=h["betas"][1], eps=h["eps"], weight_decay=h["weight_decay"],
-                          decoupled_weight_decay=h["decoupled_weight_decay"], maximize=h["maximize"],
-                          backend=self.backend)
+    def _update_many(self, ps, gs, sts, h, t, news):
+        _multi.radam_step(ps, gs, [st["exp_avg"] for st in sts], [st["exp_avg_sq"] for st in sts], step=t,
+                          lr=h["lr"], beta1=h["betas"][0], beta2=h["betas"][1], eps=h["eps"],
+                          weight_decay=h["weight_decay"], decoupled_weight_decay=h["decoupled_weight_decay"],
+                          maximize=h["maximize"], backend=self.backend)
 
 
 class Adagrad(Optimizer):
@@ -471,8 +509,8 @@ class Adagrad(Optimizer):
     def _init_state(self, name, p, h):
         return np.full_like(p, h["initial_accumulator_value"])
 
-    def _update(self, p, g, st, h, t, new):
-        _steps.adagrad_step(p, g, st["sum"], step=t, lr=h["lr"], lr_decay=h["lr_decay"],
+    def _update_many(self, ps, gs, sts, h, t, news):
+        _multi.adagrad_step(ps, gs, [st["sum"] for st in sts], step=t, lr=h["lr"], lr_decay=h["lr_decay"],
                             weight_decay=h["weight_decay"], eps=h["eps"], maximize=h["maximize"],
                             backend=self.backend)
 
@@ -491,9 +529,10 @@ class Adadelta(Optimizer):
     def _state_names(self, h):
         return ("square_avg", "acc_delta")
 
-    def _update(self, p, g, st, h, t, new):
-        _steps.adadelta_step(p, g, st["square_avg"], st["acc_delta"], lr=h["lr"], rho=h["rho"], eps=h["eps"],
-                             weight_decay=h["weight_decay"], maximize=h["maximize"], backend=self.backend)
+    def _update_many(self, ps, gs, sts, h, t, news):
+        _multi.adadelta_step(ps, gs, [st["square_avg"] for st in sts], [st["acc_delta"] for st in sts],
+                             lr=h["lr"], rho=h["rho"], eps=h["eps"], weight_decay=h["weight_decay"],
+                             maximize=h["maximize"], backend=self.backend)
 
 
 class RMSprop(Optimizer):
@@ -519,11 +558,11 @@ class RMSprop(Optimizer):
             names += ("grad_avg",)
         return names
 
-    def _update(self, p, g, st, h, t, new):
-        _steps.rmsprop_step(p, g, st["square_avg"],
-                            momentum_buffer=st.get("momentum_buffer") if h["momentum"] > 0 else None,
-                            grad_avg=st.get("grad_avg") if h["centered"] else None, lr=h["lr"], alpha=h["alpha"],
-                            eps=h["eps"], momentum=h["momentum"], centered=h["centered"],
+    def _update_many(self, ps, gs, sts, h, t, news):
+        _multi.rmsprop_step(ps, gs, [st["square_avg"] for st in sts],
+                            momentum_buffers=[st["momentum_buffer"] for st in sts] if h["momentum"] > 0 else None,
+                            grad_avgs=[st["grad_avg"] for st in sts] if h["centered"] else None, lr=h["lr"],
+                            alpha=h["alpha"], eps=h["eps"], momentum=h["momentum"], centered=h["centered"],
                             weight_decay=h["weight_decay"], maximize=h["maximize"], backend=self.backend)
 
 
@@ -541,9 +580,10 @@ class Lion(Optimizer):
     def _state_names(self, h):
         return ("exp_avg",)
 
-    def _update(self, p, g, st, h, t, new):
-        _steps.lion_step(p, g, st["exp_avg"], lr=h["lr"], beta1=h["betas"][0], beta2=h["betas"][1],
-                         weight_decay=h["weight_decay"], maximize=h["maximize"], backend=self.backend)
+    def _update_many(self, ps, gs, sts, h, t, news):
+        _multi.lion_step(ps, gs, [st["exp_avg"] for st in sts], lr=h["lr"], beta1=h["betas"][0],
+                         beta2=h["betas"][1], weight_decay=h["weight_decay"], maximize=h["maximize"],
+                         backend=self.backend)
 
 
 OPTIMIZERS = {"sgd": SGD, "adam": Adam, "adamw": AdamW, "adamax": Adamax, "nadam": NAdam, "radam": RAdam,

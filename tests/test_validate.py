@@ -316,3 +316,17 @@ def test_valid_call_passes(rule, backend):
     thing broken)."""
     c = Call(rule, backend=backend)
     assert c() is c.arrays["param"]
+
+
+@pytest.mark.parametrize("which", ["param", "grad", "state"])
+def test_byte_swapped_arrays_are_refused(which):
+    """A non-native byte order would be read as garbage by the compiled kernels: refuse it."""
+    arrs = {"param": np.ones(8, np.float32), "grad": np.full(8, 0.5, np.float32),
+            "state": np.zeros(8, np.float32)}
+    arrs[which] = arrs[which].astype(arrs[which].dtype.newbyteorder())
+    before = {k: a.copy() for k, a in arrs.items()}
+    v = np.zeros(8, arrs["param"].dtype)
+    with pytest.raises(TypeError, match="param|grad|exp_avg"):
+        fastgd.adam_step(arrs["param"], arrs["grad"], arrs["state"], v, step=1)
+    for k in arrs:
+        np.testing.assert_array_equal(arrs[k], before[k])

@@ -30,6 +30,7 @@ if _rules is None:
 
 SIMD_VARIANT = _v
 KERNELS = ("sgd", "adam", "adamax", "nadam", "radam", "adagrad", "adadelta", "rmsprop", "lion")
-for _k in KERNELS + ("copy_skeleton",):
+# single-tensor kernels, their multi-tensor forms (<rule>_multi, used by fastgd.multi) and helpers
+for _k in KERNELS + tuple(k + "_multi" for k in KERNELS) + ("copy_skeleton", "multi_arrays_ok", "multi_chunk"):
     if hasattr(_rules, _k):
         globals()[_k] = getattr(_rules, _k)

@@ -100,7 +100,7 @@ def arrays_ok(tuple arrs, Py_ssize_t n_readonly):
         if not cnp.PyArray_CheckExact(o):
             return False
         a = <cnp.ndarray>o
-        if cnp.PyArray_TYPE(a) != tnum or cnp.PyArray_NDIM(a) != nd:
+        if cnp.PyArray_TYPE(a) != tnum or cnp.PyArray_NDIM(a) != nd or not cnp.PyArray_ISNOTSWAPPED(a):
             return False
         if not cnp.PyArray_IS_C_CONTIGUOUS(a):
             return False

@@ -3,8 +3,11 @@
 # instruction-set target (see setup.py); fastgd._cython imports the best one.
 #
 # Layout of every rule:
+#   cdef inline void _<rule>_at(i, ...)     the update of element i (the loop body, once)
 #   cdef void _<rule>(...) noexcept nogil   the fused loop, one pass over memory, typed
-#                                           pointers, prange(static) when nthreads > 1
+#                                           pointers: prange(static) when nthreads > 1, else a
+#                                           plain loop (no OpenMP region at all: entering
+#                                           even an ``if(0)`` region costs ~0.5-1 us)
 #   def <rule>(...)                         computes the scalars in double, casts them to the
 #                                           array's dtype once, and calls the loop for
 #                                           float or double.
@@ -74,26 +77,41 @@ cdef inline void* _ptr(object a):
 # ---------------------------------------------------------------------------------------
 # SGD with optional (Nesterov) momentum
 
+cdef inline void _sgd_at(Py_ssize_t i, floating* p, const floating* g, floating* b, floating sign, bint has_wd,
+                         floating wd, bint has_mom, bint first, bint nesterov, floating momentum, floating omd,
+                         floating lr) noexcept nogil:
+    cdef floating gi, bi
+    gi = sign * g[i]
+    if has_wd:
+        gi = gi + wd * p[i]
+    if has_mom:
+        if first:
+            bi = gi
+        else:
+            bi = momentum * b[i] + omd * gi
+        b[i] = bi
+        if nesterov:
+            gi = gi + momentum * bi
+        else:
+            gi = bi
+    p[i] = p[i] - lr * gi
+
+
 cdef void _sgd(floating* p, const floating* g, floating* b, Py_ssize_t n, int nthreads, floating sign,
                bint has_wd, floating wd, bint has_mom, bint first, bint nesterov, floating momentum,
                floating omd, floating lr) noexcept nogil:
+    # has_mom is a literal in the serial loops: GCC vectorizes the prange loop as it is, but not
+    # the plain loop with a run-time condition around the buffer's accesses (1.4 ns/element)
     cdef Py_ssize_t i
-    cdef floating gi, bi
-    for i in prange(n, schedule="static", num_threads=nthreads, use_threads_if=nthreads > 1):
-        gi = sign * g[i]
-        if has_wd:
-            gi = gi + wd * p[i]
-        if has_mom:
-            if first:
-                bi = gi
-            else:
-                bi = momentum * b[i] + omd * gi
-            b[i] = bi
-            if nesterov:
-                gi = gi + momentum * bi
-            else:
-                gi = bi
-        p[i] = p[i] - lr * gi
+    if nthreads > 1:
+        for i in prange(n, schedule="static", num_threads=nthreads):
+            _sgd_at(i, p, g, b, sign, has_wd, wd, has_mom, first, nesterov, momentum, omd, lr)
+    elif has_mom:
+        for i in range(n):
+            _sgd_at(i, p, g, b, sign, has_wd, wd, True, first, nesterov, momentum, omd, lr)
+    else:
+        for i in range(n):
+            _sgd_at(i, p, g, b, sign, has_wd, wd, False, first, nesterov, momentum, omd, lr)
 
 
 def sgd(param, grad, momentum_buffer, *, double lr, double momentum, double dampening, bint nesterov,
@@ -145,12 +163,21 @@ cdef void _adam(floating* p, const floating* g, floating* m, floating* v, floati
     # amsgrad is a literal in each loop: GCC does not unswitch this loop body on its own, and
     # an if-converted conditional access to vmax does not vectorize.
     cdef Py_ssize_t i
-    if amsgrad:
-        for i in prange(n, schedule="static", num_threads=nthreads, use_threads_if=nthreads > 1):
+    if nthreads > 1:
+        if amsgrad:
+            for i in prange(n, schedule="static", num_threads=nthreads):
+                _adam_at(i, p, g, m, v, vmax, sign, has_wd, decoupled, wd, decay, beta1, omb1, beta2, omb2,
+                         step_size, inv_bc2_sqrt, eps, True)
+        else:
+            for i in prange(n, schedule="static", num_threads=nthreads):
+                _adam_at(i, p, g, m, v, vmax, sign, has_wd, decoupled, wd, decay, beta1, omb1, beta2, omb2,
+                         step_size, inv_bc2_sqrt, eps, False)
+    elif amsgrad:
+        for i in range(n):
             _adam_at(i, p, g, m, v, vmax, sign, has_wd, decoupled, wd, decay, beta1, omb1, beta2, omb2,
                      step_size, inv_bc2_sqrt, eps, True)
     else:
-        for i in prange(n, schedule="static", num_threads=nthreads, use_threads_if=nthreads > 1):
+        for i in range(n):
             _adam_at(i, p, g, m, v, vmax, sign, has_wd, decoupled, wd, decay, beta1, omb1, beta2, omb2,
                      step_size, inv_bc2_sqrt, eps, False)
 
@@ -179,20 +206,30 @@ def adam(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, *, step, double lr, d
 # ---------------------------------------------------------------------------------------
 # AdaMax
 
+cdef inline void _adamax_at(Py_ssize_t i, floating* p, const floating* g, floating* m, floating* u,
+                            floating sign, bint has_wd, floating wd, floating beta1, floating omb1,
+                            floating beta2, floating eps, floating step_size) noexcept nogil:
+    cdef floating gi, mi, ui
+    gi = sign * g[i]
+    if has_wd:
+        gi = gi + wd * p[i]
+    mi = beta1 * m[i] + omb1 * gi
+    ui = _max_nan(beta2 * u[i], _fabs(gi) + eps)
+    m[i] = mi
+    u[i] = ui
+    p[i] = p[i] - step_size * (mi / ui)
+
+
 cdef void _adamax(floating* p, const floating* g, floating* m, floating* u, Py_ssize_t n, int nthreads,
                   floating sign, bint has_wd, floating wd, floating beta1, floating omb1, floating beta2,
                   floating eps, floating step_size) noexcept nogil:
     cdef Py_ssize_t i
-    cdef floating gi, mi, ui
-    for i in prange(n, schedule="static", num_threads=nthreads, use_threads_if=nthreads > 1):
-        gi = sign * g[i]
-        if has_wd:
-            gi = gi + wd * p[i]
-        mi = beta1 * m[i] + omb1 * gi
-        ui = _max_nan(beta2 * u[i], _fabs(gi) + eps)
-        m[i] = mi
-        u[i] = ui
-        p[i] = p[i] - step_size * (mi / ui)
+    if nthreads > 1:
+        for i in prange(n, schedule="static", num_threads=nthreads):
+            _adamax_at(i, p, g, m, u, sign, has_wd, wd, beta1, omb1, beta2, eps, step_size)
+    else:
+        for i in range(n):
+            _adamax_at(i, p, g, m, u, sign, has_wd, wd, beta1, omb1, beta2, eps, step_size)
 
 
 def adamax(param, grad, exp_avg, exp_inf, *, step, double lr, double beta1, double beta2, double eps,
@@ -214,27 +251,40 @@ def adamax(param, grad, exp_avg, exp_inf, *, step, double lr, double beta1, doub
 # ---------------------------------------------------------------------------------------
 # NAdam (mu_product: the product of mu_1 .. mu_{t-1}, a Python float; see the reference)
 
+cdef inline void _nadam_at(Py_ssize_t i, floating* p, const floating* g, floating* m, floating* v,
+                           floating sign, bint has_wd, bint decoupled, floating wd, floating decay,
+                           floating beta1, floating omb1, floating beta2, floating omb2, floating inv_bc2,
+                           floating eps, floating coef_grad, floating coef_avg) noexcept nogil:
+    cdef floating gi, mi, vi, denom, pi
+    gi = sign * g[i]
+    pi = p[i]
+    if has_wd:
+        if decoupled:
+            pi = pi * decay
+        else:
+            gi = gi + wd * pi
+    mi = beta1 * m[i] + omb1 * gi
+    vi = beta2 * v[i] + omb2 * (gi * gi)
+    m[i] = mi
+    v[i] = vi
+    denom = _sqrt(vi * inv_bc2) + eps
+    pi = pi - coef_grad * (gi / denom)
+    p[i] = pi - coef_avg * (mi / denom)
+
+
 cdef void _nadam(floating* p, const floating* g, floating* m, floating* v, Py_ssize_t n, int nthreads,
                  floating sign, bint has_wd, bint decoupled, floating wd, floating decay, floating beta1,
                  floating omb1, floating beta2, floating omb2, floating inv_bc2, floating eps,
                  floating coef_grad, floating coef_avg) noexcept nogil:
     cdef Py_ssize_t i
-    cdef floating gi, mi, vi, denom, pi
-    for i in prange(n, schedule="static", num_threads=nthreads, use_threads_if=nthreads > 1):
-        gi = sign * g[i]
-        pi = p[i]
-        if has_wd:
-            if decoupled:
-                pi = pi * decay
-            else:
-                gi = gi + wd * pi
-        mi = beta1 * m[i] + omb1 * gi
-        vi = beta2 * v[i] + omb2 * (gi * gi)
-        m[i] = mi
-        v[i] = vi
-        denom = _sqrt(vi * inv_bc2) + eps
-        pi = pi - coef_grad * (gi / denom)
-        p[i] = pi - coef_avg * (mi / denom)
+    if nthreads > 1:
+        for i in prange(n, schedule="static", num_threads=nthreads):
+            _nadam_at(i, p, g, m, v, sign, has_wd, decoupled, wd, decay, beta1, omb1, beta2, omb2, inv_bc2, eps,
+                      coef_grad, coef_avg)
+    else:
+        for i in range(n):
+            _nadam_at(i, p, g, m, v, sign, has_wd, decoupled, wd, decay, beta1, omb1, beta2, omb2, inv_bc2, eps,
+                      coef_grad, coef_avg)
 
 
 def nadam(param, grad, exp_avg, exp_avg_sq, *, step, mu_product, double lr, double beta1, double beta2,
@@ -265,27 +315,45 @@ def nadam(param, grad, exp_avg, exp_avg_sq, *, step, mu_product, double lr, doub
 # ---------------------------------------------------------------------------------------
 # RAdam (the rho_t > 5 branch is a scalar decision, made in the wrapper: ``rect``)
 
+cdef inline void _radam_at(Py_ssize_t i, floating* p, const floating* g, floating* m, floating* v,
+                           floating sign, bint has_wd, bint decoupled, floating wd, floating decay,
+                           floating beta1, floating omb1, floating beta2, floating omb2, bint rect,
+                           floating step_size, floating eps) noexcept nogil:
+    cdef floating gi, mi, vi
+    gi = sign * g[i]
+    if has_wd:
+        if decoupled:
+            p[i] = p[i] * decay
+        else:
+            gi = gi + wd * p[i]
+    mi = beta1 * m[i] + omb1 * gi
+    vi = beta2 * v[i] + omb2 * (gi * gi)
+    m[i] = mi
+    v[i] = vi
+    if rect:
+        p[i] = p[i] - step_size * (mi / (_sqrt(vi) + eps))
+    else:
+        p[i] = p[i] - step_size * mi
+
+
 cdef void _radam(floating* p, const floating* g, floating* m, floating* v, Py_ssize_t n, int nthreads,
                  floating sign, bint has_wd, bint decoupled, floating wd, floating decay, floating beta1,
                  floating omb1, floating beta2, floating omb2, bint rect, floating step_size,
                  floating eps) noexcept nogil:
+    # rect is a literal in the serial loops (see _sgd: the plain loop did not vectorize, 3.4 ns/element)
     cdef Py_ssize_t i
-    cdef floating gi, mi, vi
-    for i in prange(n, schedule="static", num_threads=nthreads, use_threads_if=nthreads > 1):
-        gi = sign * g[i]
-        if has_wd:
-            if decoupled:
-                p[i] = p[i] * decay
-            else:
-                gi = gi + wd * p[i]
-        mi = beta1 * m[i] + omb1 * gi
-        vi = beta2 * v[i] + omb2 * (gi * gi)
-        m[i] = mi
-        v[i] = vi
-        if rect:
-            p[i] = p[i] - step_size * (mi / (_sqrt(vi) + eps))
-        else:
-            p[i] = p[i] - step_size * mi
+    if nthreads > 1:
+        for i in prange(n, schedule="static", num_threads=nthreads):
+            _radam_at(i, p, g, m, v, sign, has_wd, decoupled, wd, decay, beta1, omb1, beta2, omb2, rect,
+                      step_size, eps)
+    elif rect:
+        for i in range(n):
+            _radam_at(i, p, g, m, v, sign, has_wd, decoupled, wd, decay, beta1, omb1, beta2, omb2, True,
+                      step_size, eps)
+    else:
+        for i in range(n):
+            _radam_at(i, p, g, m, v, sign, has_wd, decoupled, wd, decay, beta1, omb1, beta2, omb2, False,
+                      step_size, eps)
 
 
 def radam(param, grad, exp_avg, exp_avg_sq, *, step, double lr, double beta1, double beta2, double eps,
@@ -320,17 +388,26 @@ def radam(param, grad, exp_avg, exp_avg_sq, *, step, double lr, double beta1, do
 # ---------------------------------------------------------------------------------------
 # Adagrad
 
+cdef inline void _adagrad_at(Py_ssize_t i, floating* p, const floating* g, floating* s, floating sign,
+                             bint has_wd, floating wd, floating clr, floating eps) noexcept nogil:
+    cdef floating gi, si
+    gi = sign * g[i]
+    if has_wd:
+        gi = gi + wd * p[i]
+    si = s[i] + gi * gi
+    s[i] = si
+    p[i] = p[i] - clr * (gi / (_sqrt(si) + eps))
+
+
 cdef void _adagrad(floating* p, const floating* g, floating* s, Py_ssize_t n, int nthreads, floating sign,
                    bint has_wd, floating wd, floating clr, floating eps) noexcept nogil:
     cdef Py_ssize_t i
-    cdef floating gi, si
-    for i in prange(n, schedule="static", num_threads=nthreads, use_threads_if=nthreads > 1):
-        gi = sign * g[i]
-        if has_wd:
-            gi = gi + wd * p[i]
-        si = s[i] + gi * gi
-        s[i] = si
-        p[i] = p[i] - clr * (gi / (_sqrt(si) + eps))
+    if nthreads > 1:
+        for i in prange(n, schedule="static", num_threads=nthreads):
+            _adagrad_at(i, p, g, s, sign, has_wd, wd, clr, eps)
+    else:
+        for i in range(n):
+            _adagrad_at(i, p, g, s, sign, has_wd, wd, clr, eps)
 
 
 def adagrad(param, grad, state_sum, *, step, double lr, double lr_decay, double weight_decay, double eps,
@@ -352,20 +429,30 @@ def adagrad(param, grad, state_sum, *, step, double lr, double lr_decay, double 
 # ---------------------------------------------------------------------------------------
 # Adadelta
 
+cdef inline void _adadelta_at(Py_ssize_t i, floating* p, const floating* g, floating* s, floating* a,
+                              floating sign, bint has_wd, floating wd, floating rho, floating omr, floating eps,
+                              floating lr) noexcept nogil:
+    cdef floating gi, si, delta
+    gi = sign * g[i]
+    if has_wd:
+        gi = gi + wd * p[i]
+    si = rho * s[i] + omr * (gi * gi)
+    s[i] = si
+    delta = _sqrt(a[i] + eps) / _sqrt(si + eps) * gi
+    a[i] = rho * a[i] + omr * (delta * delta)
+    p[i] = p[i] - lr * delta
+
+
 cdef void _adadelta(floating* p, const floating* g, floating* s, floating* a, Py_ssize_t n, int nthreads,
                     floating sign, bint has_wd, floating wd, floating rho, floating omr, floating eps,
                     floating lr) noexcept nogil:
     cdef Py_ssize_t i
-    cdef floating gi, si, delta
-    for i in prange(n, schedule="static", num_threads=nthreads, use_threads_if=nthreads > 1):
-        gi = sign * g[i]
-        if has_wd:
-            gi = gi + wd * p[i]
-        si = rho * s[i] + omr * (gi * gi)
-        s[i] = si
-        delta = _sqrt(a[i] + eps) / _sqrt(si + eps) * gi
-        a[i] = rho * a[i] + omr * (delta * delta)
-        p[i] = p[i] - lr * delta
+    if nthreads > 1:
+        for i in prange(n, schedule="static", num_threads=nthreads):
+            _adadelta_at(i, p, g, s, a, sign, has_wd, wd, rho, omr, eps, lr)
+    else:
+        for i in range(n):
+            _adadelta_at(i, p, g, s, a, sign, has_wd, wd, rho, omr, eps, lr)
 
 
 def adadelta(param, grad, square_avg, acc_delta, *, double lr, double rho, double eps, double weight_decay,
@@ -416,17 +503,30 @@ cdef void _rmsprop(floating* p, const floating* g, floating* s, floating* b, flo
     # centered and has_mom are literals in each loop (see _adam: the optional arrays must not
     # be accessed under a run-time condition inside the loop, or it does not vectorize)
     cdef Py_ssize_t i
-    if centered and has_mom:
-        for i in prange(n, schedule="static", num_threads=nthreads, use_threads_if=nthreads > 1):
+    if nthreads > 1:
+        if centered and has_mom:
+            for i in prange(n, schedule="static", num_threads=nthreads):
+                _rmsprop_at(i, p, g, s, b, ga, sign, has_wd, wd, alpha, oma, eps, True, True, momentum, lr)
+        elif centered:
+            for i in prange(n, schedule="static", num_threads=nthreads):
+                _rmsprop_at(i, p, g, s, b, ga, sign, has_wd, wd, alpha, oma, eps, True, False, momentum, lr)
+        elif has_mom:
+            for i in prange(n, schedule="static", num_threads=nthreads):
+                _rmsprop_at(i, p, g, s, b, ga, sign, has_wd, wd, alpha, oma, eps, False, True, momentum, lr)
+        else:
+            for i in prange(n, schedule="static", num_threads=nthreads):
+                _rmsprop_at(i, p, g, s, b, ga, sign, has_wd, wd, alpha, oma, eps, False, False, momentum, lr)
+    elif centered and has_mom:
+        for i in range(n):
             _rmsprop_at(i, p, g, s, b, ga, sign, has_wd, wd, alpha, oma, eps, True, True, momentum, lr)
     elif centered:
-        for i in prange(n, schedule="static", num_threads=nthreads, use_threads_if=nthreads > 1):
+        for i in range(n):
             _rmsprop_at(i, p, g, s, b, ga, sign, has_wd, wd, alpha, oma, eps, True, False, momentum, lr)
     elif has_mom:
-        for i in prange(n, schedule="static", num_threads=nthreads, use_threads_if=nthreads > 1):
+        for i in range(n):
             _rmsprop_at(i, p, g, s, b, ga, sign, has_wd, wd, alpha, oma, eps, False, True, momentum, lr)
     else:
-        for i in prange(n, schedule="static", num_threads=nthreads, use_threads_if=nthreads > 1):
+        for i in range(n):
             _rmsprop_at(i, p, g, s, b, ga, sign, has_wd, wd, alpha, oma, eps, False, False, momentum, lr)
 
 
@@ -451,19 +551,29 @@ def rmsprop(param, grad, square_avg, momentum_buffer, grad_avg, *, double lr, do
 # ---------------------------------------------------------------------------------------
 # Lion (decoupled weight decay, as the paper and optax)
 
+cdef inline void _lion_at(Py_ssize_t i, floating* p, const floating* g, floating* m, floating sign,
+                          bint has_wd, floating decay, floating beta1, floating omb1, floating beta2,
+                          floating omb2, floating lr) noexcept nogil:
+    cdef floating gi, mi, pi
+    gi = sign * g[i]
+    mi = m[i]
+    pi = p[i]
+    if has_wd:
+        pi = pi * decay
+    p[i] = pi - lr * _sign(beta1 * mi + omb1 * gi)
+    m[i] = beta2 * mi + omb2 * gi
+
+
 cdef void _lion(floating* p, const floating* g, floating* m, Py_ssize_t n, int nthreads, floating sign,
                 bint has_wd, floating decay, floating beta1, floating omb1, floating beta2, floating omb2,
                 floating lr) noexcept nogil:
     cdef Py_ssize_t i
-    cdef floating gi, mi, pi
-    for i in prange(n, schedule="static", num_threads=nthreads, use_threads_if=nthreads > 1):
-        gi = sign * g[i]
-        mi = m[i]
-        pi = p[i]
-        if has_wd:
-            pi = pi * decay
-        p[i] = pi - lr * _sign(beta1 * mi + omb1 * gi)
-        m[i] = beta2 * mi + omb2 * gi
+    if nthreads > 1:
+        for i in prange(n, schedule="static", num_threads=nthreads):
+            _lion_at(i, p, g, m, sign, has_wd, decay, beta1, omb1, beta2, omb2, lr)
+    else:
+        for i in range(n):
+            _lion_at(i, p, g, m, sign, has_wd, decay, beta1, omb1, beta2, omb2, lr)
 
 
 def lion(param, grad, exp_avg, *, double lr, double beta1, double beta2, double weight_decay, bint maximize):
@@ -485,22 +595,31 @@ def lion(param, grad, exp_avg, *, double lr, double beta1, double beta2, double 
 # the benchmark skeleton: moves a rule's bytes (reads grad and every written array, writes
 # them) with trivial arithmetic; the bandwidth a fused kernel is measured against.
 
+cdef inline void _skeleton_at(Py_ssize_t i, floating* a, floating* b, floating* c, floating* d, int n_out,
+                              const floating* g) noexcept nogil:
+    cdef floating gi = g[i]
+    a[i] = a[i] + gi
+    if n_out > 1:
+        b[i] = b[i] + gi
+    if n_out > 2:
+        c[i] = c[i] + gi
+    if n_out > 3:
+        d[i] = d[i] + gi
+
+
 cdef void _skeleton(floating** outs, int n_out, const floating* g, Py_ssize_t n, int nthreads) noexcept nogil:
+    # the same serial / parallel split as the kernels, so that it costs what they cost
     cdef Py_ssize_t i
-    cdef floating gi
     cdef floating* a = outs[0]
     cdef floating* b = outs[1] if n_out > 1 else NULL
     cdef floating* c = outs[2] if n_out > 2 else NULL
     cdef floating* d = outs[3] if n_out > 3 else NULL
-    for i in prange(n, schedule="static", num_threads=nthreads, use_threads_if=nthreads > 1):
-        gi = g[i]
-        a[i] = a[i] + gi
-        if n_out > 1:
-            b[i] = b[i] + gi
-        if n_out > 2:
-            c[i] = c[i] + gi
-        if n_out > 3:
-            d[i] = d[i] + gi
+    if nthreads > 1:
+        for i in prange(n, schedule="static", num_threads=nthreads):
+            _skeleton_at(i, a, b, c, d, n_out, g)
+    else:
+        for i in range(n):
+            _skeleton_at(i, a, b, c, d, n_out, g)
 
 
 def copy_skeleton(grad, *outs):
@@ -520,3 +639,472 @@ def copy_skeleton(grad, *outs):
     else:
         _skeleton[double](dd, len(outs), <double*>_ptr(grad), n, nt)
     return outs[0]
+
+
+# =======================================================================================
+# Multi-tensor steps: one call steps a whole list of tensors (fastgd.multi).
+#
+# The arrays' data pointers are gathered once into a table (``_Batch``); the work is cut
+# into chunks of at most ``MULTI_CHUNK`` elements, never crossing a tensor, whose
+# boundaries are cache-line aligned in param's memory (multiples of 16 elements from a
+# 16-element-aligned address); one ``prange`` over the chunks then calls the rule's own
+# loop function above on each chunk with nthreads=1.  The loop bodies are the single-tensor
+# ones, so the values are identical.  Arguments were validated by fastgd.multi.
+# Every ``<rule>_multi`` takes lists where ``<rule>`` takes arrays (None for an unused
+# optional state list) and the same keywords.
+
+from libc.stdlib cimport malloc, free
+from libc.stdint cimport uintptr_t
+
+cdef Py_ssize_t _MULTI_CHUNK = 32768
+cdef Py_ssize_t _ALIGN = 16  # elements: 64 bytes of float32, 128 of float64
+
+
+def multi_chunk(n=None):
+    """The multi-tensor chunk size in elements (a multiple of 16, >= 64); with ``n``, set it."""
+    global _MULTI_CHUNK
+    if n is not None:
+        if type(n) is not int or n < 64 or n % 16:
+            raise ValueError("n must be an int >= 64 and a multiple of 16, got %r" % (n,))
+        _MULTI_CHUNK = n
+    return _MULTI_CHUNK
+
+
+cdef class _Batch:
+    """Data pointers of K lists of T arrays (``ptr[k * T + t]``, NULL for an unused list)
+    and the chunk table (tensor, offset, length)."""
+    cdef void** ptr
+    cdef Py_ssize_t* ct
+    cdef Py_ssize_t* co
+    cdef Py_ssize_t* cn
+    cdef Py_ssize_t T, K, nchunks, total
+    cdef bint f32
+
+    def __cinit__(self):
+        self.ptr = NULL
+        self.ct = NULL
+        self.co = NULL
+        self.cn = NULL
+
+    def __dealloc__(self):
+        free(self.ptr)
+        free(self.ct)
+        free(self.co)
+        free(self.cn)
+
+
+cdef _Batch _batch(tuple lists):
+    cdef _Batch b = _Batch()
+    cdef list params = lists[0]
+    cdef Py_ssize_t T = len(params), K = len(lists), k, t, n, off, end, cap = 0, c = 0
+    cdef Py_ssize_t chunk = _MULTI_CHUNK, isz
+    cdef uintptr_t base
+    cdef cnp.ndarray p
+    b.T = T
+    b.K = K
+    b.total = 0
+    b.f32 = T > 0 and _f32(params[0])
+    b.ptr = <void**>malloc(sizeof(void*) * (K * T + 1))
+    if b.ptr == NULL:
+        raise MemoryError()
+    for k in range(K):
+        lst = lists[k]
+        for t in range(T):
+            b.ptr[k * T + t] = NULL if lst is None else _ptr(lst[t])
+    for t in range(T):
+        n = cnp.PyArray_SIZE(<cnp.ndarray>params[t])
+        b.total += n
+        cap += n // (chunk - _ALIGN) + 2
+    b.ct = <Py_ssize_t*>malloc(sizeof(Py_ssize_t) * cap)
+    b.co = <Py_ssize_t*>malloc(sizeof(Py_ssize_t) * cap)
+    b.cn = <Py_ssize_t*>malloc(sizeof(Py_ssize_t) * cap)
+    if b.ct == NULL or b.co == NULL or b.cn == NULL:
+        raise MemoryError()
+    for t in range(T):
+        p = <cnp.ndarray>params[t]
+        n = cnp.PyArray_SIZE(p)
+        isz = cnp.PyArray_ITEMSIZE(p)
+        base = (<uintptr_t>cnp.PyArray_DATA(p)) // isz  # address in elements
+        off = 0
+        while off < n:
+            end = off + chunk
+            if end >= n:
+                end = n
+            else:
+                end -= <Py_ssize_t>((base + <uintptr_t>end) % <uintptr_t>_ALIGN)  # to a cache-line boundary
+            b.ct[c] = t
+            b.co[c] = off
+            b.cn[c] = end - off
+            c += 1
+            off = end
+    b.nchunks = c
+    return b
+
+
+cdef inline floating* _at(void** ptr, Py_ssize_t k, Py_ssize_t T, Py_ssize_t t, Py_ssize_t off,
+                          floating dummy) noexcept nogil:
+    """Chunk start of list k, tensor t (NULL for an unused list)."""
+    cdef floating* a = <floating*>ptr[k * T + t]
+    return NULL if a == NULL else a + off
+
+
+cdef inline int _multi_threads(_Batch b):
+    return 1 if b.nchunks < 2 else min(threads_for(b.total), b.nchunks)
+
+
+def sgd_multi(params, grads, momentum_buffers, *, double lr, double momentum, double dampening, bint nesterov,
+              double weight_decay, bint maximize, bint first_step):
+    cdef _Batch b = _batch((params, grads, momentum_buffers))
+    cdef int nt = _multi_threads(b)
+    cdef double sign = -1.0 if maximize else 1.0
+    cdef bint has_wd = weight_decay != 0
+    cdef bint has_mom = momentum != 0
+    cdef Py_ssize_t c, t, o, T = b.T
+    if b.f32:
+        for c in prange(b.nchunks, schedule="static", num_threads=nt, use_threads_if=nt > 1, nogil=True):
+            t = b.ct[c]
+            o = b.co[c]
+            _sgd[float](_at(b.ptr, 0, T, t, o, <float>0), _at(b.ptr, 1, T, t, o, <float>0),
+                        _at(b.ptr, 2, T, t, o, <float>0), b.cn[c], 1, sign, has_wd, weight_decay, has_mom,
+                        first_step, nesterov, momentum, 1.0 - dampening, lr)
+    else:
+        for c in prange(b.nchunks, schedule="static", num_threads=nt, use_threads_if=nt > 1, nogil=True):
+            t = b.ct[c]
+            o = b.co[c]
+            _sgd[double](_at(b.ptr, 0, T, t, o, <double>0), _at(b.ptr, 1, T, t, o, <double>0),
+                         _at(b.ptr, 2, T, t, o, <double>0), b.cn[c], 1, sign, has_wd, weight_decay, has_mom,
+                         first_step, nesterov, momentum, 1.0 - dampening, lr)
+    return params
+
+
+def adam_multi(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, *, step, double lr, double beta1,
+               double beta2, double eps, double weight_decay, bint amsgrad, bint maximize,
+               bint decoupled_weight_decay):
+    cdef _Batch b = _batch((params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs))
+    cdef int nt = _multi_threads(b)
+    cdef double sign = -1.0 if maximize else 1.0
+    cdef double step_size = lr / (1.0 - beta1 ** step)
+    cdef double inv_bc2_sqrt = 1.0 / sqrt(1.0 - beta2 ** step)
+    cdef double decay = 1.0 - lr * weight_decay
+    cdef bint has_wd = weight_decay != 0
+    cdef Py_ssize_t c, t, o, T = b.T
+    if b.f32:
+        for c in prange(b.nchunks, schedule="static", num_threads=nt, use_threads_if=nt > 1, nogil=True):
+            t = b.ct[c]
+            o = b.co[c]
+            _adam[float](_at(b.ptr, 0, T, t, o, <float>0), _at(b.ptr, 1, T, t, o, <float>0),
+                         _at(b.ptr, 2, T, t, o, <float>0), _at(b.ptr, 3, T, t, o, <float>0),
+                         _at(b.ptr, 4, T, t, o, <float>0), b.cn[c], 1, sign, has_wd, decoupled_weight_decay,
+                         weight_decay, decay, beta1, 1.0 - beta1, beta2, 1.0 - beta2, step_size, inv_bc2_sqrt,
+                         eps, amsgrad)
+    else:
+        for c in prange(b.nchunks, schedule="static", num_threads=nt, use_threads_if=nt > 1, nogil=True):
+            t = b.ct[c]
+            o = b.co[c]
+            _adam[double](_at(b.ptr, 0, T, t, o, <double>0), _at(b.ptr, 1, T, t, o, <double>0),
+                          _at(b.ptr, 2, T, t, o, <double>0), _at(b.ptr, 3, T, t, o, <double>0),
+                          _at(b.ptr, 4, T, t, o, <double>0), b.cn[c], 1, sign, has_wd, decoupled_weight_decay,
+                          weight_decay, decay, beta1, 1.0 - beta1, beta2, 1.0 - beta2, step_size, inv_bc2_sqrt,
+                          eps, amsgrad)
+    return params
+
+
+def adamax_multi(params, grads, exp_avgs, exp_infs, *, step, double lr, double beta1, double beta2, double eps,
+                 double weight_decay, bint maximize):
+    cdef _Batch b = _batch((params, grads, exp_avgs, exp_infs))
+    cdef int nt = _multi_threads(b)
+    cdef double sign = -1.0 if maximize else 1.0
+    cdef double step_size = lr / (1.0 - beta1 ** step)
+    cdef bint has_wd = weight_decay != 0
+    cdef Py_ssize_t c, t, o, T = b.T
+    if b.f32:
+        for c in prange(b.nchunks, schedule="static", num_threads=nt, use_threads_if=nt > 1, nogil=True):
+            t = b.ct[c]
+            o = b.co[c]
+            _adamax[float](_at(b.ptr, 0, T, t, o, <float>0), _at(b.ptr, 1, T, t, o, <float>0),
+                           _at(b.ptr, 2, T, t, o, <float>0), _at(b.ptr, 3, T, t, o, <float>0), b.cn[c], 1,
+                           sign, has_wd, weight_decay, beta1, 1.0 - beta1, beta2, eps, step_size)
+    else:
+        for c in prange(b.nchunks, schedule="static", num_threads=nt, use_threads_if=nt > 1, nogil=True):
+            t = b.ct[c]
+            o = b.co[c]
+            _adamax[double](_at(b.ptr, 0, T, t, o, <double>0), _at(b.ptr, 1, T, t, o, <double>0),
+                            _at(b.ptr, 2, T, t, o, <double>0), _at(b.ptr, 3, T, t, o, <double>0), b.cn[c], 1,
+                            sign, has_wd, weight_decay, beta1, 1.0 - beta1, beta2, eps, step_size)
+    return params
+
+
+def nadam_multi(params, grads, exp_avgs, exp_avg_sqs, *, step, mu_product, double lr, double beta1, double beta2,
+                double eps, double weight_decay, double momentum_decay, bint maximize, bint decoupled_weight_decay):
+    cdef _Batch b = _batch((params, grads, exp_avgs, exp_avg_sqs))
+    cdef int nt = _multi_threads(b)
+    cdef double sign = -1.0 if maximize else 1.0
+    cdef double decay = 1.0 - lr * weight_decay
+    cdef bint has_wd = weight_decay != 0
+    cdef double mu = beta1 * (1.0 - 0.5 * 0.96 ** (step * momentum_decay))
+    cdef double mu_next = beta1 * (1.0 - 0.5 * 0.96 ** ((step + 1) * momentum_decay))
+    cdef double prod = <double>mu_product * mu
+    cdef double coef_grad = lr * (1.0 - mu) / (1.0 - prod)
+    cdef double coef_avg = lr * mu_next / (1.0 - prod * mu_next)
+    cdef double inv_bc2 = 1.0 / (1.0 - beta2 ** step)
+    cdef Py_ssize_t c, t, o, T = b.T
+    if b.f32:
+        for c in prange(b.nchunks, schedule="static", num_threads=nt, use_threads_if=nt > 1, nogil=True):
+            t = b.ct[c]
+            o = b.co[c]
+            _nadam[float](_at(b.ptr, 0, T, t, o, <float>0), _at(b.ptr, 1, T, t, o, <float>0),
+                          _at(b.ptr, 2, T, t, o, <float>0), _at(b.ptr, 3, T, t, o, <float>0), b.cn[c], 1,
+                          sign, has_wd, decoupled_weight_decay, weight_decay, decay, beta1, 1.0 - beta1,
+                          beta2, 1.0 - beta2, inv_bc2, eps, coef_grad, coef_avg)
+    else:
+        for c in prange(b.nchunks, schedule="static", num_threads=nt, use_threads_if=nt > 1, nogil=True):
+            t = b.ct[c]
+            o = b.co[c]
+            _nadam[double](_at(b.ptr, 0, T, t, o, <double>0), _at(b.ptr, 1, T, t, o, <double>0),
+                           _at(b.ptr, 2, T, t, o, <double>0), _at(b.ptr, 3, T, t, o, <double>0), b.cn[c], 1,
+                           sign, has_wd, decoupled_weight_decay, weight_decay, decay, beta1, 1.0 - beta1,
+                           beta2, 1.0 - beta2, inv_bc2, eps, coef_grad, coef_avg)
+    return params
+
+
+def radam_multi(params, grads, exp_avgs, exp_avg_sqs, *, step, double lr, double beta1, double beta2, double eps,
+                double weight_decay, bint maximize, bint decoupled_weight_decay):
+    cdef _Batch b = _batch((params, grads, exp_avgs, exp_avg_sqs))
+    cdef int nt = _multi_threads(b)
+    cdef double sign = -1.0 if maximize else 1.0
+    cdef double decay = 1.0 - lr * weight_decay
+    cdef bint has_wd = weight_decay != 0
+    cdef double bias_correction1 = 1.0 - beta1 ** step
+    cdef double bias_correction2 = 1.0 - beta2 ** step
+    cdef double rho_inf = 2.0 / (1.0 - beta2) - 1.0
+    cdef double rho_t = rho_inf - 2.0 * step * (beta2 ** step) / bias_correction2
+    cdef bint rect = rho_t > 5.0
+    cdef double step_size
+    cdef Py_ssize_t c, t, o, T = b.T
+    if rect:
+        step_size = (lr * sqrt((rho_t - 4.0) * (rho_t - 2.0) * rho_inf / ((rho_inf - 4.0) * (rho_inf - 2.0) * rho_t))
+                     * sqrt(bias_correction2) / bias_correction1)
+    else:
+        step_size = lr / bias_correction1
+    if b.f32:
+        for c in prange(b.nchunks, schedule="static", num_threads=nt, use_threads_if=nt > 1, nogil=True):
+            t = b.ct[c]
+            o = b.co[c]
+            _radam[float](_at(b.ptr, 0, T, t, o, <float>0), _at(b.ptr, 1, T, t, o, <float>0),
+                          _at(b.ptr, 2, T, t, o, <float>0), _at(b.ptr, 3, T, t, o, <float>0), b.cn[c], 1,
+                          sign, has_wd, decoupled_weight_decay, weight_decay, decay, beta1, 1.0 - beta1,
+                          beta2, 1.0 - beta2, rect, step_size, eps)
+    else:
+        for c in prange(b.nchunks, schedule="static", num_threads=nt, use_threads_if=nt > 1, nogil=True):
+            t = b.ct[c]
+            o = b.co[c]
+            _radam[double](_at(b.ptr, 0, T, t, o, <double>0), _at(b.ptr, 1, T, t, o, <double>0),
+                           _at(b.ptr, 2, T, t, o, <double>0), _at(b.ptr, 3, T, t, o, <double>0), b.cn[c], 1,
+                           sign, has_wd, decoupled_weight_decay, weight_decay, decay, beta1, 1.0 - beta1,
+                           beta2, 1.0 - beta2, rect, step_size, eps)
+    return params
+
+
+def adagrad_multi(params, grads, state_sums, *, step, double lr, double lr_decay, double weight_decay, double eps,
+                  bint maximize):
+    cdef _Batch b = _batch((params, grads, state_sums))
+    cdef int nt = _multi_threads(b)
+    cdef double sign = -1.0 if maximize else 1.0
+    cdef bint has_wd = weight_decay != 0
+    cdef double clr = lr / (1.0 + (step - 1) * lr_decay)
+    cdef Py_ssize_t c, t, o, T = b.T
+    if b.f32:
+        for c in prange(b.nchunks, schedule="static", num_threads=nt, use_threads_if=nt > 1, nogil=True):
+            t = b.ct[c]
+            o = b.co[c]
+            _adagrad[float](_at(b.ptr, 0, T, t, o, <float>0), _at(b.ptr, 1, T, t, o, <float>0),
+                            _at(b.ptr, 2, T, t, o, <float>0), b.cn[c], 1, sign, has_wd, weight_decay, clr, eps)
+    else:
+        for c in prange(b.nchunks, schedule="static", num_threads=nt, use_threads_if=nt > 1, nogil=True):
+            t = b.ct[c]
+            o = b.co[c]
+            _adagrad[double](_at(b.ptr, 0, T, t, o, <double>0), _at(b.ptr, 1, T, t, o, <double>0),
+                             _at(b.ptr, 2, T, t, o, <double>0), b.cn[c], 1, sign, has_wd, weight_decay, clr, eps)
+    return params
+
+
+def adadelta_multi(params, grads, square_avgs, acc_deltas, *, double lr, double rho, double eps,
+                   double weight_decay, bint maximize):
+    cdef _Batch b = _batch((params, grads, square_avgs, acc_deltas))
+    cdef int nt = _multi_threads(b)
+    cdef double sign = -1.0 if maximize else 1.0
+    cdef bint has_wd = weight_decay != 0
+    cdef Py_ssize_t c, t, o, T = b.T
+    if b.f32:
+        for c in prange(b.nchunks, schedule="static", num_threads=nt, use_threads_if=nt > 1, nogil=True):
+            t = b.ct[c]
+            o = b.co[c]
+            _adadelta[float](_at(b.ptr, 0, T, t, o, <float>0), _at(b.ptr, 1, T, t, o, <float>0),
+                             _at(b.ptr, 2, T, t, o, <float>0), _at(b.ptr, 3, T, t, o, <float>0), b.cn[c], 1,
+                             sign, has_wd, weight_decay, rho, 1.0 - rho, eps, lr)
+    else:
+        for c in prange(b.nchunks, schedule="static", num_threads=nt, use_threads_if=nt > 1, nogil=True):
+            t = b.ct[c]
+            o = b.co[c]
+            _adadelta[double](_at(b.ptr, 0, T, t, o, <double>0), _at(b.ptr, 1, T, t, o, <double>0),
+                              _at(b.ptr, 2, T, t, o, <double>0), _at(b.ptr, 3, T, t, o, <double>0), b.cn[c], 1,
+                              sign, has_wd, weight_decay, rho, 1.0 - rho, eps, lr)
+    return params
+
+
+def rmsprop_multi(params, grads, square_avgs, momentum_buffers, grad_avgs, *, double lr, double alpha,
+                  double eps, double weight_decay, double momentum, bint centered, bint maximize):
+    cdef _Batch b = _batch((params, grads, square_avgs, momentum_buffers, grad_avgs))
+    cdef int nt = _multi_threads(b)
+    cdef double sign = -1.0 if maximize else 1.0
+    cdef bint has_wd = weight_decay != 0
+    cdef bint has_mom = momentum > 0
+    cdef Py_ssize_t c, t, o, T = b.T
+    if b.f32:
+        for c in prange(b.nchunks, schedule="static", num_threads=nt, use_threads_if=nt > 1, nogil=True):
+            t = b.ct[c]
+            o = b.co[c]
+            _rmsprop[float](_at(b.ptr, 0, T, t, o, <float>0), _at(b.ptr, 1, T, t, o, <float>0),
+                            _at(b.ptr, 2, T, t, o, <float>0), _at(b.ptr, 3, T, t, o, <float>0),
+                            _at(b.ptr, 4, T, t, o, <float>0), b.cn[c], 1, sign, has_wd, weight_decay,
+                            alpha, 1.0 - alpha, eps, centered, has_mom, momentum, lr)
+    else:
+        for c in prange(b.nchunks, schedule="static", num_threads=nt, use_threads_if=nt > 1, nogil=True):
+            t = b.ct[c]
+            o = b.co[c]
+            _rmsprop[double](_at(b.ptr, 0, T, t, o, <double>0), _at(b.ptr, 1, T, t, o, <double>0),
+                             _at(b.ptr, 2, T, t, o, <double>0), _at(b.ptr, 3, T, t, o, <double>0),
+                             _at(b.ptr, 4, T, t, o, <double>0), b.cn[c], 1, sign, has_wd, weight_decay,
+                             alpha, 1.0 - alpha, eps, centered, has_mom, momentum, lr)
+    return params
+
+
+def lion_multi(params, grads, exp_avgs, *, double lr, double beta1, double beta2, double weight_decay,
+               bint maximize):
+    cdef _Batch b = _batch((params, grads, exp_avgs))
+    cdef int nt = _multi_threads(b)
+    cdef double sign = -1.0 if maximize else 1.0
+    cdef bint has_wd = weight_decay != 0
+    cdef double decay = 1.0 - lr * weight_decay
+    cdef Py_ssize_t c, t, o, T = b.T
+    if b.f32:
+        for c in prange(b.nchunks, schedule="static", num_threads=nt, use_threads_if=nt > 1, nogil=True):
+            t = b.ct[c]
+            o = b.co[c]
+            _lion[float](_at(b.ptr, 0, T, t, o, <float>0), _at(b.ptr, 1, T, t, o, <float>0),
+                         _at(b.ptr, 2, T, t, o, <float>0), b.cn[c], 1, sign, has_wd, decay,
+                         beta1, 1.0 - beta1, beta2, 1.0 - beta2, lr)
+    else:
+        for c in prange(b.nchunks, schedule="static", num_threads=nt, use_threads_if=nt > 1, nogil=True):
+            t = b.ct[c]
+            o = b.co[c]
+            _lion[double](_at(b.ptr, 0, T, t, o, <double>0), _at(b.ptr, 1, T, t, o, <double>0),
+                          _at(b.ptr, 2, T, t, o, <double>0), b.cn[c], 1, sign, has_wd, decay,
+                          beta1, 1.0 - beta1, beta2, 1.0 - beta2, lr)
+    return params
+
+
+# ---------------------------------------------------------------------------------------
+# fast accept for fastgd.multi's validation: the checks of fastgd._validate.arrays on every
+# tensor, plus no overlap between arrays of different tensors where one of them is written.
+
+cdef extern from *:
+    """
+    #include <stdint.h>
+    #include <string.h>
+    typedef struct { char* lo; char* hi; int written; } fgd_range;
+    /* 1 when no written range overlaps another range.  Sorts r[0..m) by lo (LSD radix sort,
+       8-bit digits, digits equal in every range skipped: ~3 passes over user-space
+       addresses; qsort with a comparison callback cost 4x more), then one sweep. */
+    static int fgd_disjoint(fgd_range* r, fgd_range* tmp, Py_ssize_t m) {
+        size_t count[256];
+        fgd_range *src = r, *dst = tmp, *sw;
+        Py_ssize_t i;
+        int shift, d;
+        char *hi_any = NULL, *hi_w = NULL;
+        if (m < 2) return 1;
+        for (shift = 0; shift < 64; shift += 8) {
+            size_t pos = 0, c;
+            memset(count, 0, sizeof count);
+            for (i = 0; i < m; i++) count[((uintptr_t)src[i].lo >> shift) & 255]++;
+            if (count[((uintptr_t)src[0].lo >> shift) & 255] == (size_t)m) continue;
+            for (d = 0; d < 256; d++) { c = count[d]; count[d] = pos; pos += c; }
+            for (i = 0; i < m; i++) dst[count[((uintptr_t)src[i].lo >> shift) & 255]++] = src[i];
+            sw = src; src = dst; dst = sw;
+        }
+        for (i = 0; i < m; i++) {
+            /* an overlap with an earlier-starting range: any one if this is written, else a written one */
+            if (src[i].lo < (src[i].written ? hi_any : hi_w)) return 0;
+            if (src[i].hi > hi_any) hi_any = src[i].hi;
+            if (src[i].written && src[i].hi > hi_w) hi_w = src[i].hi;
+        }
+        return 1;
+    }
+    """
+    ctypedef struct fgd_range:
+        char* lo
+        char* hi
+        int written
+    int fgd_disjoint(fgd_range* r, fgd_range* tmp, Py_ssize_t m) nogil
+
+
+def multi_arrays_ok(tuple lists, Py_ssize_t n_readonly):
+    """1 (all params of one dtype) or 2 (float32 and float64 mixed) when, for every t, the
+    arrays ``lists[k][t]`` (lists that are None skipped) are C-contiguous native-byte-order
+    float32/float64 ndarrays (exact type) of param's (``lists[0][t]``) dtype and shape, the
+    written ones (k == 0 or k > n_readonly) writeable, and no written array overlaps any
+    other array of the call.  0 means "let the Python checks find and name the
+    problem"; it never raises (bad list types or lengths included)."""
+    cdef Py_ssize_t K = len(lists), T, k, t, d, nd, m = 0, i
+    cdef cnp.ndarray a, p
+    cdef int tnum, tnum0 = -1, mixed = 0
+    cdef fgd_range* r
+    if K == 0 or type(lists[0]) is not list:
+        return 0
+    T = len(<list>lists[0])
+    for k in range(K):
+        if lists[k] is not None and (type(lists[k]) is not list or len(<list>lists[k]) != T):
+            return 0
+    r = <fgd_range*>malloc(sizeof(fgd_range) * (2 * K * T + 1))  # ranges, then the sort's buffer
+    if r == NULL:
+        return 0
+    try:
+        for t in range(T):
+            o = (<list>lists[0])[t]
+            if not cnp.PyArray_CheckExact(o):
+                return 0
+            p = <cnp.ndarray>o
+            tnum = cnp.PyArray_TYPE(p)
+            if tnum != cnp.NPY_FLOAT32 and tnum != cnp.NPY_FLOAT64:
+                return 0
+            if tnum0 < 0:
+                tnum0 = tnum
+            elif tnum != tnum0:
+                mixed = 1
+            nd = cnp.PyArray_NDIM(p)
+            for k in range(K):
+                if lists[k] is None:
+                    continue
+                o = (<list>lists[k])[t]
+                if not cnp.PyArray_CheckExact(o):
+                    return 0
+                a = <cnp.ndarray>o
+                if cnp.PyArray_TYPE(a) != tnum or cnp.PyArray_NDIM(a) != nd or not cnp.PyArray_IS_C_CONTIGUOUS(a) \
+                        or not cnp.PyArray_ISNOTSWAPPED(a):
+                    return 0
+                if (k == 0 or k > n_readonly) and not cnp.PyArray_ISWRITEABLE(a):
+                    return 0
+                for d in range(nd):
+                    if cnp.PyArray_DIMS(a)[d] != cnp.PyArray_DIMS(p)[d]:
+                        return 0
+                if cnp.PyArray_SIZE(p) == 0:
+                    continue
+                r[m].lo = <char*>cnp.PyArray_DATA(a)
+                r[m].hi = r[m].lo + cnp.PyArray_NBYTES(a)
+                r[m].written = k == 0 or k > n_readonly
+                m += 1
+        if not fgd_disjoint(r, r + K * T, m):
+            return 0
+        return 1 + mixed
+    finally:
+        free(r)

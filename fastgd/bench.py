@@ -1,0 +1,492 @@
+"""The bandwidth report: ``python -m fastgd.bench [options]``.
+
+For each kernel, size and backend it prints the time of one step, the bandwidth (the bytes
+the step must move: grad read, param and every state array read and written), the fraction
+of the bandwidth of the same backend's ``copy_skeleton`` (a kernel that moves exactly those
+bytes with trivial arithmetic, measured in the same run), the speedup over the NumPy
+reference and, when torch is importable, the ratio to ``torch.optim`` on the same size
+(``fused=True`` for Adam, AdamW, SGD and Adagrad, torch's CPU fused optimizers; the default
+implementation for the others).  A last table compares a multi-tensor step of 200 arrays of
+4,096 elements with one step of a single array of 819,200 (Adam).
+
+How it measures: everything compared at one size is timed in rounds, A B C A B C ...,
+after a warm-up call of each (numba compiles, pages are faulted in, torch allocates its
+state); each sample (after an untimed pause and one untimed call) times enough back-to-back calls to
+last >= 1 ms; the figure is the
+median over the rounds.  The state arrays are updated in place by every call and not reset
+(a reset would move more bytes than the step); learning rates are small, so the values stay
+finite and in the normal range.  ``--threads`` pins fastgd's, numba's and torch's threads.
+The machine is shared: compare only ratios from one run.
+
+The kernels are timed through the public functions (``fastgd.adam_step``: argument checks
+included, as a user calls them), the skeleton as the backend's bare ``copy_skeleton``; below
+~1e5 elements the fraction of the skeleton therefore mostly measures the per-call overhead.
+``--isolate`` runs each compiled backend in its own process (thread pools of different
+runtimes, e.g. numba's and fastgd's OpenMP, can otherwise slow each other down on few cores).
+
+torch is optional: it is imported here, only when present, and never by fastgd itself.
+"""
+import argparse
+import json
+import math
+import os
+import platform
+import statistics
+import sys
+import time
+
+import numpy as np
+
+import fastgd
+from fastgd import multi as _multi
+from fastgd.backends import backend_module
+
+SEED = 20261121
+STEP = 10  # for the rules with bias correction: past RAdam's warm-up, as in training
+
+# name: (state arrays after (param, grad), keyword hyperparameters, (torch class, torch kwargs, fused?))
+KERNELS = {
+    "sgd": (("momentum_buffer",), {"lr": 1e-3, "momentum": 0.9}, ("SGD", {"lr": 1e-3, "momentum": 0.9}, True)),
+    "adam": (("exp_avg", "exp_avg_sq"), {"step": STEP}, ("Adam", {}, True)),
+    "adamw": (("exp_avg", "exp_avg_sq"), {"step": STEP}, ("AdamW", {}, True)),
+    "adamax": (("exp_avg", "exp_inf"), {"step": STEP}, ("Adamax", {}, False)),
+    "nadam": (("exp_avg", "exp_avg_sq"), {"step": STEP}, ("NAdam", {}, False)),
+    "radam": (("exp_avg", "exp_avg_sq"), {"step": STEP}, ("RAdam", {}, False)),
+    "adagrad": (("state_sum",), {"step": STEP}, ("Adagrad", {}, True)),
+    "adadelta": (("square_avg", "acc_delta"), {}, ("Adadelta", {}, False)),
+    "rmsprop": (("square_avg",), {}, ("RMSprop", {}, False)),
+    "lion": (("exp_avg",), {}, None),
+}
+DEFAULT_SIZES = (10_000, 1_000_000, 16_000_000)
+QUICK_SIZES = (1_000, 100_000)
+
+
+# ---------------------------------------------------------------------------------------
+# timing
+
+def _timed(f, inner):
+    t0 = time.perf_counter()
+    for _ in range(inner):
+        f()
+    return (time.perf_counter() - t0) / inner
+
+
+# Untimed pause between two different callables.  After a parallel region an OpenMP runtime
+# keeps its threads spinning for a while (libgomp: GOMP_SPINCOUNT); fastgd's libgomp, torch's
+# own copy and numba's pool are different runtimes, and on a 2-core machine the spinners of
+# one starve the team of the next (a 100 us step then took 8 ms).  The pause lets them sleep.
+GAP = 0.003
+
+
+def _estimate(f, floor=1e-3):
+    """Seconds per call, from back-to-back calls lasting >= ``floor`` seconds."""
+    k = 1
+    while True:
+        t = _timed(f, k)
+        if t * k >= floor or k >= 1 << 20:
+            return max(t, 1e-8)
+        k *= 4
+
+
+def compare(funcs, budget, min_rounds=5, max_rounds=300, gap=GAP, sample=1e-3):
+    """Median seconds per call of each callable in ``funcs`` (a dict), timed alternately
+    (A B C A B C ...).  Each sample: an untimed pause (``gap``), one untimed call (caches and
+    branch predictors warm again), then enough timed calls to last >= ``sample`` seconds."""
+    est = {}
+    for name, f in funcs.items():
+        f()  # warm-up: compilation, page faults, torch's state
+        time.sleep(gap)
+        est[name] = _estimate(f)
+    inner = {name: max(1, int(sample / t)) for name, t in est.items()}
+    per_round = sum(inner[n] * est[n] + est[n] + gap for n in funcs)
+    rounds = int(min(max_rounds, max(min_rounds, budget / per_round)))
+    samples = {name: [] for name in funcs}
+    for _ in range(rounds):
+        for name, f in funcs.items():
+            time.sleep(gap)
+            f()
+            samples[name].append(_timed(f, inner[name]))
+    return {name: statistics.median(s) for name, s in samples.items()}, rounds, samples
+
+
+def _spread(xs):
+    """Interquartile range over median: how noisy one figure's samples were."""
+    if len(xs) < 4:
+        return None
+    q = statistics.quantiles(xs, n=4)
+    return (q[2] - q[0]) / statistics.median(xs)
+
+
+# ---------------------------------------------------------------------------------------
+# the things compared
+
+def _data(kernel, n, dtype, rng):
+    names = KERNELS[kernel][0]
+    param = rng.standard_normal(n, dtype=dtype)
+    grad = rng.standard_normal(n, dtype=dtype)
+    states = []
+    for name in names:
+        if name in ("exp_avg_sq", "square_avg", "state_sum"):
+            states.append(grad * grad)
+        elif name == "exp_inf":
+            states.append(np.abs(grad))
+        elif name == "acc_delta":
+            states.append(np.full(n, 1e-4, dtype))
+        else:
+            states.append(grad * dtype(0.1))
+    return param, grad, states
+
+
+def _copy(arrays):
+    param, grad, states = arrays
+    return param.copy(), grad.copy(), [s.copy() for s in states]
+
+
+def _step_call(kernel, arrays, backend):
+    param, grad, states = arrays
+    hyper = dict(KERNELS[kernel][1])
+    f = getattr(fastgd, kernel + "_step")
+    if kernel == "nadam":
+        prod = fastgd.nadam_mu_product(STEP - 1)
+        mu = np.array([prod])  # the running product, put back before every call (it is updated)
+        return lambda: (mu.__setitem__(0, prod), f(param, grad, *states, mu, backend=backend, **hyper))
+    return lambda: f(param, grad, *states, backend=backend, **hyper)
+
+
+def _skeleton_call(arrays, backend):
+    param, grad, states = arrays
+    skel = backend_module(backend).copy_skeleton
+    return lambda: skel(grad, param, *states)
+
+
+def _torch_call(torch, kernel, arrays):
+    spec = KERNELS[kernel][2]
+    if spec is None:
+        return None, None
+    cls_name, kw, fusable = spec
+    param, grad, _ = arrays
+    p = torch.nn.Parameter(torch.from_numpy(param.copy()))
+    p.grad = torch.from_numpy(grad.copy())
+    kw = dict(kw)
+    if fusable:
+        kw["fused"] = True
+    try:
+        opt = getattr(torch.optim, cls_name)([p], **kw)
+        opt.step()
+    except (RuntimeError, TypeError, ValueError):  # fused not offered for this dtype/build
+        kw.pop("fused", None)
+        fusable = False
+        opt = getattr(torch.optim, cls_name)([p], **kw)
+        opt.step()
+    return opt.step, "fused" if fusable else "default"
+
+
+def _bytes(kernel, n, itemsize):
+    written = 1 + len(KERNELS[kernel][0])
+    return n * itemsize * (1 + 2 * written)
+
+
+def _import_torch(enabled):
+    if not enabled:
+        return None
+    try:
+        import torch
+    except ImportError:
+        return None
+    return torch
+
+
+def run_kernels(kernels, sizes, dtypes, backends, budget, torch, log=print):
+    rows = []
+    rng = np.random.default_rng(SEED)
+    for dtype in dtypes:
+        for n in sizes:
+            for kernel in kernels:
+                arrays = _data(kernel, n, dtype, rng)
+                funcs = {}
+                for b in backends:
+                    funcs[b] = _step_call(kernel, arrays, b)
+                    funcs["skeleton/" + b] = _skeleton_call(_copy(arrays), b)
+                torch_impl = None
+                if torch is not None:
+                    tf, torch_impl = _torch_call(torch, kernel, arrays)
+                    if tf is not None:
+                        funcs["torch"] = tf
+                med, rounds, samples = compare(funcs, budget)
+                nbytes = _bytes(kernel, n, np.dtype(dtype).itemsize)
+                for b in backends:
+                    t = med[b]
+                    row = {"kernel": kernel, "dtype": np.dtype(dtype).name, "size": n, "backend": b,
+                           "seconds": t, "gbps": nbytes / t / 1e9, "skeleton_seconds": med["skeleton/" + b],
+                           "of_skeleton": med["skeleton/" + b] / t, "rounds": rounds,
+                           "spread": _spread(samples[b]), "skeleton_spread": _spread(samples["skeleton/" + b]),
+                           "vs_numpy": med["numpy"] / t if "numpy" in med else None,
+                           "vs_torch": med["torch"] / t if "torch" in med else None,
+                           "torch_seconds": med.get("torch"), "torch_impl": torch_impl if "torch" in med else None}
+                    rows.append(row)
+                    log(_row_line(row))
+                del arrays, funcs
+    return rows
+
+
+def run_multi(backends, budget, torch, n_tensors=200, size=4096, dtype=np.float32, log=print):
+    """Adam: one multi-tensor step over ``n_tensors`` arrays of ``size`` vs one array of the total."""
+    rng = np.random.default_rng(SEED)
+    total = n_tensors * size
+    many = [[rng.standard_normal(size).astype(dtype) for _ in range(n_tensors)] for _ in range(2)]
+    many += [[0.1 * g for g in many[1]], [g * g for g in many[1]]]
+    one = [rng.standard_normal(total).astype(dtype) for _ in range(2)]
+    one += [0.1 * one[1], one[1] * one[1]]
+    funcs = {}
+    for b in backends:
+        funcs["multi/" + b] = (lambda b=b: _multi.adam_step(*many, step=STEP, backend=b))
+        funcs["one/" + b] = (lambda b=b: fastgd.adam_step(*one, step=STEP, backend=b))
+        funcs["loop/" + b] = (lambda b=b: [fastgd.adam_step(p, g, m, v, step=STEP, backend=b)
+                                           for p, g, m, v in zip(*many)])
+    if torch is not None:
+        for label, arrs in (("multi/torch", many), ("one/torch", [[a] for a in one])):
+            ps = [torch.nn.Parameter(torch.from_numpy(p.copy())) for p in arrs[0]]
+            for p, g in zip(ps, arrs[1]):
+                p.grad = torch.from_numpy(g.copy())
+            opt = torch.optim.Adam(ps, fused=True)
+            opt.step()
+            funcs[label] = opt.step
+    med, rounds, _ = compare(funcs, budget)
+    rows = []
+    for b in list(backends) + (["torch"] if torch is not None else []):
+        row = {"backend": b, "n_tensors": n_tensors, "size": size, "dtype": np.dtype(dtype).name,
+               "multi_seconds": med["multi/" + b], "one_seconds": med["one/" + b],
+               "loop_seconds": med.get("loop/" + b), "ratio": med["multi/" + b] / med["one/" + b], "rounds": rounds}
+        rows.append(row)
+        log("multi %-7s %d x %d: %9.1f us   1 x %d: %9.1f us   ratio %.2f%s" % (
+            b, n_tensors, size, row["multi_seconds"] * 1e6, total, row["one_seconds"] * 1e6, row["ratio"],
+            "" if row["loop_seconds"] is None else "   (python loop of single steps: %.1f us)"
+            % (row["loop_seconds"] * 1e6)))
+    return rows
+
+
+# ---------------------------------------------------------------------------------------
+# output
+
+def _fmt_size(n):
+    e = int(math.floor(math.log10(n))) if n > 0 else 0
+    m = n / 10 ** e
+    return ("%de%d" % (m, e)) if m == int(m) else ("%.1fe%d" % (m, e))
+
+
+def _row_line(r):
+    return "%-8s %-7s %7s %-7s %11.1f us %7.1f GB/s  skeleton %5.2f%s%s" % (
+        r["kernel"], r["dtype"], _fmt_size(r["size"]), r["backend"], r["seconds"] * 1e6, r["gbps"], r["of_skeleton"],
+        "" if r["vs_numpy"] is None else "  vs numpy %6.1fx" % r["vs_numpy"],
+        "" if r["vs_torch"] is None else "  vs torch(%s) %5.2fx" % (r["torch_impl"], r["vs_torch"]))
+
+
+def markdown(rows, multi_rows):
+    out = ["| kernel | dtype | elements | backend | time (us) | GB/s | of skeleton | vs NumPy | vs torch |",
+           "|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        out.append("| %s | %s | %s | %s | %.1f | %.1f | %.2f | %s | %s |" % (
+            r["kernel"], r["dtype"], _fmt_size(r["size"]), r["backend"], r["seconds"] * 1e6, r["gbps"],
+            r["of_skeleton"], "" if r["vs_numpy"] is None else "%.1fx" % r["vs_numpy"],
+            "" if r["vs_torch"] is None else "%.2fx (%s)" % (r["vs_torch"], r["torch_impl"])))
+    if multi_rows:
+        out += ["", "| Adam, backend | %d x %d (us) | 1 x %d (us) | ratio |" % (
+            multi_rows[0]["n_tensors"], multi_rows[0]["size"], multi_rows[0]["n_tensors"] * multi_rows[0]["size"]),
+            "|---|---|---|---|"]
+        for r in multi_rows:
+            out.append("| %s | %.1f | %.1f | %.2f |" % (r["backend"], r["multi_seconds"] * 1e6, r["one_seconds"] * 1e6,
+                                                      r["ratio"]))
+    return "\n".join(out)
+
+
+def machine():
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    info = {"cpu": cpu, "cores": os.cpu_count(), "platform": platform.platform(),
+            "date": time.strftime("%Y-%m-%d %H:%M:%S"), "fastgd": fastgd.build_info()}
+    try:
+        import torch
+        info["torch"] = torch.__version__
+    except ImportError:
+        info["torch"] = None
+    return info
+
+
+def plot(rows, path):
+    """Log-log time versus size, one panel per kernel, one line per backend (and torch)."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("matplotlib is not installed: no plot", file=sys.stderr)
+        return False
+    kernels = list(dict.fromkeys(r["kernel"] for r in rows))
+    cols = min(3, len(kernels))
+    nrows = (len(kernels) + cols - 1) // cols
+    fig, axes = plt.subplots(nrows, cols, figsize=(4.2 * cols, 3.4 * nrows), squeeze=False)
+    for ax, k in zip(axes.flat, kernels):
+        series = {}
+        for r in rows:
+            if r["kernel"] != k:
+                continue
+            label = "%s %s" % (r["backend"], r["dtype"])
+            series.setdefault(label, []).append((r["size"], r["seconds"]))
+            if r["backend"] == "cython" or (r["backend"] == rows[0]["backend"] and "cython" not in label):
+                series.setdefault("skeleton (%s) %s" % (r["backend"], r["dtype"]), []).append(
+                    (r["size"], r["skeleton_seconds"]))
+            if r["torch_seconds"] is not None:
+                series.setdefault("torch %s (%s)" % (r["dtype"], r["torch_impl"]), []).append(
+                    (r["size"], r["torch_seconds"]))
+        for label, pts in series.items():
+            pts = sorted(set(pts))
+            ax.loglog([p[0] for p in pts], [p[1] for p in pts], "--" if "skeleton" in label else "-o",
+                      label=label, markersize=3)
+        ax.set_title(k)
+        ax.set_xlabel("elements")
+        ax.set_ylabel("seconds per step")
+        ax.grid(True, which="both", alpha=0.3)
+    for ax in list(axes.flat)[len(kernels):]:
+        ax.axis("off")
+    axes.flat[0].legend(fontsize=6)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return True
+
+
+# ---------------------------------------------------------------------------------------
+# command line
+
+def _sizes(text):
+    try:
+        return tuple(int(float(s)) for s in text.split(",") if s.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError("sizes must be numbers separated by commas, e.g. 1e4,1e6") from None
+
+
+def _names(choices):
+    def parse(text):
+        names = tuple(s.strip() for s in text.split(",") if s.strip())
+        bad = [s for s in names if s not in choices]
+        if bad:
+            raise argparse.ArgumentTypeError("unknown %s (choose from %s)" % (", ".join(bad), ", ".join(choices)))
+        return names
+    return parse
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(prog="python -m fastgd.bench", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--sizes", type=_sizes, help="elements, comma-separated (default 1e4,1e6,1.6e7)")
+    ap.add_argument("--kernels", type=_names(tuple(KERNELS)), help="default: all")
+    ap.add_argument("--backends", type=_names(("cython", "numba", "numpy")), help="default: all available")
+    ap.add_argument("--dtype", choices=("float32", "float64", "both"), default="float32")
+    ap.add_argument("--threads", type=int, help="threads for fastgd, numba and torch (default: fastgd's)")
+    ap.add_argument("--budget", type=float, help="seconds of timed work per size and kernel (default 1, quick 0.05)")
+    ap.add_argument("--json", metavar="FILE", help="write machine info and every figure as JSON")
+    ap.add_argument("--plot", metavar="FILE", help="log-log time vs size per backend (needs matplotlib)")
+    ap.add_argument("--quick", action="store_true", help="small sizes, adam and sgd, short budget")
+    ap.add_argument("--no-torch", action="store_true", help="skip the torch comparison")
+    ap.add_argument("--no-multi", action="store_true", help="skip the multi-tensor comparison")
+    ap.add_argument("--multi-only", action="store_true", help="only the multi-tensor comparison")
+    ap.add_argument("--isolate", action="store_true",
+                    help="one process per compiled backend (each with numpy and torch beside it): thread pools "
+                         "of different runtimes then cannot fight")
+    args = ap.parse_args(argv)
+    if args.isolate:
+        return _isolated(argv if argv is not None else sys.argv[1:], args)
+
+    if args.threads is not None:
+        if args.threads < 1:
+            ap.error("--threads must be >= 1")
+        fastgd.set_num_threads(args.threads)
+    threads = fastgd.get_num_threads()
+    available = fastgd.available_backends()
+    backends = args.backends or tuple(available)
+    missing = [b for b in backends if b not in available]
+    if missing:
+        ap.error("backend(s) not available here: %s" % ", ".join(missing))
+    if "numba" in backends:
+        import numba
+        numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
+    torch = _import_torch(not args.no_torch)
+    if torch is not None:
+        torch.set_num_threads(threads)
+    sizes = args.sizes or (QUICK_SIZES if args.quick else DEFAULT_SIZES)
+    kernels = args.kernels or (("adam", "sgd") if args.quick else tuple(KERNELS))
+    dtypes = {"float32": (np.float32,), "float64": (np.float64,), "both": (np.float32, np.float64)}[args.dtype]
+    budget = args.budget if args.budget is not None else (0.05 if args.quick else 1.0)
+
+    info = machine()
+    print("# fastgd %s on %s (%d cores), %s, SIMD %s, threads %d, serial cutoff %d, torch %s" % (
+        fastgd.__version__, info["cpu"], info["cores"], info["fastgd"].get("compiler"),
+        info["fastgd"].get("simd_variant"), threads, fastgd.serial_cutoff(), info["torch"] or "absent"))
+    rows = [] if args.multi_only else run_kernels(kernels, sizes, dtypes, backends, budget, torch)
+    multi_rows = []
+    if not args.no_multi:
+        multi_rows = run_multi(backends, budget, torch, size=4096 if not args.quick else 1024)
+    print()
+    print(markdown(rows, multi_rows))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"machine": info, "threads": threads, "budget": budget, "rows": rows, "multi": multi_rows},
+                      f, indent=1, default=str)
+    if args.plot and rows:
+        plot(rows, args.plot)
+    return 0
+
+
+def _isolated(argv, args):
+    """Run ``python -m fastgd.bench`` once per compiled backend and merge the results."""
+    import subprocess
+    import tempfile
+    backends = args.backends or tuple(fastgd.available_backends())
+    compiled = [b for b in backends if b != "numpy"] or ["numpy"]
+    rest, skip = [], False
+    for a in argv:  # drop the options the children get their own values for
+        if skip:
+            skip = False
+            continue
+        if a in ("--isolate", "--plot", "--json", "--backends"):
+            skip = a != "--isolate"
+            continue
+        if a.startswith(("--plot=", "--json=", "--backends=")):
+            continue
+        rest.append(a)
+    rows, multi_rows, info = [], [], None
+    with tempfile.TemporaryDirectory() as tmp:
+        for i, b in enumerate(compiled):
+            mine = [b] + (["numpy"] if "numpy" in backends and b != "numpy" else [])
+            out = os.path.join(tmp, "%s.json" % b)
+            r = subprocess.run([sys.executable, "-m", "fastgd.bench", *rest, "--backends", ",".join(mine),
+                                "--json", out])
+            if r.returncode:
+                return r.returncode
+            with open(out) as f:
+                data = json.load(f)
+            info = info or data["machine"]
+            keep = lambda row, first=(i == 0): row["backend"] != "numpy" or first  # noqa: E731 - numpy once
+            rows += [row for row in data["rows"] if keep(row)]
+            multi_rows += [row for row in data["multi"] if keep(row) and (row["backend"] != "torch" or i == 0)]
+    order = {k: j for j, k in enumerate(KERNELS)}
+    rows.sort(key=lambda r: (r["dtype"], r["size"], order[r["kernel"]], r["backend"]))
+    print("\n# merged (one process per backend)\n")
+    print(markdown(rows, multi_rows))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"machine": info, "isolated": True, "rows": rows, "multi": multi_rows}, f, indent=1,
+                      default=str)
+    if args.plot and rows:
+        plot(rows, args.plot)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
