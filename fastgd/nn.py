@@ -44,7 +44,6 @@ import math
 import operator
 import sys
 import time
-import warnings
 
 import numpy as np
 
@@ -510,58 +509,17 @@ class Dense:
 # ---------------------------------------------------------------------------------------
 # models
 
-class _RuleOptimizer:
-    """A minimal optimizer over fastgd's step kernels, for ``fit(optimizer="adam", lr=...)``:
-    allocates each rule's state (zeros, as the step functions document) and calls
-    ``fastgd.<rule>_step`` on every (param, grad) pair.  ``fastgd.optim`` has the full objects."""
-
-    # rule: (positional state arrays, keyword state arrays with the hyperparameter enabling them,
-    #        takes step=)
-    RULES = {
-        "sgd": ((), (("momentum_buffer", "momentum"),), True),
-        "adam": (("exp_avg", "exp_avg_sq"), (("max_exp_avg_sq", "amsgrad"),), True),
-        "adamw": (("exp_avg", "exp_avg_sq"), (("max_exp_avg_sq", "amsgrad"),), True),
-        "adamax": (("exp_avg", "exp_inf"), (), True),
-        "nadam": (("exp_avg", "exp_avg_sq", "mu_product"), (), True),
-        "radam": (("exp_avg", "exp_avg_sq"), (), True),
-        "adagrad": (("state_sum",), (), True),
-        "adadelta": (("square_avg", "acc_delta"), (), False),
-        "rmsprop": (("square_avg",), (("momentum_buffer", "momentum"), ("grad_avg", "centered")), False),
-        "lion": (("exp_avg",), (), False),
-    }
-
-    def __init__(self, params, rule, backend=None, **hyper):
-        from . import steps
-        if type(rule) is not str or rule not in self.RULES:
-            raise ValueError("optimizer must be one of %s or an object with a step(grads) method, got %r"
-                             % (", ".join(sorted(self.RULES)), rule))
-        if rule == "sgd" and "lr" not in hyper:
-            raise ValueError("optimizer='sgd' needs a learning rate: fit(..., optimizer='sgd', lr=0.1)")
-        name = backend if backend is not None else get_backend()
-        if not hasattr(backend_module(name), "adam" if rule == "adamw" else rule):  # adamw_step runs adam
-            warnings.warn("backend %r has no %s kernel yet; the optimizer steps run on the numpy backend"
-                          % (name, rule), RuntimeWarning, stacklevel=3)
-            name = "numpy"
-        self.params, self.rule, self.backend, self.hyper = list(params), rule, name, hyper
-        self.fn = getattr(steps, rule + "_step")
-        positional, optional, self.takes_step = self.RULES[rule]
-        self.state = []
-        for p in params:
-            pos = [np.ones(1) if s == "mu_product" else np.zeros_like(p) for s in positional]
-            kw = {s: np.zeros_like(p) for s, flag in optional if hyper.get(flag)}
-            self.state.append((pos, kw))
-        self.step_count = 0
-
-    def step(self, grads):
-        self.step_count += 1
-        extra = {"step": self.step_count} if self.takes_step else {}
-        for p, g, (pos, kw) in zip(self.params, grads, self.state):
-            self.fn(p, g, *pos, backend=self.backend, **kw, **extra, **self.hyper)
-
-
 def _make_optimizer(optimizer, params, backend, hyper):
     if isinstance(optimizer, str):
-        return _RuleOptimizer(params, optimizer, backend, **hyper)
+        # a rule name: fastgd.optim's object for it (torch's hyperparameter names, e.g. betas=),
+        # which steps every parameter in one multi-tensor call
+        from .optim import OPTIMIZERS
+        if optimizer not in OPTIMIZERS:
+            raise ValueError("optimizer must be one of %s or an object with a step(grads) method, got %r"
+                             % (", ".join(sorted(OPTIMIZERS)), optimizer))
+        if optimizer == "sgd" and "lr" not in hyper:
+            raise ValueError("optimizer='sgd' needs a learning rate: fit(..., optimizer='sgd', lr=0.1)")
+        return OPTIMIZERS[optimizer](params, backend=backend, **hyper)
     if isinstance(optimizer, type):  # an optimizer class, e.g. fastgd.optim.Adam
         if backend is not None and "backend" not in hyper:
             hyper = dict(hyper, backend=backend)  # the model's backend runs the steps too
@@ -749,8 +707,9 @@ class Sequential:
 
         ``optimizer``: a rule name of fastgd's step kernels (``"sgd"``, ``"adam"``, ``"adamw"``,
         ``"adamax"``, ``"nadam"``, ``"radam"``, ``"adagrad"``, ``"adadelta"``, ``"rmsprop"``,
-        ``"lion"``) with its hyperparameters as keywords (``fit(..., optimizer="sgd", lr=0.1,
-        momentum=0.9)``); an optimizer class such as ``fastgd.optim.Adam`` (built with
+        ``"lion"``) with the hyperparameters of its ``fastgd.optim`` object as keywords
+        (torch's names: ``fit(..., optimizer="sgd", lr=0.1, momentum=0.9)``,
+        ``fit(..., optimizer="adam", betas=(0.9, 0.99))``); an optimizer class such as ``fastgd.optim.Adam`` (built with
         ``parameters()`` and the keywords); or any object with a ``step(grads)`` method.
 
         Returns the history, a dict of per-epoch lists: ``loss`` (mean training loss over the
