@@ -36,7 +36,7 @@ import numpy as np
 
 from . import _validate as V
 from .backends import backend_module
-from .steps import _common, nadam_mu_product
+from . import steps as S
 
 __all__ = ["sgd_step", "adam_step", "adamw_step", "adamax_step", "nadam_step", "radam_step",
            "adagrad_step", "adadelta_step", "rmsprop_step", "lion_step"]
@@ -176,45 +176,38 @@ def _run(rule, backend, lists, mixed, kw):
 
 
 # ---------------------------------------------------------------------------------------
-# the rules (hyperparameter checks as in fastgd.steps, then the arrays, then the kernel)
+# the rules: hyperparameters checked by fastgd.steps' per-rule checks, then the arrays, then
+# the kernel
+
+def _go(rule, backend, names, lists, kw):
+    lists, mixed = _check_arrays(names, lists)
+    return _run(rule, backend, lists, mixed, kw)
+
 
 def sgd_step(params, grads, momentum_buffers=None, *, lr, momentum=0.0, dampening=0.0, nesterov=False,
              weight_decay=0.0, maximize=False, step=None, backend=None):
     """:func:`fastgd.sgd_step` on lists of arrays (``momentum_buffers`` needed when
     ``momentum != 0``; ``step=1`` makes every buffer a copy of its first gradient)."""
-    lr, weight_decay, maximize = _common(lr, weight_decay, maximize)
-    momentum = V.nonneg("momentum", momentum)
-    dampening = V.unit_interval("dampening", dampening, closed_right=True)
-    nesterov = V.flag("nesterov", nesterov)
-    if nesterov and (momentum <= 0 or dampening != 0):
-        raise ValueError("nesterov=True requires momentum > 0 and dampening == 0")
-    first = False if step is None else V.step(step) == 1
-    if momentum != 0:
-        V.required("momentum_buffers", momentum_buffers, "momentum != 0")
-    else:
+    kw = S._sgd_hyper(lr, momentum, dampening, nesterov, weight_decay, maximize, step)
+    if kw["momentum"] == 0:
         momentum_buffers = None
-    lists, mixed = _check_arrays(("params", "grads", "momentum_buffers"), (params, grads, momentum_buffers))
-    return _run("sgd", backend, lists, mixed,
-                dict(lr=lr, momentum=momentum, dampening=dampening, nesterov=nesterov, weight_decay=weight_decay,
-                     maximize=maximize, first_step=first))
+    else:
+        V.required("momentum_buffers", momentum_buffers, "momentum != 0")
+    return _go("sgd", backend, ("params", "grads", "momentum_buffers"), (params, grads, momentum_buffers), kw)
 
 
 def _adam(params, grads, exp_avgs, exp_avg_sqs, step, lr, beta1, beta2, eps, weight_decay, amsgrad,
           max_exp_avg_sqs, maximize, decoupled, backend):
-    lr, weight_decay, maximize, eps = _common(lr, weight_decay, maximize, eps)
-    beta1 = V.unit_interval("beta1", beta1)
-    beta2 = V.unit_interval("beta2", beta2)
-    step = V.step(step)
-    amsgrad = V.flag("amsgrad", amsgrad)
+    step, lr, beta1, beta2, eps, weight_decay, amsgrad, maximize = S._adam_hyper(
+        step, lr, beta1, beta2, eps, weight_decay, amsgrad, maximize)
     if amsgrad:
         V.required("max_exp_avg_sqs", max_exp_avg_sqs, "amsgrad=True")
     else:
         max_exp_avg_sqs = None
-    lists, mixed = _check_arrays(("params", "grads", "exp_avgs", "exp_avg_sqs", "max_exp_avg_sqs"),
-                                 (params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs))
-    return _run("adam", backend, lists, mixed,
-                dict(step=step, lr=lr, beta1=beta1, beta2=beta2, eps=eps, weight_decay=weight_decay,
-                     amsgrad=amsgrad, maximize=maximize, decoupled_weight_decay=decoupled))
+    return _go("adam", backend, ("params", "grads", "exp_avgs", "exp_avg_sqs", "max_exp_avg_sqs"),
+               (params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs),
+               dict(step=step, lr=lr, beta1=beta1, beta2=beta2, eps=eps, weight_decay=weight_decay,
+                    amsgrad=amsgrad, maximize=maximize, decoupled_weight_decay=decoupled))
 
 
 def adam_step(params, grads, exp_avgs, exp_avg_sqs, *, step, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8,
@@ -234,14 +227,9 @@ def adamw_step(params, grads, exp_avgs, exp_avg_sqs, *, step, lr=1e-3, beta1=0.9
 def adamax_step(params, grads, exp_avgs, exp_infs, *, step, lr=2e-3, beta1=0.9, beta2=0.999, eps=1e-8,
                 weight_decay=0.0, maximize=False, backend=None):
     """:func:`fastgd.adamax_step` on lists of arrays."""
-    lr, weight_decay, maximize, eps = _common(lr, weight_decay, maximize, eps)
-    beta1 = V.unit_interval("beta1", beta1)
-    beta2 = V.unit_interval("beta2", beta2)
-    step = V.step(step)
-    lists, mixed = _check_arrays(("params", "grads", "exp_avgs", "exp_infs"), (params, grads, exp_avgs, exp_infs))
-    return _run("adamax", backend, lists, mixed,
-                dict(step=step, lr=lr, beta1=beta1, beta2=beta2, eps=eps, weight_decay=weight_decay,
-                     maximize=maximize))
+    kw = S._adamax_hyper(step, lr, beta1, beta2, eps, weight_decay, maximize)
+    return _go("adamax", backend, ("params", "grads", "exp_avgs", "exp_infs"), (params, grads, exp_avgs, exp_infs),
+               kw)
 
 
 def nadam_step(params, grads, exp_avgs, exp_avg_sqs, mu_product=None, *, step, lr=2e-3, beta1=0.9, beta2=0.999,
@@ -250,98 +238,56 @@ def nadam_step(params, grads, exp_avgs, exp_avg_sqs, mu_product=None, *, step, l
     """:func:`fastgd.nadam_step` on lists of arrays.  ``mu_product`` (a float64 array of one
     element, or None to recompute it from ``step``) is shared by the whole list: it holds
     :math:`P_{t-1}` on entry and is updated once, in place, to :math:`P_t`."""
-    import numpy as np
-    lr, weight_decay, maximize, eps = _common(lr, weight_decay, maximize, eps)
-    beta1 = V.unit_interval("beta1", beta1)
-    beta2 = V.unit_interval("beta2", beta2)
-    momentum_decay = V.nonneg("momentum_decay", momentum_decay)
-    decoupled_weight_decay = V.flag("decoupled_weight_decay", decoupled_weight_decay)
-    step = V.step(step)
-    if mu_product is not None:
-        if not isinstance(mu_product, np.ndarray) or mu_product.dtype != np.float64 or mu_product.size != 1:
-            raise TypeError("mu_product must be a float64 numpy array with one element (numpy.ones(1) at step 1)")
-        if not mu_product.flags.writeable:
-            raise ValueError("mu_product must be writeable (it is updated in place)")
-        prod = float(mu_product.reshape(-1)[0])
-    else:
-        prod = nadam_mu_product(step - 1, beta1=beta1, momentum_decay=momentum_decay)
-    lists, mixed = _check_arrays(("params", "grads", "exp_avgs", "exp_avg_sqs"),
-                                 (params, grads, exp_avgs, exp_avg_sqs))
-    _run("nadam", backend, lists, mixed,
-         dict(step=step, mu_product=prod, lr=lr, beta1=beta1, beta2=beta2, eps=eps, weight_decay=weight_decay,
-              momentum_decay=momentum_decay, maximize=maximize, decoupled_weight_decay=decoupled_weight_decay))
-    if mu_product is not None:
-        from .reference.rules import nadam_mu
-        mu_product.reshape(-1)[0] = prod * nadam_mu(step, beta1, momentum_decay)
-    return lists[0]
+    kw = S._nadam_hyper(step, lr, beta1, beta2, eps, weight_decay, momentum_decay, decoupled_weight_decay, maximize)
+    kw["mu_product"] = S._mu_product_before(mu_product, kw)
+    params = _go("nadam", backend, ("params", "grads", "exp_avgs", "exp_avg_sqs"),
+                 (params, grads, exp_avgs, exp_avg_sqs), kw)
+    S._mu_product_after(mu_product, kw)
+    return params
 
 
 def radam_step(params, grads, exp_avgs, exp_avg_sqs, *, step, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8,
                weight_decay=0.0, decoupled_weight_decay=False, maximize=False, backend=None):
     """:func:`fastgd.radam_step` on lists of arrays."""
-    lr, weight_decay, maximize, eps = _common(lr, weight_decay, maximize, eps)
-    beta1 = V.unit_interval("beta1", beta1)
-    beta2 = V.unit_interval("beta2", beta2)
-    decoupled_weight_decay = V.flag("decoupled_weight_decay", decoupled_weight_decay)
-    step = V.step(step)
-    lists, mixed = _check_arrays(("params", "grads", "exp_avgs", "exp_avg_sqs"),
-                                 (params, grads, exp_avgs, exp_avg_sqs))
-    return _run("radam", backend, lists, mixed,
-                dict(step=step, lr=lr, beta1=beta1, beta2=beta2, eps=eps, weight_decay=weight_decay,
-                     maximize=maximize, decoupled_weight_decay=decoupled_weight_decay))
+    kw = S._radam_hyper(step, lr, beta1, beta2, eps, weight_decay, decoupled_weight_decay, maximize)
+    return _go("radam", backend, ("params", "grads", "exp_avgs", "exp_avg_sqs"),
+               (params, grads, exp_avgs, exp_avg_sqs), kw)
 
 
 def adagrad_step(params, grads, state_sums, *, step, lr=1e-2, lr_decay=0.0, weight_decay=0.0, eps=1e-10,
                  maximize=False, backend=None):
     """:func:`fastgd.adagrad_step` on lists of arrays."""
-    lr, weight_decay, maximize, eps = _common(lr, weight_decay, maximize, eps)
-    lr_decay = V.nonneg("lr_decay", lr_decay)
-    step = V.step(step)
-    lists, mixed = _check_arrays(("params", "grads", "state_sums"), (params, grads, state_sums))
-    return _run("adagrad", backend, lists, mixed,
-                dict(step=step, lr=lr, lr_decay=lr_decay, weight_decay=weight_decay, eps=eps, maximize=maximize))
+    kw = S._adagrad_hyper(step, lr, lr_decay, weight_decay, eps, maximize)
+    return _go("adagrad", backend, ("params", "grads", "state_sums"), (params, grads, state_sums), kw)
 
 
 def adadelta_step(params, grads, square_avgs, acc_deltas, *, lr=1.0, rho=0.9, eps=1e-6, weight_decay=0.0,
                   maximize=False, backend=None):
     """:func:`fastgd.adadelta_step` on lists of arrays."""
-    lr, weight_decay, maximize, eps = _common(lr, weight_decay, maximize, eps)
-    rho = V.unit_interval("rho", rho, closed_right=True)
-    lists, mixed = _check_arrays(("params", "grads", "square_avgs", "acc_deltas"),
-                                 (params, grads, square_avgs, acc_deltas))
-    return _run("adadelta", backend, lists, mixed,
-                dict(lr=lr, rho=rho, eps=eps, weight_decay=weight_decay, maximize=maximize))
+    kw = S._adadelta_hyper(lr, rho, eps, weight_decay, maximize)
+    return _go("adadelta", backend, ("params", "grads", "square_avgs", "acc_deltas"),
+               (params, grads, square_avgs, acc_deltas), kw)
 
 
 def rmsprop_step(params, grads, square_avgs, *, momentum_buffers=None, grad_avgs=None, lr=1e-2, alpha=0.99,
                  eps=1e-8, momentum=0.0, centered=False, weight_decay=0.0, maximize=False, backend=None):
     """:func:`fastgd.rmsprop_step` on lists of arrays (``momentum_buffers`` when
     ``momentum > 0``, ``grad_avgs`` when ``centered=True``)."""
-    lr, weight_decay, maximize, eps = _common(lr, weight_decay, maximize, eps)
-    alpha = V.unit_interval("alpha", alpha, closed_right=True)
-    momentum = V.nonneg("momentum", momentum)
-    centered = V.flag("centered", centered)
-    if momentum > 0:
+    kw = S._rmsprop_hyper(lr, alpha, eps, weight_decay, momentum, centered, maximize)
+    if kw["momentum"] > 0:
         V.required("momentum_buffers", momentum_buffers, "momentum > 0")
     else:
         momentum_buffers = None
-    if centered:
+    if kw["centered"]:
         V.required("grad_avgs", grad_avgs, "centered=True")
     else:
         grad_avgs = None
-    lists, mixed = _check_arrays(("params", "grads", "square_avgs", "momentum_buffers", "grad_avgs"),
-                                 (params, grads, square_avgs, momentum_buffers, grad_avgs))
-    return _run("rmsprop", backend, lists, mixed,
-                dict(lr=lr, alpha=alpha, eps=eps, weight_decay=weight_decay, momentum=momentum, centered=centered,
-                     maximize=maximize))
+    return _go("rmsprop", backend, ("params", "grads", "square_avgs", "momentum_buffers", "grad_avgs"),
+               (params, grads, square_avgs, momentum_buffers, grad_avgs), kw)
 
 
 def lion_step(params, grads, exp_avgs, *, lr=1e-4, beta1=0.9, beta2=0.99, weight_decay=0.0, maximize=False,
               backend=None):
     """:func:`fastgd.lion_step` on lists of arrays."""
-    lr, weight_decay, maximize = _common(lr, weight_decay, maximize)
-    beta1 = V.unit_interval("beta1", beta1, closed_right=True)
-    beta2 = V.unit_interval("beta2", beta2, closed_right=True)
-    lists, mixed = _check_arrays(("params", "grads", "exp_avgs"), (params, grads, exp_avgs))
-    return _run("lion", backend, lists, mixed,
-                dict(lr=lr, beta1=beta1, beta2=beta2, weight_decay=weight_decay, maximize=maximize))
+    kw = S._lion_hyper(lr, beta1, beta2, weight_decay, maximize)
+    return _go("lion", backend, ("params", "grads", "exp_avgs"), (params, grads, exp_avgs), kw)

@@ -37,6 +37,113 @@ def _common(lr, weight_decay, maximize, eps=_NO_EPS):
     return lr, weight_decay, maximize, V.nonneg("eps", eps)
 
 
+# ---------------------------------------------------------------------------------------
+# Hyperparameter checks, one function per rule, shared with fastgd.multi: each returns the
+# keywords of the backends' kernel (fastgd/reference/rules.py's signature) or raises.
+
+def _sgd_hyper(lr, momentum, dampening, nesterov, weight_decay, maximize, step):
+    lr, weight_decay, maximize = _common(lr, weight_decay, maximize)
+    momentum = V.nonneg("momentum", momentum)
+    dampening = V.unit_interval("dampening", dampening, closed_right=True)
+    nesterov = V.flag("nesterov", nesterov)
+    if nesterov and (momentum <= 0 or dampening != 0):
+        raise ValueError("nesterov=True requires momentum > 0 and dampening == 0")
+    first = False if step is None else V.step(step) == 1
+    return dict(lr=lr, momentum=momentum, dampening=dampening, nesterov=nesterov, weight_decay=weight_decay,
+                maximize=maximize, first_step=first)
+
+
+def _adam_hyper(step, lr, beta1, beta2, eps, weight_decay, amsgrad, maximize):
+    """(step, lr, beta1, beta2, eps, weight_decay, amsgrad, maximize), checked."""
+    # Fast accept of the common case (Python floats/ints/bools in range: the values the checks
+    # below would return unchanged); anything else goes through the checks, which name the
+    # argument.  Adam is the step most often called on small arrays, where ~0.5 us matters.
+    if not (type(lr) is float and type(eps) is float and type(weight_decay) is float and type(beta1) is float
+            and type(beta2) is float and type(step) is int and type(amsgrad) is bool and type(maximize) is bool
+            and lr >= 0.0 and eps >= 0.0 and weight_decay >= 0.0 and 0.0 <= beta1 < 1.0 and 0.0 <= beta2 < 1.0
+            and step >= 1):
+        lr, weight_decay, maximize, eps = _common(lr, weight_decay, maximize, eps)
+        beta1 = V.unit_interval("beta1", beta1)
+        beta2 = V.unit_interval("beta2", beta2)
+        step = V.step(step)
+        amsgrad = V.flag("amsgrad", amsgrad)
+    return step, lr, beta1, beta2, eps, weight_decay, amsgrad, maximize
+
+
+def _adamax_hyper(step, lr, beta1, beta2, eps, weight_decay, maximize):
+    lr, weight_decay, maximize, eps = _common(lr, weight_decay, maximize, eps)
+    return dict(step=V.step(step), lr=lr, beta1=V.unit_interval("beta1", beta1),
+                beta2=V.unit_interval("beta2", beta2), eps=eps, weight_decay=weight_decay, maximize=maximize)
+
+
+def _nadam_hyper(step, lr, beta1, beta2, eps, weight_decay, momentum_decay, decoupled_weight_decay, maximize):
+    """The kernel keywords but ``mu_product`` (see ``_mu_product_before``)."""
+    lr, weight_decay, maximize, eps = _common(lr, weight_decay, maximize, eps)
+    return dict(step=V.step(step), lr=lr, beta1=V.unit_interval("beta1", beta1),
+                beta2=V.unit_interval("beta2", beta2), eps=eps, weight_decay=weight_decay,
+                momentum_decay=V.nonneg("momentum_decay", momentum_decay), maximize=maximize,
+                decoupled_weight_decay=V.flag("decoupled_weight_decay", decoupled_weight_decay))
+
+
+def _mu_product_before(mu_product, kw):
+    """P_{t-1}: read from the caller's state array (checked), or recomputed from the step."""
+    if mu_product is None:
+        return nadam_mu_product(kw["step"] - 1, beta1=kw["beta1"], momentum_decay=kw["momentum_decay"])
+    if type(mu_product) is not np.ndarray or mu_product.dtype != np.float64 or mu_product.size != 1:
+        raise TypeError("mu_product must be a float64 numpy array with one element (numpy.ones(1) at step 1)")
+    if not mu_product.flags.writeable:
+        raise ValueError("mu_product must be writeable (it is updated in place)")
+    return float(mu_product.flat[0])
+
+
+def _mu_product_after(mu_product, kw):
+    """Advance the caller's state array to P_t = P_{t-1} * mu_t."""
+    if mu_product is not None:
+        mu_product.flat[0] = kw["mu_product"] * nadam_mu(kw["step"], kw["beta1"], kw["momentum_decay"])
+
+
+def _radam_hyper(step, lr, beta1, beta2, eps, weight_decay, decoupled_weight_decay, maximize):
+    lr, weight_decay, maximize, eps = _common(lr, weight_decay, maximize, eps)
+    return dict(step=V.step(step), lr=lr, beta1=V.unit_interval("beta1", beta1),
+                beta2=V.unit_interval("beta2", beta2), eps=eps, weight_decay=weight_decay, maximize=maximize,
+                decoupled_weight_decay=V.flag("decoupled_weight_decay", decoupled_weight_decay))
+
+
+def _adagrad_hyper(step, lr, lr_decay, weight_decay, eps, maximize):
+    lr, weight_decay, maximize, eps = _common(lr, weight_decay, maximize, eps)
+    return dict(step=V.step(step), lr=lr, lr_decay=V.nonneg("lr_decay", lr_decay), weight_decay=weight_decay,
+                eps=eps, maximize=maximize)
+
+
+def _adadelta_hyper(lr, rho, eps, weight_decay, maximize):
+    lr, weight_decay, maximize, eps = _common(lr, weight_decay, maximize, eps)
+    return dict(lr=lr, rho=V.unit_interval("rho", rho, closed_right=True), eps=eps, weight_decay=weight_decay,
+                maximize=maximize)
+
+
+def _rmsprop_hyper(lr, alpha, eps, weight_decay, momentum, centered, maximize):
+    lr, weight_decay, maximize, eps = _common(lr, weight_decay, maximize, eps)
+    return dict(lr=lr, alpha=V.unit_interval("alpha", alpha, closed_right=True), eps=eps,
+                weight_decay=weight_decay, momentum=V.nonneg("momentum", momentum),
+                centered=V.flag("centered", centered), maximize=maximize)
+
+
+def _lion_hyper(lr, beta1, beta2, weight_decay, maximize):
+    lr, weight_decay, maximize = _common(lr, weight_decay, maximize)
+    return dict(lr=lr, beta1=V.unit_interval("beta1", beta1, closed_right=True),
+                beta2=V.unit_interval("beta2", beta2, closed_right=True), weight_decay=weight_decay,
+                maximize=maximize)
+
+
+def _run(rule, backend, names, arrs, kw):
+    """Check the arrays, then run the backend's kernel (not on empty arrays)."""
+    V.arrays(names, arrs, 1)
+    impl = backend_module(backend)  # an unknown backend is an error even for empty arrays
+    if arrs[0].size == 0:
+        return arrs[0]
+    return getattr(impl, rule)(*arrs, **kw)
+
+
 def sgd_step(param, grad, momentum_buffer=None, *, lr, momentum=0.0, dampening=0.0, nesterov=False,
              weight_decay=0.0, maximize=False, step=None, backend=None):
     """Stochastic gradient descent with optional (Nesterov) momentum, as ``torch.optim.SGD``.
@@ -52,40 +159,18 @@ def sgd_step(param, grad, momentum_buffer=None, *, lr, momentum=0.0, dampening=0
     step to get that behaviour (with a zero buffer and ``dampening=0`` both agree anyway).
     ``step=None`` means the buffer already holds history.
     """
-    lr, weight_decay, maximize = _common(lr, weight_decay, maximize)
-    momentum = V.nonneg("momentum", momentum)
-    dampening = V.unit_interval("dampening", dampening, closed_right=True)
-    nesterov = V.flag("nesterov", nesterov)
-    if nesterov and (momentum <= 0 or dampening != 0):
-        raise ValueError("nesterov=True requires momentum > 0 and dampening == 0")
-    first = False if step is None else V.step(step) == 1
-    if momentum != 0:
-        V.required("momentum_buffer", momentum_buffer, "momentum != 0")
-    else:
+    kw = _sgd_hyper(lr, momentum, dampening, nesterov, weight_decay, maximize, step)
+    if kw["momentum"] == 0:
         momentum_buffer = None
-    V.arrays(("param", "grad", "momentum_buffer"), (param, grad, momentum_buffer), 1)
-    impl = backend_module(backend)  # an unknown backend is an error even for empty arrays
-    if param.size == 0:
-        return param
-    return impl.sgd(param, grad, momentum_buffer, lr=lr, momentum=momentum,
-                                       dampening=dampening, nesterov=nesterov,
-                                       weight_decay=weight_decay, maximize=maximize, first_step=first)
+    else:
+        V.required("momentum_buffer", momentum_buffer, "momentum != 0")
+    return _run("sgd", backend, ("param", "grad", "momentum_buffer"), (param, grad, momentum_buffer), kw)
 
 
 def _adam(param, grad, exp_avg, exp_avg_sq, step, lr, beta1, beta2, eps, weight_decay, amsgrad,
           max_exp_avg_sq, maximize, decoupled, backend):
-    # Fast accept of the common case (Python floats/ints/bools in range: the values the checks
-    # below would return unchanged); anything else goes through the checks, which name the
-    # argument.  Adam is the step most often called on small arrays, where ~0.5 us matters.
-    if not (type(lr) is float and type(eps) is float and type(weight_decay) is float and type(beta1) is float
-            and type(beta2) is float and type(step) is int and type(amsgrad) is bool and type(maximize) is bool
-            and lr >= 0.0 and eps >= 0.0 and weight_decay >= 0.0 and 0.0 <= beta1 < 1.0 and 0.0 <= beta2 < 1.0
-            and step >= 1):
-        lr, weight_decay, maximize, eps = _common(lr, weight_decay, maximize, eps)
-        beta1 = V.unit_interval("beta1", beta1)
-        beta2 = V.unit_interval("beta2", beta2)
-        step = V.step(step)
-        amsgrad = V.flag("amsgrad", amsgrad)
+    step, lr, beta1, beta2, eps, weight_decay, amsgrad, maximize = _adam_hyper(
+        step, lr, beta1, beta2, eps, weight_decay, amsgrad, maximize)
     if amsgrad:
         V.required("max_exp_avg_sq", max_exp_avg_sq, "amsgrad=True")
     else:
@@ -95,9 +180,10 @@ def _adam(param, grad, exp_avg, exp_avg_sq, step, lr, beta1, beta2, eps, weight_
     impl = backend_module(backend)  # an unknown backend is an error even for empty arrays
     if param.size == 0:
         return param
-    return impl.adam(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, step=step, lr=lr,
-                                        beta1=beta1, beta2=beta2, eps=eps, weight_decay=weight_decay,
-                                        amsgrad=amsgrad, maximize=maximize, decoupled_weight_decay=decoupled)
+    # called with explicit keywords, not through _run: Adam's small-array path is the hot one
+    return impl.adam(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, step=step, lr=lr, beta1=beta1, beta2=beta2,
+                     eps=eps, weight_decay=weight_decay, amsgrad=amsgrad, maximize=maximize,
+                     decoupled_weight_decay=decoupled)
 
 
 def adam_step(param, grad, exp_avg, exp_avg_sq, *, step, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8,
@@ -144,16 +230,8 @@ def adamax_step(param, grad, exp_avg, exp_inf, *, step, lr=2e-3, beta1=0.9, beta
 
     State: ``exp_avg`` (m), ``exp_inf`` (u).
     """
-    lr, weight_decay, maximize, eps = _common(lr, weight_decay, maximize, eps)
-    beta1 = V.unit_interval("beta1", beta1)
-    beta2 = V.unit_interval("beta2", beta2)
-    step = V.step(step)
-    V.arrays(("param", "grad", "exp_avg", "exp_inf"), (param, grad, exp_avg, exp_inf), 1)
-    impl = backend_module(backend)  # an unknown backend is an error even for empty arrays
-    if param.size == 0:
-        return param
-    return impl.adamax(param, grad, exp_avg, exp_inf, step=step, lr=lr, beta1=beta1,
-                                          beta2=beta2, eps=eps, weight_decay=weight_decay, maximize=maximize)
+    kw = _adamax_hyper(step, lr, beta1, beta2, eps, weight_decay, maximize)
+    return _run("adamax", backend, ("param", "grad", "exp_avg", "exp_inf"), (param, grad, exp_avg, exp_inf), kw)
 
 
 def nadam_step(param, grad, exp_avg, exp_avg_sq, mu_product=None, *, step, lr=2e-3, beta1=0.9, beta2=0.999,
@@ -173,29 +251,10 @@ def nadam_step(param, grad, exp_avg, exp_avg_sq, mu_product=None, *, step, lr=2e
     ``state['mu_product']``).  If ``mu_product`` is omitted, :math:`P_{t-1}` is recomputed from
     ``step`` (exact for constant ``beta1`` and ``momentum_decay``, O(step) scalar work).
     """
-    lr, weight_decay, maximize, eps = _common(lr, weight_decay, maximize, eps)
-    beta1 = V.unit_interval("beta1", beta1)
-    beta2 = V.unit_interval("beta2", beta2)
-    momentum_decay = V.nonneg("momentum_decay", momentum_decay)
-    decoupled_weight_decay = V.flag("decoupled_weight_decay", decoupled_weight_decay)
-    step = V.step(step)
-    if mu_product is not None:
-        if type(mu_product) is not np.ndarray or mu_product.dtype != np.float64 or mu_product.size != 1:
-            raise TypeError("mu_product must be a float64 numpy array with one element (numpy.ones(1) at step 1)")
-        if not mu_product.flags.writeable:
-            raise ValueError("mu_product must be writeable (it is updated in place)")
-        prod = float(mu_product.flat[0])
-    else:
-        prod = nadam_mu_product(step - 1, beta1=beta1, momentum_decay=momentum_decay)
-    V.arrays(("param", "grad", "exp_avg", "exp_avg_sq"), (param, grad, exp_avg, exp_avg_sq), 1)
-    impl = backend_module(backend)  # an unknown backend is an error even for empty arrays
-    if param.size:
-        impl.nadam(param, grad, exp_avg, exp_avg_sq, step=step, mu_product=prod, lr=lr,
-                                      beta1=beta1, beta2=beta2, eps=eps, weight_decay=weight_decay,
-                                      momentum_decay=momentum_decay, maximize=maximize,
-                                      decoupled_weight_decay=decoupled_weight_decay)
-    if mu_product is not None:
-        mu_product.flat[0] = prod * nadam_mu(step, beta1, momentum_decay)
+    kw = _nadam_hyper(step, lr, beta1, beta2, eps, weight_decay, momentum_decay, decoupled_weight_decay, maximize)
+    kw["mu_product"] = _mu_product_before(mu_product, kw)
+    _run("nadam", backend, ("param", "grad", "exp_avg", "exp_avg_sq"), (param, grad, exp_avg, exp_avg_sq), kw)
+    _mu_product_after(mu_product, kw)
     return param
 
 
@@ -221,18 +280,8 @@ def radam_step(param, grad, exp_avg, exp_avg_sq, *, step, lr=1e-3, beta1=0.9, be
 
     State: ``exp_avg``, ``exp_avg_sq``.
     """
-    lr, weight_decay, maximize, eps = _common(lr, weight_decay, maximize, eps)
-    beta1 = V.unit_interval("beta1", beta1)
-    beta2 = V.unit_interval("beta2", beta2)
-    decoupled_weight_decay = V.flag("decoupled_weight_decay", decoupled_weight_decay)
-    step = V.step(step)
-    V.arrays(("param", "grad", "exp_avg", "exp_avg_sq"), (param, grad, exp_avg, exp_avg_sq), 1)
-    impl = backend_module(backend)  # an unknown backend is an error even for empty arrays
-    if param.size == 0:
-        return param
-    return impl.radam(param, grad, exp_avg, exp_avg_sq, step=step, lr=lr, beta1=beta1,
-                                         beta2=beta2, eps=eps, weight_decay=weight_decay, maximize=maximize,
-                                         decoupled_weight_decay=decoupled_weight_decay)
+    kw = _radam_hyper(step, lr, beta1, beta2, eps, weight_decay, decoupled_weight_decay, maximize)
+    return _run("radam", backend, ("param", "grad", "exp_avg", "exp_avg_sq"), (param, grad, exp_avg, exp_avg_sq), kw)
 
 
 def adagrad_step(param, grad, state_sum, *, step, lr=1e-2, lr_decay=0.0, weight_decay=0.0, eps=1e-10,
@@ -246,15 +295,8 @@ def adagrad_step(param, grad, state_sum, *, step, lr=1e-2, lr_decay=0.0, weight_
 
     State: ``state_sum`` (torch's ``initial_accumulator_value``, 0 by default: fill it to start elsewhere).
     """
-    lr, weight_decay, maximize, eps = _common(lr, weight_decay, maximize, eps)
-    lr_decay = V.nonneg("lr_decay", lr_decay)
-    step = V.step(step)
-    V.arrays(("param", "grad", "state_sum"), (param, grad, state_sum), 1)
-    impl = backend_module(backend)  # an unknown backend is an error even for empty arrays
-    if param.size == 0:
-        return param
-    return impl.adagrad(param, grad, state_sum, step=step, lr=lr, lr_decay=lr_decay,
-                                           weight_decay=weight_decay, eps=eps, maximize=maximize)
+    kw = _adagrad_hyper(step, lr, lr_decay, weight_decay, eps, maximize)
+    return _run("adagrad", backend, ("param", "grad", "state_sum"), (param, grad, state_sum), kw)
 
 
 def adadelta_step(param, grad, square_avg, acc_delta, *, lr=1.0, rho=0.9, eps=1e-6, weight_decay=0.0,
@@ -270,14 +312,9 @@ def adadelta_step(param, grad, square_avg, acc_delta, *, lr=1.0, rho=0.9, eps=1e
 
     State: ``square_avg`` (s), ``acc_delta`` (a).
     """
-    lr, weight_decay, maximize, eps = _common(lr, weight_decay, maximize, eps)
-    rho = V.unit_interval("rho", rho, closed_right=True)
-    V.arrays(("param", "grad", "square_avg", "acc_delta"), (param, grad, square_avg, acc_delta), 1)
-    impl = backend_module(backend)  # an unknown backend is an error even for empty arrays
-    if param.size == 0:
-        return param
-    return impl.adadelta(param, grad, square_avg, acc_delta, lr=lr, rho=rho, eps=eps,
-                                            weight_decay=weight_decay, maximize=maximize)
+    kw = _adadelta_hyper(lr, rho, eps, weight_decay, maximize)
+    return _run("adadelta", backend, ("param", "grad", "square_avg", "acc_delta"), (param, grad, square_avg, acc_delta),
+                kw)
 
 
 def rmsprop_step(param, grad, square_avg, *, momentum_buffer=None, grad_avg=None, lr=1e-2, alpha=0.99,
@@ -294,26 +331,17 @@ def rmsprop_step(param, grad, square_avg, *, momentum_buffer=None, grad_avg=None
     State: ``square_avg`` (s); ``momentum_buffer`` (b) when ``momentum > 0``; ``grad_avg``
     when ``centered=True``.
     """
-    lr, weight_decay, maximize, eps = _common(lr, weight_decay, maximize, eps)
-    alpha = V.unit_interval("alpha", alpha, closed_right=True)
-    momentum = V.nonneg("momentum", momentum)
-    centered = V.flag("centered", centered)
-    if momentum > 0:
+    kw = _rmsprop_hyper(lr, alpha, eps, weight_decay, momentum, centered, maximize)
+    if kw["momentum"] > 0:
         V.required("momentum_buffer", momentum_buffer, "momentum > 0")
     else:
         momentum_buffer = None
-    if centered:
+    if kw["centered"]:
         V.required("grad_avg", grad_avg, "centered=True")
     else:
         grad_avg = None
-    V.arrays(("param", "grad", "square_avg", "momentum_buffer", "grad_avg"),
-             (param, grad, square_avg, momentum_buffer, grad_avg), 1)
-    impl = backend_module(backend)  # an unknown backend is an error even for empty arrays
-    if param.size == 0:
-        return param
-    return impl.rmsprop(param, grad, square_avg, momentum_buffer, grad_avg, lr=lr,
-                                           alpha=alpha, eps=eps, weight_decay=weight_decay, momentum=momentum,
-                                           centered=centered, maximize=maximize)
+    return _run("rmsprop", backend, ("param", "grad", "square_avg", "momentum_buffer", "grad_avg"),
+                (param, grad, square_avg, momentum_buffer, grad_avg), kw)
 
 
 def lion_step(param, grad, exp_avg, *, lr=1e-4, beta1=0.9, beta2=0.99, weight_decay=0.0, maximize=False,
@@ -328,12 +356,5 @@ def lion_step(param, grad, exp_avg, *, lr=1e-4, beta1=0.9, beta2=0.99, weight_de
 
     State: ``exp_avg`` (m).  Use a learning rate 3-10x smaller than AdamW's.
     """
-    lr, weight_decay, maximize = _common(lr, weight_decay, maximize)
-    beta1 = V.unit_interval("beta1", beta1, closed_right=True)
-    beta2 = V.unit_interval("beta2", beta2, closed_right=True)
-    V.arrays(("param", "grad", "exp_avg"), (param, grad, exp_avg), 1)
-    impl = backend_module(backend)  # an unknown backend is an error even for empty arrays
-    if param.size == 0:
-        return param
-    return impl.lion(param, grad, exp_avg, lr=lr, beta1=beta1, beta2=beta2,
-                                        weight_decay=weight_decay, maximize=maximize)
+    kw = _lion_hyper(lr, beta1, beta2, weight_decay, maximize)
+    return _run("lion", backend, ("param", "grad", "exp_avg"), (param, grad, exp_avg), kw)
