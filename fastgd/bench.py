@@ -12,8 +12,9 @@ implementation for the others).  A last table compares a multi-tensor step of 20
 How it measures: everything compared at one size is timed in rounds, A B C A B C ...,
 after a warm-up call of each (numba compiles, pages are faulted in, torch allocates its
 state); each sample (after an untimed pause and one untimed call) times enough back-to-back calls to
-last >= 1 ms; the figure is the
-median over the rounds.  The state arrays are updated in place by every call and not reset
+last >= 1 ms; a time is the median over the rounds, and a ratio (fraction of the skeleton,
+speedup over NumPy or torch) is the median over the rounds of the ratio of the two samples
+taken next to each other in that round, so that the machine's slow drifts cancel.  The state arrays are updated in place by every call and not reset
 (a reset would move more bytes than the step); learning rates are small, so the values stay
 finite and in the normal range.  ``--threads`` pins fastgd's, numba's and torch's threads.
 The machine is shared: compare only ratios from one run.
@@ -107,6 +108,14 @@ def compare(funcs, budget, min_rounds=5, max_rounds=300, gap=GAP, sample=1e-3):
             f()
             samples[name].append(_timed(f, inner[name]))
     return {name: statistics.median(s) for name, s in samples.items()}, rounds, samples
+
+
+def _paired(samples, num, den):
+    """Median over rounds of samples[num][i] / samples[den][i].  The two were timed next to
+    each other in the same round, so slow drifts of the machine (another tenant's memory
+    traffic, frequency changes) cancel in each ratio; the ratio of the two medians does not
+    have that property."""
+    return statistics.median(a / b for a, b in zip(samples[num], samples[den]))
 
 
 def _spread(xs):
@@ -218,10 +227,10 @@ def run_kernels(kernels, sizes, dtypes, backends, budget, torch, log=print):
                     t = med[b]
                     row = {"kernel": kernel, "dtype": np.dtype(dtype).name, "size": n, "backend": b,
                            "seconds": t, "gbps": nbytes / t / 1e9, "skeleton_seconds": med["skeleton/" + b],
-                           "of_skeleton": med["skeleton/" + b] / t, "rounds": rounds,
+                           "of_skeleton": _paired(samples, "skeleton/" + b, b), "rounds": rounds,
                            "spread": _spread(samples[b]), "skeleton_spread": _spread(samples["skeleton/" + b]),
-                           "vs_numpy": med["numpy"] / t if "numpy" in med else None,
-                           "vs_torch": med["torch"] / t if "torch" in med else None,
+                           "vs_numpy": _paired(samples, "numpy", b) if "numpy" in med else None,
+                           "vs_torch": _paired(samples, "torch", b) if "torch" in med else None,
                            "torch_seconds": med.get("torch"), "torch_impl": torch_impl if "torch" in med else None}
                     rows.append(row)
                     log(_row_line(row))
