@@ -10,7 +10,6 @@ Layout of every rule:
 """
 import math
 
-import numpy as np
 from numba import njit, prange
 
 from ..backends import threads_for
