@@ -341,6 +341,12 @@ def plot(rows, path):
     cols = min(3, len(kernels))
     nrows = (len(kernels) + cols - 1) // cols
     fig, axes = plt.subplots(nrows, cols, figsize=(4.2 * cols, 3.4 * nrows), squeeze=False)
+    colors = {}  # one color per series across all panels (a panel without torch shifts no colors)
+
+    def color(label):
+        key = label.split(" (")[0] if label.startswith("torch") else label
+        return colors.setdefault(key, "C%d" % (len(colors) % 10))
+
     for ax, k in zip(axes.flat, kernels):
         series = {}
         for r in rows:
@@ -357,14 +363,14 @@ def plot(rows, path):
         for label, pts in series.items():
             pts = sorted(set(pts))
             ax.loglog([p[0] for p in pts], [p[1] for p in pts], "--" if "skeleton" in label else "-o",
-                      label=label, markersize=3)
+                      label=label, markersize=3, color=color(label))
         ax.set_title(k)
         ax.set_xlabel("elements")
         ax.set_ylabel("seconds per step")
         ax.grid(True, which="both", alpha=0.3)
     for ax in list(axes.flat)[len(kernels):]:
         ax.axis("off")
-    axes.flat[0].legend(fontsize=6)
+    axes.flat[0].legend(fontsize=6)  # the first panel has every series (its kernel is in torch)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
