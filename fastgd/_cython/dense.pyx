@@ -23,9 +23,11 @@
 from cython cimport floating
 from cython.parallel cimport prange
 from cpython.pycapsule cimport PyCapsule_GetName, PyCapsule_GetPointer
-from libc.math cimport exp, expf, fabs, log, log1p, log1pf, logf, tanh, tanhf
+from libc.math cimport fabs
 from libc.string cimport memset
 cimport numpy as cnp
+
+from fastgd._cython._helpers cimport _exp, _f32, _log, _log1p, _ptr, _tanh
 
 cnp.import_array()
 
@@ -66,44 +68,8 @@ _CODES = {name: i for i, name in enumerate(ACTIVATIONS)}
 # ---------------------------------------------------------------------------------------
 # helpers
 
-cdef inline bint _f32(object a):
-    return cnp.PyArray_TYPE(<cnp.ndarray>a) == cnp.NPY_FLOAT32
-
-
-cdef inline void* _ptr(object a):
-    return NULL if a is None else cnp.PyArray_DATA(<cnp.ndarray>a)
-
-
 cdef inline Py_ssize_t _dim(object a, int d):
     return cnp.PyArray_DIMS(<cnp.ndarray>a)[d]
-
-
-cdef inline floating _exp(floating v) noexcept nogil:
-    if floating is float:
-        return expf(v)
-    else:
-        return exp(v)
-
-
-cdef inline floating _log(floating v) noexcept nogil:
-    if floating is float:
-        return logf(v)
-    else:
-        return log(v)
-
-
-cdef inline floating _log1p(floating v) noexcept nogil:
-    if floating is float:
-        return log1pf(v)
-    else:
-        return log1p(v)
-
-
-cdef inline floating _tanh(floating v) noexcept nogil:
-    if floating is float:
-        return tanhf(v)
-    else:
-        return tanh(v)
 
 
 cdef inline floating _max0(floating v) noexcept nogil:

@@ -18,8 +18,10 @@
 
 from cython cimport floating
 from cython.parallel cimport prange
-from libc.math cimport sqrt, sqrtf, fabs, fabsf
+from libc.math cimport sqrt
 cimport numpy as cnp
+
+from fastgd._cython._helpers cimport _f32, _fabs, _ptr, _sqrt
 
 cnp.import_array()
 
@@ -44,34 +46,10 @@ cdef inline floating _max_nan(floating a, floating b) noexcept nogil:
     return a if a != a else r
 
 
-cdef inline floating _sqrt(floating x) noexcept nogil:
-    """sqrt in the dtype of x: libc's sqrt returns double, which would turn the rest of a
-    float32 expression into double arithmetic (different results, slower loop)."""
-    if floating is float:
-        return sqrtf(x)
-    else:
-        return sqrt(x)
-
-
-cdef inline floating _fabs(floating x) noexcept nogil:
-    if floating is float:
-        return fabsf(x)
-    else:
-        return fabs(x)
-
-
 cdef inline floating _sign(floating x) noexcept nogil:
     """numpy.sign: -1, 0 or 1, NaN for NaN (``x + 0`` turns -0.0 into +0.0, as numpy.sign does,
     and keeps NaN)."""
     return <floating>1 if x > 0 else (<floating>-1 if x < 0 else x + <floating>0)
-
-
-cdef inline bint _f32(cnp.ndarray a):
-    return cnp.PyArray_TYPE(a) == cnp.NPY_FLOAT32
-
-
-cdef inline void* _ptr(object a):
-    return NULL if a is None else cnp.PyArray_DATA(<cnp.ndarray>a)
 
 
 # ---------------------------------------------------------------------------------------
