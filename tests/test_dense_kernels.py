@@ -16,6 +16,7 @@ import pytest
 import fastgd
 from fastgd import nn
 from fastgd.reference import dense as R
+from fastgd.gradcheck import numerical_gradient
 
 REF = "numpy"
 ACTS = nn.ACTIVATIONS
@@ -310,19 +311,9 @@ def test_bce_and_mse_against_formulas(backend):
 # gradient checks: analytic gradients against central differences, float64
 
 def central_difference(f, arr, h=1e-6):
-    """(f(a + h e_i) - f(a - h e_i)) / 2h for every element i of ``arr`` (changed in place and
-    restored)."""
-    grad = np.zeros(arr.shape)
-    flat = arr.reshape(-1)
-    for i in range(flat.size):
-        old = flat[i]
-        flat[i] = old + h
-        fp = f()
-        flat[i] = old - h
-        fm = f()
-        flat[i] = old
-        grad.reshape(-1)[i] = (fp - fm) / (2 * h)
-    return grad
+    """Central differences of the no-argument function ``f`` over every element of ``arr``
+    (fastgd.numerical_gradient: perturbs each element in place and restores it)."""
+    return numerical_gradient(lambda _: f(), arr, eps=h)
 
 
 def assert_grad_close(analytic, numeric, what):
