@@ -144,24 +144,26 @@ def dense_backward(grad_output, x, weight, output, grad_x, grad_weight, grad_bia
 # losses: (loss, gradient) in one pass; row or element terms summed in float64
 
 @njit(inline="always")
-def _row_max_shift(z, i, c):
+def _row_exp(z, g, i, c, zero):
+    """Row i of a stable softmax, unnormalised: g[i] = exp(z[i] - max(z[i])); returns
+    (max, sum).  Shared by both label forms of softmax_cross_entropy."""
     mx = z[i, 0]
     for j in range(1, c):
         if z[i, j] > mx or z[i, j] != z[i, j]:  # max that propagates NaN, like numpy.max
             mx = z[i, j]
-    return mx
+    s = zero
+    for j in range(c):
+        e = math.exp(z[i, j] - mx)
+        g[i, j] = e
+        s = s + e
+    return mx, s
 
 
 def _sce_labels_body(z, labels, g, inv_n, one, zero):
     n, c = z.shape
     total = 0.0
     for i in prange(n):
-        mx = _row_max_shift(z, i, c)
-        s = zero
-        for j in range(c):
-            e = math.exp(z[i, j] - mx)
-            g[i, j] = e
-            s = s + e
+        mx, s = _row_exp(z, g, i, c, zero)
         lse = math.log(s)
         lab = labels[i]
         total += lse - (z[i, lab] - mx)
@@ -174,12 +176,7 @@ def _sce_probs_body(z, y, g, inv_n, one, zero):
     n, c = z.shape
     total = 0.0
     for i in prange(n):
-        mx = _row_max_shift(z, i, c)
-        s = zero
-        for j in range(c):
-            e = math.exp(z[i, j] - mx)
-            g[i, j] = e
-            s = s + e
+        mx, s = _row_exp(z, g, i, c, zero)
         lse = math.log(s)
         loss = zero
         for j in range(c):
