@@ -123,6 +123,7 @@ def set_num_threads(n):
     if n < 1:
         raise ValueError("n must be >= 1, got %d" % n)
     _threads["n"] = n
+    _notify()
 
 
 def serial_cutoff():
@@ -136,6 +137,23 @@ def set_serial_cutoff(n):
     if n < 0:
         raise ValueError("n must be >= 0, got %d" % n)
     _threads["cutoff"] = n
+    _notify()
+
+
+# compiled backends keep a C copy of the settings (fastgd._cython._core.set_threads), so a
+# kernel call does not call back into Python for them; each registers its setter here
+_listeners = []
+
+
+def on_thread_settings(setter):
+    """Call ``setter(num_threads, serial_cutoff)`` now and whenever the settings change."""
+    _listeners.append(setter)
+    setter(_threads["n"], _threads["cutoff"])
+
+
+def _notify():
+    for setter in _listeners:
+        setter(_threads["n"], _threads["cutoff"])
 
 
 def threads_for(size):

@@ -240,3 +240,64 @@ def test_build_info():
 def test_build_info_follows_thread_setting():
     fastgd.set_num_threads(1)
     assert fastgd.build_info()["num_threads"] == 1
+
+
+# ---------------------------------------------------------------------------------------
+# the thread split of the single-tensor Cython kernels: cache-line-aligned static shares
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("offset", [0, 1, 5, 15])
+@pytest.mark.parametrize("n", [1, 17, 1000, 24576 + 7, 100_003])
+@pytest.mark.parametrize("nthreads", [1, 2, 3, 8])
+def test_thread_spans_are_cache_line_aligned(dtype, offset, n, nthreads):
+    pytest.importorskip("fastgd._cython")
+    from fastgd._cython import _core
+    base = np.zeros(n + 64, dtype=dtype)
+    a = base[offset:offset + n]
+    spans = _core.thread_spans(a, nthreads)
+    assert len(spans) == nthreads + 1 and spans[0] == 0 and spans[-1] == n
+    assert all(x <= y for x, y in zip(spans, spans[1:]))
+    item = a.itemsize
+    per_line = 64 // item
+    for s in spans[1:-1]:
+        if 0 < s < n:  # an interior boundary starts a cache line
+            assert (a.ctypes.data + s * item) % 64 == 0, (s, spans)
+    head = (-a.ctypes.data % 64) // item
+    if n > head + per_line * nthreads:  # every thread gets work, shares within a line (+head) of each other
+        sizes = [y - x for x, y in zip(spans, spans[1:])]
+        assert max(sizes) - min(sizes) <= per_line + head + per_line, sizes
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("offset", [0, 3])
+@pytest.mark.parametrize("rule", ["adam", "sgd", "rmsprop"])
+def test_threaded_split_matches_reference(rule, dtype, offset, compiled_backend, restore_globals):
+    """Two threads with the split at any alignment (arrays starting mid cache line) give the
+    reference's values, element for element."""
+    fastgd.set_serial_cutoff(0)
+    fastgd.set_num_threads(2)
+    n = 4099
+    rng = np.random.default_rng(11)
+
+    def arrays():
+        out = []
+        for _ in range(4):
+            buf = np.empty(n + 16, dtype=dtype)
+            a = buf[offset:offset + n]
+            a[...] = np.abs(rng.standard_normal(n)) if len(out) == 3 else rng.standard_normal(n)
+            out.append(a)
+        return out
+
+    ours = arrays()
+    ref = [a.copy() for a in ours]
+    for step in (1, 2, 3):
+        for arrs, backend in ((ours, compiled_backend), (ref, "numpy")):
+            p, g, m, v = arrs
+            if rule == "adam":
+                fastgd.adam_step(p, g, m, v, step=step, lr=0.01, weight_decay=0.1, backend=backend)
+            elif rule == "sgd":
+                fastgd.sgd_step(p, g, m, lr=0.1, momentum=0.9, nesterov=True, step=step, backend=backend)
+            else:
+                fastgd.rmsprop_step(p, g, v, momentum_buffer=m, momentum=0.5, lr=0.01, backend=backend)
+    for x, y in zip(ours, ref):
+        np.testing.assert_array_equal(x, y)

@@ -7,6 +7,9 @@ import importlib
 import os
 
 from . import _core
+from ..backends import on_thread_settings
+
+on_thread_settings(_core.set_threads)  # the kernels read the thread settings from C
 
 _features = _core.cpu_features()
 _order = [v for v in ("avx512", "avx2") if _features.get(v)] + ["base"]

@@ -4,6 +4,8 @@ the fast path of argument validation."""
 
 cimport numpy as cnp
 
+from fastgd._cython._helpers cimport _span
+
 cnp.import_array()
 
 cdef extern from *:
@@ -50,6 +52,29 @@ cdef extern from *:
     const char* fgd_compiler() nogil
     int fgd_has_avx2() nogil
     int fgd_has_avx512() nogil
+
+
+cdef int _num_threads = 1
+cdef Py_ssize_t _serial_cutoff = 0
+
+
+cdef int threads_for(Py_ssize_t n) noexcept nogil:
+    """Threads for a kernel on ``n`` elements: one below the serial cutoff (see fastgd.backends)."""
+    return 1 if n < _serial_cutoff else _num_threads
+
+
+def set_threads(int num_threads, Py_ssize_t serial_cutoff):
+    """Called by fastgd.backends whenever set_num_threads / set_serial_cutoff change."""
+    global _num_threads, _serial_cutoff
+    if num_threads < 1 or serial_cutoff < 0:
+        raise ValueError("num_threads must be >= 1 and serial_cutoff >= 0")
+    _num_threads = num_threads
+    _serial_cutoff = serial_cutoff
+
+
+def get_threads():
+    """(num_threads, serial_cutoff) as the compiled kernels see them."""
+    return _num_threads, _serial_cutoff
 
 
 def openmp_enabled():
@@ -119,3 +144,16 @@ def arrays_ok(tuple arrs, Py_ssize_t n_readonly):
             if lo[k] < hi[j] and lo[j] < hi[k]:
                 return False
     return True
+
+
+def thread_spans(cnp.ndarray a, Py_ssize_t nthreads):
+    """The element boundaries at which the single-tensor kernels split ``a`` (a C-contiguous
+    float32/float64 array) over ``nthreads`` threads: ``nthreads + 1`` ints from 0 to a.size."""
+    cdef Py_ssize_t n = cnp.PyArray_SIZE(a), t
+    if nthreads < 1:
+        raise ValueError("nthreads must be >= 1")
+    if cnp.PyArray_TYPE(a) == cnp.NPY_FLOAT32:
+        return [_span(t, nthreads, n, <const float*>cnp.PyArray_DATA(a)) for t in range(nthreads + 1)]
+    if cnp.PyArray_TYPE(a) == cnp.NPY_FLOAT64:
+        return [_span(t, nthreads, n, <const double*>cnp.PyArray_DATA(a)) for t in range(nthreads + 1)]
+    raise TypeError("a must be float32 or float64")

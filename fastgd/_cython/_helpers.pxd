@@ -60,3 +60,18 @@ cdef inline floating _tanh(floating v) noexcept nogil:
         return tanhf(v)
     else:
         return tanh(v)
+
+
+# Thread shares of a parallel loop: thread t of nt steps elements [_span(t), _span(t + 1)) of
+# n.  The shares are split at 64-byte boundaries of ``base``'s memory (the cache lines of the
+# first written array; numpy gives every array of a call the same offset within a line), so
+# no cache line is written by two threads; they differ by at most one line.
+
+cdef inline Py_ssize_t _span(Py_ssize_t t, Py_ssize_t nt, Py_ssize_t n, const floating* base) noexcept nogil:
+    cdef Py_ssize_t per_line = 64 // sizeof(floating)
+    cdef Py_ssize_t head = ((64 - <Py_ssize_t>(<size_t>base & 63)) & 63) // sizeof(floating)
+    if t <= 0:
+        return 0
+    if t >= nt or head >= n:
+        return n
+    return head + ((n - head) // per_line) * t // nt * per_line

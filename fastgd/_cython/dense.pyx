@@ -31,7 +31,7 @@ from fastgd._cython._helpers cimport _exp, _f32, _log, _log1p, _ptr, _tanh
 
 cnp.import_array()
 
-from fastgd.backends import threads_for
+from fastgd._cython._core cimport threads_for
 
 try:
     from scipy.linalg.cython_blas import __pyx_capi__ as _blas_capi

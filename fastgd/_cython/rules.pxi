@@ -21,11 +21,11 @@ from cython.parallel cimport prange
 from libc.math cimport sqrt
 cimport numpy as cnp
 
-from fastgd._cython._helpers cimport _f32, _fabs, _ptr, _sqrt
+from fastgd._cython._helpers cimport _f32, _fabs, _ptr, _span, _sqrt
 
 cnp.import_array()
 
-from fastgd.backends import threads_for
+from fastgd._cython._core cimport threads_for
 
 VARIANT = FASTGD_VARIANT_NAME
 
@@ -80,10 +80,11 @@ cdef void _sgd(floating* p, const floating* g, floating* b, Py_ssize_t n, int nt
                floating omd, floating lr) noexcept nogil:
     # has_mom is a literal in the serial loops: GCC vectorizes the prange loop as it is, but not
     # the plain loop with a run-time condition around the buffer's accesses (1.4 ns/element)
-    cdef Py_ssize_t i
+    cdef Py_ssize_t i, t
     if nthreads > 1:
-        for i in prange(n, schedule="static", num_threads=nthreads):
-            _sgd_at(i, p, g, b, sign, has_wd, wd, has_mom, first, nesterov, momentum, omd, lr)
+        for t in prange(nthreads, schedule="static", num_threads=nthreads):
+            for i in range(_span(t, nthreads, n, p), _span(t + 1, nthreads, n, p)):
+                _sgd_at(i, p, g, b, sign, has_wd, wd, has_mom, first, nesterov, momentum, omd, lr)
     elif has_mom:
         for i in range(n):
             _sgd_at(i, p, g, b, sign, has_wd, wd, True, first, nesterov, momentum, omd, lr)
@@ -140,16 +141,18 @@ cdef void _adam(floating* p, const floating* g, floating* m, floating* v, floati
                 bint amsgrad) noexcept nogil:
     # amsgrad is a literal in each loop: GCC does not unswitch this loop body on its own, and
     # an if-converted conditional access to vmax does not vectorize.
-    cdef Py_ssize_t i
+    cdef Py_ssize_t i, t
     if nthreads > 1:
         if amsgrad:
-            for i in prange(n, schedule="static", num_threads=nthreads):
-                _adam_at(i, p, g, m, v, vmax, sign, has_wd, decoupled, wd, decay, beta1, omb1, beta2, omb2,
-                         step_size, inv_bc2_sqrt, eps, True)
+            for t in prange(nthreads, schedule="static", num_threads=nthreads):
+                for i in range(_span(t, nthreads, n, p), _span(t + 1, nthreads, n, p)):
+                    _adam_at(i, p, g, m, v, vmax, sign, has_wd, decoupled, wd, decay, beta1, omb1, beta2, omb2,
+                             step_size, inv_bc2_sqrt, eps, True)
         else:
-            for i in prange(n, schedule="static", num_threads=nthreads):
-                _adam_at(i, p, g, m, v, vmax, sign, has_wd, decoupled, wd, decay, beta1, omb1, beta2, omb2,
-                         step_size, inv_bc2_sqrt, eps, False)
+            for t in prange(nthreads, schedule="static", num_threads=nthreads):
+                for i in range(_span(t, nthreads, n, p), _span(t + 1, nthreads, n, p)):
+                    _adam_at(i, p, g, m, v, vmax, sign, has_wd, decoupled, wd, decay, beta1, omb1, beta2, omb2,
+                             step_size, inv_bc2_sqrt, eps, False)
     elif amsgrad:
         for i in range(n):
             _adam_at(i, p, g, m, v, vmax, sign, has_wd, decoupled, wd, decay, beta1, omb1, beta2, omb2,
@@ -201,10 +204,11 @@ cdef inline void _adamax_at(Py_ssize_t i, floating* p, const floating* g, floati
 cdef void _adamax(floating* p, const floating* g, floating* m, floating* u, Py_ssize_t n, int nthreads,
                   floating sign, bint has_wd, floating wd, floating beta1, floating omb1, floating beta2,
                   floating eps, floating step_size) noexcept nogil:
-    cdef Py_ssize_t i
+    cdef Py_ssize_t i, t
     if nthreads > 1:
-        for i in prange(n, schedule="static", num_threads=nthreads):
-            _adamax_at(i, p, g, m, u, sign, has_wd, wd, beta1, omb1, beta2, eps, step_size)
+        for t in prange(nthreads, schedule="static", num_threads=nthreads):
+            for i in range(_span(t, nthreads, n, p), _span(t + 1, nthreads, n, p)):
+                _adamax_at(i, p, g, m, u, sign, has_wd, wd, beta1, omb1, beta2, eps, step_size)
     else:
         for i in range(n):
             _adamax_at(i, p, g, m, u, sign, has_wd, wd, beta1, omb1, beta2, eps, step_size)
@@ -254,11 +258,12 @@ cdef void _nadam(floating* p, const floating* g, floating* m, floating* v, Py_ss
                  floating sign, bint has_wd, bint decoupled, floating wd, floating decay, floating beta1,
                  floating omb1, floating beta2, floating omb2, floating inv_bc2, floating eps,
                  floating coef_grad, floating coef_avg) noexcept nogil:
-    cdef Py_ssize_t i
+    cdef Py_ssize_t i, t
     if nthreads > 1:
-        for i in prange(n, schedule="static", num_threads=nthreads):
-            _nadam_at(i, p, g, m, v, sign, has_wd, decoupled, wd, decay, beta1, omb1, beta2, omb2, inv_bc2, eps,
-                      coef_grad, coef_avg)
+        for t in prange(nthreads, schedule="static", num_threads=nthreads):
+            for i in range(_span(t, nthreads, n, p), _span(t + 1, nthreads, n, p)):
+                _nadam_at(i, p, g, m, v, sign, has_wd, decoupled, wd, decay, beta1, omb1, beta2, omb2, inv_bc2, eps,
+                          coef_grad, coef_avg)
     else:
         for i in range(n):
             _nadam_at(i, p, g, m, v, sign, has_wd, decoupled, wd, decay, beta1, omb1, beta2, omb2, inv_bc2, eps,
@@ -319,11 +324,12 @@ cdef void _radam(floating* p, const floating* g, floating* m, floating* v, Py_ss
                  floating omb1, floating beta2, floating omb2, bint rect, floating step_size,
                  floating eps) noexcept nogil:
     # rect is a literal in the serial loops (see _sgd: the plain loop did not vectorize, 3.4 ns/element)
-    cdef Py_ssize_t i
+    cdef Py_ssize_t i, t
     if nthreads > 1:
-        for i in prange(n, schedule="static", num_threads=nthreads):
-            _radam_at(i, p, g, m, v, sign, has_wd, decoupled, wd, decay, beta1, omb1, beta2, omb2, rect,
-                      step_size, eps)
+        for t in prange(nthreads, schedule="static", num_threads=nthreads):
+            for i in range(_span(t, nthreads, n, p), _span(t + 1, nthreads, n, p)):
+                _radam_at(i, p, g, m, v, sign, has_wd, decoupled, wd, decay, beta1, omb1, beta2, omb2, rect,
+                          step_size, eps)
     elif rect:
         for i in range(n):
             _radam_at(i, p, g, m, v, sign, has_wd, decoupled, wd, decay, beta1, omb1, beta2, omb2, True,
@@ -379,10 +385,11 @@ cdef inline void _adagrad_at(Py_ssize_t i, floating* p, const floating* g, float
 
 cdef void _adagrad(floating* p, const floating* g, floating* s, Py_ssize_t n, int nthreads, floating sign,
                    bint has_wd, floating wd, floating clr, floating eps) noexcept nogil:
-    cdef Py_ssize_t i
+    cdef Py_ssize_t i, t
     if nthreads > 1:
-        for i in prange(n, schedule="static", num_threads=nthreads):
-            _adagrad_at(i, p, g, s, sign, has_wd, wd, clr, eps)
+        for t in prange(nthreads, schedule="static", num_threads=nthreads):
+            for i in range(_span(t, nthreads, n, p), _span(t + 1, nthreads, n, p)):
+                _adagrad_at(i, p, g, s, sign, has_wd, wd, clr, eps)
     else:
         for i in range(n):
             _adagrad_at(i, p, g, s, sign, has_wd, wd, clr, eps)
@@ -424,10 +431,11 @@ cdef inline void _adadelta_at(Py_ssize_t i, floating* p, const floating* g, floa
 cdef void _adadelta(floating* p, const floating* g, floating* s, floating* a, Py_ssize_t n, int nthreads,
                     floating sign, bint has_wd, floating wd, floating rho, floating omr, floating eps,
                     floating lr) noexcept nogil:
-    cdef Py_ssize_t i
+    cdef Py_ssize_t i, t
     if nthreads > 1:
-        for i in prange(n, schedule="static", num_threads=nthreads):
-            _adadelta_at(i, p, g, s, a, sign, has_wd, wd, rho, omr, eps, lr)
+        for t in prange(nthreads, schedule="static", num_threads=nthreads):
+            for i in range(_span(t, nthreads, n, p), _span(t + 1, nthreads, n, p)):
+                _adadelta_at(i, p, g, s, a, sign, has_wd, wd, rho, omr, eps, lr)
     else:
         for i in range(n):
             _adadelta_at(i, p, g, s, a, sign, has_wd, wd, rho, omr, eps, lr)
@@ -480,20 +488,24 @@ cdef void _rmsprop(floating* p, const floating* g, floating* s, floating* b, flo
                    floating eps, bint centered, bint has_mom, floating momentum, floating lr) noexcept nogil:
     # centered and has_mom are literals in each loop (see _adam: the optional arrays must not
     # be accessed under a run-time condition inside the loop, or it does not vectorize)
-    cdef Py_ssize_t i
+    cdef Py_ssize_t i, t
     if nthreads > 1:
         if centered and has_mom:
-            for i in prange(n, schedule="static", num_threads=nthreads):
-                _rmsprop_at(i, p, g, s, b, ga, sign, has_wd, wd, alpha, oma, eps, True, True, momentum, lr)
+            for t in prange(nthreads, schedule="static", num_threads=nthreads):
+                for i in range(_span(t, nthreads, n, p), _span(t + 1, nthreads, n, p)):
+                    _rmsprop_at(i, p, g, s, b, ga, sign, has_wd, wd, alpha, oma, eps, True, True, momentum, lr)
         elif centered:
-            for i in prange(n, schedule="static", num_threads=nthreads):
-                _rmsprop_at(i, p, g, s, b, ga, sign, has_wd, wd, alpha, oma, eps, True, False, momentum, lr)
+            for t in prange(nthreads, schedule="static", num_threads=nthreads):
+                for i in range(_span(t, nthreads, n, p), _span(t + 1, nthreads, n, p)):
+                    _rmsprop_at(i, p, g, s, b, ga, sign, has_wd, wd, alpha, oma, eps, True, False, momentum, lr)
         elif has_mom:
-            for i in prange(n, schedule="static", num_threads=nthreads):
-                _rmsprop_at(i, p, g, s, b, ga, sign, has_wd, wd, alpha, oma, eps, False, True, momentum, lr)
+            for t in prange(nthreads, schedule="static", num_threads=nthreads):
+                for i in range(_span(t, nthreads, n, p), _span(t + 1, nthreads, n, p)):
+                    _rmsprop_at(i, p, g, s, b, ga, sign, has_wd, wd, alpha, oma, eps, False, True, momentum, lr)
         else:
-            for i in prange(n, schedule="static", num_threads=nthreads):
-                _rmsprop_at(i, p, g, s, b, ga, sign, has_wd, wd, alpha, oma, eps, False, False, momentum, lr)
+            for t in prange(nthreads, schedule="static", num_threads=nthreads):
+                for i in range(_span(t, nthreads, n, p), _span(t + 1, nthreads, n, p)):
+                    _rmsprop_at(i, p, g, s, b, ga, sign, has_wd, wd, alpha, oma, eps, False, False, momentum, lr)
     elif centered and has_mom:
         for i in range(n):
             _rmsprop_at(i, p, g, s, b, ga, sign, has_wd, wd, alpha, oma, eps, True, True, momentum, lr)
@@ -545,10 +557,11 @@ cdef inline void _lion_at(Py_ssize_t i, floating* p, const floating* g, floating
 cdef void _lion(floating* p, const floating* g, floating* m, Py_ssize_t n, int nthreads, floating sign,
                 bint has_wd, floating decay, floating beta1, floating omb1, floating beta2, floating omb2,
                 floating lr) noexcept nogil:
-    cdef Py_ssize_t i
+    cdef Py_ssize_t i, t
     if nthreads > 1:
-        for i in prange(n, schedule="static", num_threads=nthreads):
-            _lion_at(i, p, g, m, sign, has_wd, decay, beta1, omb1, beta2, omb2, lr)
+        for t in prange(nthreads, schedule="static", num_threads=nthreads):
+            for i in range(_span(t, nthreads, n, p), _span(t + 1, nthreads, n, p)):
+                _lion_at(i, p, g, m, sign, has_wd, decay, beta1, omb1, beta2, omb2, lr)
     else:
         for i in range(n):
             _lion_at(i, p, g, m, sign, has_wd, decay, beta1, omb1, beta2, omb2, lr)
@@ -587,14 +600,15 @@ cdef inline void _skeleton_at(Py_ssize_t i, floating* a, floating* b, floating* 
 
 cdef void _skeleton(floating** outs, int n_out, const floating* g, Py_ssize_t n, int nthreads) noexcept nogil:
     # the same serial / parallel split as the kernels, so that it costs what they cost
-    cdef Py_ssize_t i
+    cdef Py_ssize_t i, t
     cdef floating* a = outs[0]
     cdef floating* b = outs[1] if n_out > 1 else NULL
     cdef floating* c = outs[2] if n_out > 2 else NULL
     cdef floating* d = outs[3] if n_out > 3 else NULL
     if nthreads > 1:
-        for i in prange(n, schedule="static", num_threads=nthreads):
-            _skeleton_at(i, a, b, c, d, n_out, g)
+        for t in prange(nthreads, schedule="static", num_threads=nthreads):
+            for i in range(_span(t, nthreads, n, a), _span(t + 1, nthreads, n, a)):
+                _skeleton_at(i, a, b, c, d, n_out, g)
     else:
         for i in range(n):
             _skeleton_at(i, a, b, c, d, n_out, g)
