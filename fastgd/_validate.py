@@ -8,10 +8,16 @@ import operator
 
 import numpy as np
 
-try:  # fast accept in C; the Python checks below find and name any problem
-    from ._cython._core import arrays_ok as _arrays_ok
+# Fast accepts in C (True: the checks below would pass, return the values unchanged; False:
+# let them find and name the problem).  Hot paths call ``arrays_ok(a, n) or arrays(names, a, n)``.
+try:
+    from ._cython._core import adam_scalars_ok, arrays_ok
 except ImportError:  # pragma: no cover - compiled part missing
-    _arrays_ok = None
+    def arrays_ok(arrs, n_readonly):
+        return False
+
+    def adam_scalars_ok(step, lr, beta1, beta2, eps, weight_decay, amsgrad, maximize):
+        return False
 
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 _REAL_TYPES = frozenset((float, int, np.float64, np.float32, np.float16, np.int64, np.int32))
@@ -87,7 +93,7 @@ def arrays(names, arrs, n_readonly=0):
     C-contiguous; written arrays writeable; no two arrays overlap in memory.
     Returns param's dtype.
     """
-    if _arrays_ok is not None and _arrays_ok(arrs, n_readonly):
+    if arrays_ok(arrs, n_readonly):
         return arrs[0].dtype
     param = arrs[0]
     if type(param) is not np.ndarray and not isinstance(param, np.ndarray):

@@ -55,13 +55,9 @@ def _sgd_hyper(lr, momentum, dampening, nesterov, weight_decay, maximize, step):
 
 def _adam_hyper(step, lr, beta1, beta2, eps, weight_decay, amsgrad, maximize):
     """(step, lr, beta1, beta2, eps, weight_decay, amsgrad, maximize), checked."""
-    # Fast accept of the common case (Python floats/ints/bools in range: the values the checks
-    # below would return unchanged); anything else goes through the checks, which name the
-    # argument.  Adam is the step most often called on small arrays, where ~0.5 us matters.
-    if not (type(lr) is float and type(eps) is float and type(weight_decay) is float and type(beta1) is float
-            and type(beta2) is float and type(step) is int and type(amsgrad) is bool and type(maximize) is bool
-            and lr >= 0.0 and eps >= 0.0 and weight_decay >= 0.0 and 0.0 <= beta1 < 1.0 and 0.0 <= beta2 < 1.0
-            and step >= 1):
+    # Plain Python floats/ints/bools in range are accepted in C (V.adam_scalars_ok: the values
+    # the checks below would return unchanged); anything else is checked here, by name.
+    if not V.adam_scalars_ok(step, lr, beta1, beta2, eps, weight_decay, amsgrad, maximize):
         lr, weight_decay, maximize, eps = _common(lr, weight_decay, maximize, eps)
         beta1 = V.unit_interval("beta1", beta1)
         beta2 = V.unit_interval("beta2", beta2)
@@ -137,7 +133,7 @@ def _lion_hyper(lr, beta1, beta2, weight_decay, maximize):
 
 def _run(rule, backend, names, arrs, kw):
     """Check the arrays, then run the backend's kernel (not on empty arrays)."""
-    V.arrays(names, arrs, 1)
+    V.arrays_ok(arrs, 1) or V.arrays(names, arrs, 1)
     impl = backend_module(backend)  # an unknown backend is an error even for empty arrays
     if arrs[0].size == 0:
         return arrs[0]
@@ -167,23 +163,28 @@ def sgd_step(param, grad, momentum_buffer=None, *, lr, momentum=0.0, dampening=0
     return _run("sgd", backend, ("param", "grad", "momentum_buffer"), (param, grad, momentum_buffer), kw)
 
 
+_ADAM_NAMES = ("param", "grad", "exp_avg", "exp_avg_sq", "max_exp_avg_sq")
+
+
 def _adam(param, grad, exp_avg, exp_avg_sq, step, lr, beta1, beta2, eps, weight_decay, amsgrad,
           max_exp_avg_sq, maximize, decoupled, backend):
-    step, lr, beta1, beta2, eps, weight_decay, amsgrad, maximize = _adam_hyper(
-        step, lr, beta1, beta2, eps, weight_decay, amsgrad, maximize)
+    # Adam's small-array path is the hot one (~1 us of kernel at 1e3 elements), so this is
+    # _run written out: C fast accepts first, the named checks only when they say no, and the
+    # kernel called with positional arguments (the reference's order; no keyword parsing).
+    if not V.adam_scalars_ok(step, lr, beta1, beta2, eps, weight_decay, amsgrad, maximize):
+        step, lr, beta1, beta2, eps, weight_decay, amsgrad, maximize = _adam_hyper(
+            step, lr, beta1, beta2, eps, weight_decay, amsgrad, maximize)
     if amsgrad:
         V.required("max_exp_avg_sq", max_exp_avg_sq, "amsgrad=True")
     else:
         max_exp_avg_sq = None
-    V.arrays(("param", "grad", "exp_avg", "exp_avg_sq", "max_exp_avg_sq"),
-             (param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq), 1)
+    arrs = (param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq)
+    V.arrays_ok(arrs, 1) or V.arrays(_ADAM_NAMES, arrs, 1)
     impl = backend_module(backend)  # an unknown backend is an error even for empty arrays
     if param.size == 0:
         return param
-    # called with explicit keywords, not through _run: Adam's small-array path is the hot one
-    return impl.adam(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, step=step, lr=lr, beta1=beta1, beta2=beta2,
-                     eps=eps, weight_decay=weight_decay, amsgrad=amsgrad, maximize=maximize,
-                     decoupled_weight_decay=decoupled)
+    return impl.adam(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, step, lr, beta1, beta2, eps, weight_decay,
+                     amsgrad, maximize, decoupled)
 
 
 def adam_step(param, grad, exp_avg, exp_avg_sq, *, step, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8,

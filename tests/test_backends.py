@@ -301,3 +301,18 @@ def test_threaded_split_matches_reference(rule, dtype, offset, compiled_backend,
                 fastgd.rmsprop_step(p, g, v, momentum_buffer=m, momentum=0.5, lr=0.01, backend=backend)
     for x, y in zip(ours, ref):
         np.testing.assert_array_equal(x, y)
+
+
+KERNEL_NAMES = ("sgd", "adam", "adamax", "nadam", "radam", "adagrad", "adadelta", "rmsprop", "lion")
+
+
+@pytest.mark.parametrize("name", KERNEL_NAMES)
+def test_kernel_signatures_match_reference(name, compiled_backend):
+    """The reference's signature is the backends' contract: same parameters, same order (the
+    public functions may pass hyperparameters by position)."""
+    import inspect
+    from fastgd.backends import backend_module
+    ref = inspect.signature(getattr(backend_module("numpy"), name))
+    ours = inspect.signature(getattr(backend_module(compiled_backend), name))
+    assert [(p.name, p.kind) for p in ours.parameters.values()] == \
+        [(p.name, p.kind) for p in ref.parameters.values()]

@@ -330,3 +330,63 @@ def test_byte_swapped_arrays_are_refused(which):
         fastgd.adam_step(arrs["param"], arrs["grad"], arrs["state"], v, step=1)
     for k in arrs:
         np.testing.assert_array_equal(arrs[k], before[k])
+
+
+_ADAM_VALUES = {
+    "step": [1, 2, 10**6, 0, -1, True, 1.0, np.int64(3)],
+    "lr": [0.0, 1e-3, 5.0, -1e-3, float("nan"), float("inf"), 1, np.float64(0.1), True],
+    "beta1": [0.0, 0.9, 0.999999, 1.0, -0.1, float("nan"), np.float32(0.9), 0],
+    "beta2": [0.0, 0.999, 1.0, 1.5, float("nan"), np.float64(0.99)],
+    "eps": [0.0, 1e-8, -1e-8, float("nan"), float("inf"), 1],
+    "weight_decay": [0.0, 0.01, -0.5, float("nan"), np.float64(0.1)],
+    "amsgrad": [False, True, 0, np.bool_(True)],
+    "maximize": [False, True, 1, None],
+}
+
+
+def _adam_named_checks(step, lr, beta1, beta2, eps, weight_decay, amsgrad, maximize):
+    """The Python checks Adam's hyperparameters go through when the C fast accept says no."""
+    from fastgd import _validate as V
+    return (V.step(step), V.nonneg("lr", lr), V.unit_interval("beta1", beta1), V.unit_interval("beta2", beta2),
+            V.nonneg("eps", eps), V.nonneg("weight_decay", weight_decay), V.flag("amsgrad", amsgrad),
+            V.flag("maximize", maximize))
+
+
+def test_adam_fast_accept_agrees_with_the_named_checks():
+    """Whenever the C fast accept says yes, the named checks accept the same values and return
+    them unchanged (same type and value): the fast path can never let through what the checks
+    refuse.  Each hyperparameter is varied with the others at valid defaults."""
+    from fastgd import _validate as V
+    base = dict(step=3, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.0, amsgrad=False,
+                maximize=False)
+    assert V.adam_scalars_ok(**base) or "cython" not in fastgd.available_backends()
+    accepted = 0
+    for name, values in _ADAM_VALUES.items():
+        for value in values:
+            args = dict(base, **{name: value})
+            if not V.adam_scalars_ok(**args):
+                continue
+            accepted += 1
+            checked = _adam_named_checks(**args)
+            order = ("step", "lr", "beta1", "beta2", "eps", "weight_decay", "amsgrad", "maximize")
+            for key, got in zip(order, checked):
+                assert type(got) is type(args[key]) and got == args[key], (key, args[key], got)
+    if "cython" in fastgd.available_backends():
+        assert accepted >= 15
+
+
+@pytest.mark.parametrize("name, value, exc", [
+    ("step", 0, ValueError), ("step", True, TypeError), ("step", 1.0, TypeError),
+    ("lr", -1e-3, ValueError), ("lr", float("nan"), ValueError), ("lr", True, TypeError),
+    ("beta1", 1.0, ValueError), ("beta2", float("nan"), ValueError), ("eps", -1e-8, ValueError),
+    ("weight_decay", -0.5, ValueError), ("amsgrad", 0, TypeError), ("maximize", None, TypeError)])
+def test_adam_refuses_what_the_fast_accept_lets_through_to_the_checks(name, value, exc, backend):
+    rng = np.random.default_rng(0)
+    p, g, m, v = (rng.standard_normal(8) for _ in range(4))
+    before = [a.copy() for a in (p, g, m, v)]
+    kw = dict(step=3, lr=1e-3)
+    kw[name] = value
+    with pytest.raises(exc, match=name):
+        fastgd.adam_step(p, g, m, v, backend=backend, **kw)
+    for a, b in zip((p, g, m, v), before):
+        np.testing.assert_array_equal(a, b)

@@ -97,6 +97,23 @@ def cpu_features():
     return {"avx2": bool(fgd_has_avx2()), "avx512": bool(fgd_has_avx512())}
 
 
+def adam_scalars_ok(step, lr, beta1, beta2, eps, weight_decay, amsgrad, maximize):
+    """Fast accept for Adam's hyperparameters: True when they are plain Python values the
+    checks in fastgd.steps would return unchanged (``step`` an int >= 1; ``lr``, ``eps``,
+    ``weight_decay`` floats >= 0; ``beta1``, ``beta2`` floats in [0, 1); ``amsgrad``,
+    ``maximize`` bools).  False means "let the Python checks decide and name the problem"."""
+    if type(step) is not int or type(amsgrad) is not bool or type(maximize) is not bool:
+        return False
+    if (type(lr) is not float or type(beta1) is not float or type(beta2) is not float
+            or type(eps) is not float or type(weight_decay) is not float):
+        return False
+    if step < 1:
+        return False
+    cdef double b1 = beta1, b2 = beta2
+    return (<double>lr >= 0.0 and <double>eps >= 0.0 and <double>weight_decay >= 0.0
+            and 0.0 <= b1 < 1.0 and 0.0 <= b2 < 1.0)
+
+
 def arrays_ok(tuple arrs, Py_ssize_t n_readonly):
     """Fast accept for ``fastgd._validate.arrays``: True when every array is a C-contiguous
     float32/float64 ndarray with param's dtype and shape, the written ones are writeable and no

@@ -93,7 +93,7 @@ cdef void _sgd(floating* p, const floating* g, floating* b, Py_ssize_t n, int nt
             _sgd_at(i, p, g, b, sign, has_wd, wd, False, first, nesterov, momentum, omd, lr)
 
 
-def sgd(param, grad, momentum_buffer, *, double lr, double momentum, double dampening, bint nesterov,
+def sgd(param, grad, momentum_buffer, double lr, double momentum, double dampening, bint nesterov,
         double weight_decay, bint maximize, bint first_step):
     cdef Py_ssize_t n = cnp.PyArray_SIZE(<cnp.ndarray>param)
     cdef int nt = threads_for(n)
@@ -163,7 +163,10 @@ cdef void _adam(floating* p, const floating* g, floating* m, floating* v, floati
                      step_size, inv_bc2_sqrt, eps, False)
 
 
-def adam(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, *, step, double lr, double beta1,
+# ``double step``: where the step only enters as ``beta ** step`` it is taken as a C double,
+# the conversion Python's ``float ** int`` makes, so the power is libm's pow as in the
+# reference, without a Python object on the way.
+def adam(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, double step, double lr, double beta1,
          double beta2, double eps, double weight_decay, bint amsgrad, bint maximize,
          bint decoupled_weight_decay):
     cdef Py_ssize_t n = cnp.PyArray_SIZE(<cnp.ndarray>param)
@@ -214,7 +217,7 @@ cdef void _adamax(floating* p, const floating* g, floating* m, floating* u, Py_s
             _adamax_at(i, p, g, m, u, sign, has_wd, wd, beta1, omb1, beta2, eps, step_size)
 
 
-def adamax(param, grad, exp_avg, exp_inf, *, step, double lr, double beta1, double beta2, double eps,
+def adamax(param, grad, exp_avg, exp_inf, double step, double lr, double beta1, double beta2, double eps,
            double weight_decay, bint maximize):
     cdef Py_ssize_t n = cnp.PyArray_SIZE(<cnp.ndarray>param)
     cdef int nt = threads_for(n)
@@ -270,7 +273,7 @@ cdef void _nadam(floating* p, const floating* g, floating* m, floating* v, Py_ss
                       coef_grad, coef_avg)
 
 
-def nadam(param, grad, exp_avg, exp_avg_sq, *, step, mu_product, double lr, double beta1, double beta2,
+def nadam(param, grad, exp_avg, exp_avg_sq, step, mu_product, double lr, double beta1, double beta2,
           double eps, double weight_decay, double momentum_decay, bint maximize, bint decoupled_weight_decay):
     cdef Py_ssize_t n = cnp.PyArray_SIZE(<cnp.ndarray>param)
     cdef int nt = threads_for(n)
@@ -340,7 +343,7 @@ cdef void _radam(floating* p, const floating* g, floating* m, floating* v, Py_ss
                       step_size, eps)
 
 
-def radam(param, grad, exp_avg, exp_avg_sq, *, step, double lr, double beta1, double beta2, double eps,
+def radam(param, grad, exp_avg, exp_avg_sq, step, double lr, double beta1, double beta2, double eps,
           double weight_decay, bint maximize, bint decoupled_weight_decay):
     cdef Py_ssize_t n = cnp.PyArray_SIZE(<cnp.ndarray>param)
     cdef int nt = threads_for(n)
@@ -395,7 +398,7 @@ cdef void _adagrad(floating* p, const floating* g, floating* s, Py_ssize_t n, in
             _adagrad_at(i, p, g, s, sign, has_wd, wd, clr, eps)
 
 
-def adagrad(param, grad, state_sum, *, step, double lr, double lr_decay, double weight_decay, double eps,
+def adagrad(param, grad, state_sum, step, double lr, double lr_decay, double weight_decay, double eps,
             bint maximize):
     cdef Py_ssize_t n = cnp.PyArray_SIZE(<cnp.ndarray>param)
     cdef int nt = threads_for(n)
@@ -441,7 +444,7 @@ cdef void _adadelta(floating* p, const floating* g, floating* s, floating* a, Py
             _adadelta_at(i, p, g, s, a, sign, has_wd, wd, rho, omr, eps, lr)
 
 
-def adadelta(param, grad, square_avg, acc_delta, *, double lr, double rho, double eps, double weight_decay,
+def adadelta(param, grad, square_avg, acc_delta, double lr, double rho, double eps, double weight_decay,
              bint maximize):
     cdef Py_ssize_t n = cnp.PyArray_SIZE(<cnp.ndarray>param)
     cdef int nt = threads_for(n)
@@ -520,7 +523,7 @@ cdef void _rmsprop(floating* p, const floating* g, floating* s, floating* b, flo
             _rmsprop_at(i, p, g, s, b, ga, sign, has_wd, wd, alpha, oma, eps, False, False, momentum, lr)
 
 
-def rmsprop(param, grad, square_avg, momentum_buffer, grad_avg, *, double lr, double alpha, double eps,
+def rmsprop(param, grad, square_avg, momentum_buffer, grad_avg, double lr, double alpha, double eps,
             double weight_decay, double momentum, bint centered, bint maximize):
     cdef Py_ssize_t n = cnp.PyArray_SIZE(<cnp.ndarray>param)
     cdef int nt = threads_for(n)
@@ -567,7 +570,7 @@ cdef void _lion(floating* p, const floating* g, floating* m, Py_ssize_t n, int n
             _lion_at(i, p, g, m, sign, has_wd, decay, beta1, omb1, beta2, omb2, lr)
 
 
-def lion(param, grad, exp_avg, *, double lr, double beta1, double beta2, double weight_decay, bint maximize):
+def lion(param, grad, exp_avg, double lr, double beta1, double beta2, double weight_decay, bint maximize):
     cdef Py_ssize_t n = cnp.PyArray_SIZE(<cnp.ndarray>param)
     cdef int nt = threads_for(n)
     cdef double sign = -1.0 if maximize else 1.0
@@ -769,7 +772,7 @@ def sgd_multi(params, grads, momentum_buffers, *, double lr, double momentum, do
     return params
 
 
-def adam_multi(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, *, step, double lr, double beta1,
+def adam_multi(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, *, double step, double lr, double beta1,
                double beta2, double eps, double weight_decay, bint amsgrad, bint maximize,
                bint decoupled_weight_decay):
     cdef _Batch b = _batch((params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs))
@@ -801,7 +804,7 @@ def adam_multi(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, *, step, d
     return params
 
 
-def adamax_multi(params, grads, exp_avgs, exp_infs, *, step, double lr, double beta1, double beta2, double eps,
+def adamax_multi(params, grads, exp_avgs, exp_infs, *, double step, double lr, double beta1, double beta2, double eps,
                  double weight_decay, bint maximize):
     cdef _Batch b = _batch((params, grads, exp_avgs, exp_infs))
     cdef int nt = _multi_threads(b)

@@ -84,7 +84,7 @@ def _sgd_body(p, g, b, sign, has_wd, wd, has_mom, first, nesterov, momentum, omd
 _sgd_k = _compile(_sgd_body)
 
 
-def sgd(param, grad, momentum_buffer, *, lr, momentum, dampening, nesterov, weight_decay, maximize, first_step):
+def sgd(param, grad, momentum_buffer, lr, momentum, dampening, nesterov, weight_decay, maximize, first_step):
     f = param.dtype.type
     p = param.reshape(-1)
     has_mom = momentum != 0
@@ -121,7 +121,7 @@ def _adam_body(p, g, m, v, vmax, sign, has_wd, decoupled, wd, decay, beta1, omb1
 _adam_k = _compile(_adam_body)
 
 
-def adam(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, *, step, lr, beta1, beta2, eps, weight_decay,
+def adam(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, step, lr, beta1, beta2, eps, weight_decay,
          amsgrad, maximize, decoupled_weight_decay):
     f = param.dtype.type
     p = param.reshape(-1)
@@ -152,7 +152,7 @@ def _adamax_body(p, g, m, u, sign, has_wd, wd, beta1, omb1, beta2, eps, step_siz
 _adamax_k = _compile(_adamax_body)
 
 
-def adamax(param, grad, exp_avg, exp_inf, *, step, lr, beta1, beta2, eps, weight_decay, maximize):
+def adamax(param, grad, exp_avg, exp_inf, step, lr, beta1, beta2, eps, weight_decay, maximize):
     f = param.dtype.type
     p = param.reshape(-1)
     _variant(_adamax_k, p.size)(
@@ -187,7 +187,7 @@ def _nadam_body(p, g, m, v, sign, has_wd, decoupled, wd, decay, beta1, omb1, bet
 _nadam_k = _compile(_nadam_body)
 
 
-def nadam(param, grad, exp_avg, exp_avg_sq, *, step, mu_product, lr, beta1, beta2, eps, weight_decay,
+def nadam(param, grad, exp_avg, exp_avg_sq, step, mu_product, lr, beta1, beta2, eps, weight_decay,
           momentum_decay, maximize, decoupled_weight_decay):
     f = param.dtype.type
     p = param.reshape(-1)
@@ -228,7 +228,7 @@ def _radam_body(p, g, m, v, sign, has_wd, decoupled, wd, decay, beta1, omb1, bet
 _radam_k = _compile(_radam_body)
 
 
-def radam(param, grad, exp_avg, exp_avg_sq, *, step, lr, beta1, beta2, eps, weight_decay, maximize,
+def radam(param, grad, exp_avg, exp_avg_sq, step, lr, beta1, beta2, eps, weight_decay, maximize,
           decoupled_weight_decay):
     f = param.dtype.type
     p = param.reshape(-1)
@@ -265,7 +265,7 @@ def _adagrad_body(p, g, s, sign, has_wd, wd, clr, eps):
 _adagrad_k = _compile(_adagrad_body)
 
 
-def adagrad(param, grad, state_sum, *, step, lr, lr_decay, weight_decay, eps, maximize):
+def adagrad(param, grad, state_sum, step, lr, lr_decay, weight_decay, eps, maximize):
     f = param.dtype.type
     p = param.reshape(-1)
     _variant(_adagrad_k, p.size)(
@@ -292,7 +292,7 @@ def _adadelta_body(p, g, s, a, sign, has_wd, wd, rho, omr, eps, lr):
 _adadelta_k = _compile(_adadelta_body)
 
 
-def adadelta(param, grad, square_avg, acc_delta, *, lr, rho, eps, weight_decay, maximize):
+def adadelta(param, grad, square_avg, acc_delta, lr, rho, eps, weight_decay, maximize):
     f = param.dtype.type
     p = param.reshape(-1)
     _variant(_adadelta_k, p.size)(
@@ -328,7 +328,7 @@ def _rmsprop_body(p, g, s, b, ga, sign, has_wd, wd, alpha, oma, eps, momentum, l
 _rmsprop_k = _compile(_rmsprop_body)
 
 
-def rmsprop(param, grad, square_avg, momentum_buffer, grad_avg, *, lr, alpha, eps, weight_decay, momentum,
+def rmsprop(param, grad, square_avg, momentum_buffer, grad_avg, lr, alpha, eps, weight_decay, momentum,
             centered, maximize):
     f = param.dtype.type
     p = param.reshape(-1)
@@ -357,7 +357,7 @@ def _lion_body(p, g, m, sign, has_wd, decay, beta1, omb1, beta2, omb2, lr, one):
 _lion_k = _compile(_lion_body)
 
 
-def lion(param, grad, exp_avg, *, lr, beta1, beta2, weight_decay, maximize):
+def lion(param, grad, exp_avg, lr, beta1, beta2, weight_decay, maximize):
     f = param.dtype.type
     p = param.reshape(-1)
     _variant(_lion_k, p.size)(

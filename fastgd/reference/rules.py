@@ -10,6 +10,10 @@ of operations here is the order the Cython and numba kernels follow, line by lin
 semantics (formulas, defaults, eps placement, bias correction, weight decay, ``maximize``,
 first step) are those of ``torch.optim`` of the same name.
 
+The signatures are the backends' contract: the Cython and numba kernels take the same
+parameters in the same order (tests/test_backends.py checks it), so ``fastgd.steps`` may pass
+the hyperparameters by position on its hot path.
+
 Shared conventions (as in torch.optim):
   * ``maximize``: the gradient is negated first.
   * ``weight_decay`` (L2, coupled): ``g = g + weight_decay * param`` before anything else;
@@ -35,7 +39,7 @@ def _prologue(param, grad, lr, weight_decay, maximize, decoupled_weight_decay=Fa
     return grad
 
 
-def sgd(param, grad, momentum_buffer, *, lr, momentum, dampening, nesterov, weight_decay, maximize,
+def sgd(param, grad, momentum_buffer, lr, momentum, dampening, nesterov, weight_decay, maximize,
         first_step):
     """g = g + wd*p;  b = g (first step) | mu*b + (1-dampening)*g;  d = g + mu*b (nesterov) | b;
     p = p - lr*d."""
@@ -54,7 +58,7 @@ def sgd(param, grad, momentum_buffer, *, lr, momentum, dampening, nesterov, weig
     return param
 
 
-def adam(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, *, step, lr, beta1, beta2, eps,
+def adam(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, step, lr, beta1, beta2, eps,
          weight_decay, amsgrad, maximize, decoupled_weight_decay):
     """m = b1*m + (1-b1)*g;  v = b2*v + (1-b2)*g*g;  vmax = max(vmax, v) (amsgrad);
     p = p - lr/(1-b1^t) * m / (sqrt(v or vmax)/sqrt(1-b2^t) + eps)."""
@@ -74,7 +78,7 @@ def adam(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, *, step, lr, beta1, b
     return param
 
 
-def adamax(param, grad, exp_avg, exp_inf, *, step, lr, beta1, beta2, eps, weight_decay, maximize):
+def adamax(param, grad, exp_avg, exp_inf, step, lr, beta1, beta2, eps, weight_decay, maximize):
     """m = b1*m + (1-b1)*g;  u = max(b2*u, |g| + eps);  p = p - lr/(1-b1^t) * m / u."""
     grad = _prologue(param, grad, lr, weight_decay, maximize)
     step_size = lr / (1.0 - beta1 ** step)
@@ -90,7 +94,7 @@ def nadam_mu(step, beta1, momentum_decay):
     return beta1 * (1.0 - 0.5 * 0.96 ** (step * momentum_decay))
 
 
-def nadam(param, grad, exp_avg, exp_avg_sq, *, step, mu_product, lr, beta1, beta2, eps, weight_decay,
+def nadam(param, grad, exp_avg, exp_avg_sq, step, mu_product, lr, beta1, beta2, eps, weight_decay,
           momentum_decay, maximize, decoupled_weight_decay):
     """mu_t = b1*(1 - 0.5*0.96^(t*psi)), P_t = mu_product*mu_t (the running product);
     m = b1*m + (1-b1)*g;  v = b2*v + (1-b2)*g*g;  d = sqrt(v/(1-b2^t)) + eps;
@@ -116,7 +120,7 @@ def nadam(param, grad, exp_avg, exp_avg_sq, *, step, mu_product, lr, beta1, beta
     return param
 
 
-def radam(param, grad, exp_avg, exp_avg_sq, *, step, lr, beta1, beta2, eps, weight_decay, maximize,
+def radam(param, grad, exp_avg, exp_avg_sq, step, lr, beta1, beta2, eps, weight_decay, maximize,
           decoupled_weight_decay):
     """m = b1*m + (1-b1)*g;  v = b2*v + (1-b2)*g*g;  rho_inf = 2/(1-b2) - 1;
     rho_t = rho_inf - 2 t b2^t/(1-b2^t);  if rho_t > 5:
@@ -140,7 +144,7 @@ def radam(param, grad, exp_avg, exp_avg_sq, *, step, lr, beta1, beta2, eps, weig
     return param
 
 
-def adagrad(param, grad, state_sum, *, step, lr, lr_decay, weight_decay, eps, maximize):
+def adagrad(param, grad, state_sum, step, lr, lr_decay, weight_decay, eps, maximize):
     """s = s + g*g;  p = p - lr/(1 + (t-1)*lr_decay) * g / (sqrt(s) + eps)."""
     grad = _prologue(param, grad, lr, weight_decay, maximize)
     clr = lr / (1.0 + (step - 1) * lr_decay)
@@ -149,7 +153,7 @@ def adagrad(param, grad, state_sum, *, step, lr, lr_decay, weight_decay, eps, ma
     return param
 
 
-def adadelta(param, grad, square_avg, acc_delta, *, lr, rho, eps, weight_decay, maximize):
+def adadelta(param, grad, square_avg, acc_delta, lr, rho, eps, weight_decay, maximize):
     """s = rho*s + (1-rho)*g*g;  d = sqrt(a + eps)/sqrt(s + eps) * g;
     a = rho*a + (1-rho)*d*d;  p = p - lr*d."""
     grad = _prologue(param, grad, lr, weight_decay, maximize)
@@ -162,7 +166,7 @@ def adadelta(param, grad, square_avg, acc_delta, *, lr, rho, eps, weight_decay, 
     return param
 
 
-def rmsprop(param, grad, square_avg, momentum_buffer, grad_avg, *, lr, alpha, eps, weight_decay, momentum,
+def rmsprop(param, grad, square_avg, momentum_buffer, grad_avg, lr, alpha, eps, weight_decay, momentum,
             centered, maximize):
     """s = a*s + (1-a)*g*g;  (centered) ga = a*ga + (1-a)*g, avg = sqrt(s - ga*ga) + eps,
     else avg = sqrt(s) + eps;  momentum > 0: b = mu*b + g/avg, p = p - lr*b;  else p = p - lr*g/avg."""
@@ -184,7 +188,7 @@ def rmsprop(param, grad, square_avg, momentum_buffer, grad_avg, *, lr, alpha, ep
     return param
 
 
-def lion(param, grad, exp_avg, *, lr, beta1, beta2, weight_decay, maximize):
+def lion(param, grad, exp_avg, lr, beta1, beta2, weight_decay, maximize):
     """c = b1*m + (1-b1)*g;  p = p*(1 - lr*wd) - lr*sign(c);  m = b2*m + (1-b2)*g.
     (Chen et al. 2023, "Symbolic Discovery of Optimization Algorithms", decoupled decay as in optax.)"""
     if maximize:
