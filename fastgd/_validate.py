@@ -33,6 +33,8 @@ def real(name, value):
 
 
 def nonneg(name, value):
+    if type(value) is float and value >= 0.0:  # the common case, without a call
+        return value
     v = real(name, value)
     if not v >= 0.0:  # also catches NaN
         raise ValueError("%s must be >= 0, got %r" % (name, value))
@@ -41,6 +43,8 @@ def nonneg(name, value):
 
 def unit_interval(name, value, closed_right=False):
     """0 <= value < 1 (or <= 1 with closed_right)."""
+    if type(value) is float and 0.0 <= value < 1.0:  # the common case, without a call
+        return value
     v = real(name, value)
     ok = (0.0 <= v <= 1.0) if closed_right else (0.0 <= v < 1.0)
     if not ok:
@@ -50,6 +54,8 @@ def unit_interval(name, value, closed_right=False):
 
 def step(value, name="step"):
     """An integer step count >= 1."""
+    if type(value) is int and value >= 1:  # the common case
+        return value
     if type(value) is bool or isinstance(value, (float, np.floating)):
         raise TypeError("%s must be an integer, got %s" % (name, type(value).__name__))
     try:
@@ -62,6 +68,8 @@ def step(value, name="step"):
 
 
 def flag(name, value):
+    if value is True or value is False:
+        return value
     if type(value) is not bool and type(value) is not np.bool_:
         raise TypeError("%s must be a bool, got %s" % (name, type(value).__name__))
     return bool(value)
