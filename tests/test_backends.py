@@ -255,21 +255,22 @@ def test_thread_spans_are_cache_line_aligned(dtype, offset, n, nthreads):
     base = np.zeros(n + 64, dtype=dtype)
     a = base[offset:offset + n]
     spans = _core.thread_spans(a, nthreads)
-    assert len(spans) == nthreads + 1 and spans[0] == 0 and spans[-1] == n
-    assert all(x <= y for x, y in zip(spans, spans[1:]))
     item = a.itemsize
     per_line = 64 // item
-    for s in spans[1:-1]:
-        if 0 < s < n:  # an interior boundary starts a cache line
+    head = (-a.ctypes.data % 64) // item  # elements before the first cache-line boundary
+    # the head is stepped first, on its own; the threads share [head, n)
+    assert len(spans) == nthreads + 1 and spans[0] == min(head, n) and spans[-1] == n
+    assert all(x <= y for x, y in zip(spans, spans[1:]))
+    for s in spans[:-1]:
+        if s < n:  # every share starts on a cache line
             assert (a.ctypes.data + s * item) % 64 == 0, (s, spans)
-    head = (-a.ctypes.data % 64) // item
     if n > head + per_line * nthreads:  # every thread gets work, shares within a line (+head) of each other
         sizes = [y - x for x, y in zip(spans, spans[1:])]
         assert max(sizes) - min(sizes) <= per_line + head + per_line, sizes
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("offset", [0, 3])
+@pytest.mark.parametrize("offset", [0, 3, 13])
 @pytest.mark.parametrize("rule", ["adam", "sgd", "rmsprop"])
 def test_threaded_split_matches_reference(rule, dtype, offset, compiled_backend, restore_globals):
     """Two threads with the split at any alignment (arrays starting mid cache line) give the

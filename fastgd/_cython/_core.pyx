@@ -165,7 +165,8 @@ def arrays_ok(tuple arrs, Py_ssize_t n_readonly):
 
 def thread_spans(cnp.ndarray a, Py_ssize_t nthreads):
     """The element boundaries at which the single-tensor kernels split ``a`` (a C-contiguous
-    float32/float64 array) over ``nthreads`` threads: ``nthreads + 1`` ints from 0 to a.size."""
+    float32/float64 array) over ``nthreads`` threads: ``nthreads + 1`` ints from the head (the
+    elements before a's first 64-byte boundary, stepped first on their own) to a.size."""
     cdef Py_ssize_t n = cnp.PyArray_SIZE(a), t
     if nthreads < 1:
         raise ValueError("nthreads must be >= 1")

@@ -5,7 +5,10 @@
 # Layout of every rule:
 #   cdef inline void _<rule>_at(i, ...)     the update of element i (the loop body, once)
 #   cdef void _<rule>(...) noexcept nogil   the fused loop, one pass over memory, typed
-#                                           pointers: prange(static) when nthreads > 1, else a
+#                                           pointers: a scalar loop up to param's first
+#                                           cache-line boundary (_head), then from there
+#                                           one cache-line-aligned share per thread
+#                                           (prange over _span) when nthreads > 1, else a
 #                                           plain loop (no OpenMP region at all: entering
 #                                           even an ``if(0)`` region costs ~0.5-1 us)
 #   def <rule>(...)                         computes the scalars in double, casts them to the
@@ -21,7 +24,7 @@ from cython.parallel cimport prange
 from libc.math cimport sqrt
 cimport numpy as cnp
 
-from fastgd._cython._helpers cimport _f32, _fabs, _ptr, _span, _sqrt
+from fastgd._cython._helpers cimport _f32, _fabs, _head, _ptr, _span, _sqrt
 
 cnp.import_array()
 
@@ -81,15 +84,18 @@ cdef void _sgd(floating* p, const floating* g, floating* b, Py_ssize_t n, int nt
     # has_mom is a literal in the serial loops: GCC vectorizes the prange loop as it is, but not
     # the plain loop with a run-time condition around the buffer's accesses (1.4 ns/element)
     cdef Py_ssize_t i, t
+    cdef Py_ssize_t h = _head(n, p)
+    for i in range(h):  # up to p's first cache-line boundary: the loops below start aligned
+        _sgd_at(i, p, g, b, sign, has_wd, wd, has_mom, first, nesterov, momentum, omd, lr)
     if nthreads > 1:
         for t in prange(nthreads, schedule="static", num_threads=nthreads):
             for i in range(_span(t, nthreads, n, p), _span(t + 1, nthreads, n, p)):
                 _sgd_at(i, p, g, b, sign, has_wd, wd, has_mom, first, nesterov, momentum, omd, lr)
     elif has_mom:
-        for i in range(n):
+        for i in range(h, n):
             _sgd_at(i, p, g, b, sign, has_wd, wd, True, first, nesterov, momentum, omd, lr)
     else:
-        for i in range(n):
+        for i in range(h, n):
             _sgd_at(i, p, g, b, sign, has_wd, wd, False, first, nesterov, momentum, omd, lr)
 
 
@@ -142,6 +148,10 @@ cdef void _adam(floating* p, const floating* g, floating* m, floating* v, floati
     # amsgrad is a literal in each loop: GCC does not unswitch this loop body on its own, and
     # an if-converted conditional access to vmax does not vectorize.
     cdef Py_ssize_t i, t
+    cdef Py_ssize_t h = _head(n, p)
+    for i in range(h):  # up to p's first cache-line boundary: the loops below start aligned
+        _adam_at(i, p, g, m, v, vmax, sign, has_wd, decoupled, wd, decay, beta1, omb1, beta2, omb2, step_size,
+                 inv_bc2_sqrt, eps, amsgrad)
     if nthreads > 1:
         if amsgrad:
             for t in prange(nthreads, schedule="static", num_threads=nthreads):
@@ -154,11 +164,11 @@ cdef void _adam(floating* p, const floating* g, floating* m, floating* v, floati
                     _adam_at(i, p, g, m, v, vmax, sign, has_wd, decoupled, wd, decay, beta1, omb1, beta2, omb2,
                              step_size, inv_bc2_sqrt, eps, False)
     elif amsgrad:
-        for i in range(n):
+        for i in range(h, n):
             _adam_at(i, p, g, m, v, vmax, sign, has_wd, decoupled, wd, decay, beta1, omb1, beta2, omb2,
                      step_size, inv_bc2_sqrt, eps, True)
     else:
-        for i in range(n):
+        for i in range(h, n):
             _adam_at(i, p, g, m, v, vmax, sign, has_wd, decoupled, wd, decay, beta1, omb1, beta2, omb2,
                      step_size, inv_bc2_sqrt, eps, False)
 
@@ -208,12 +218,15 @@ cdef void _adamax(floating* p, const floating* g, floating* m, floating* u, Py_s
                   floating sign, bint has_wd, floating wd, floating beta1, floating omb1, floating beta2,
                   floating eps, floating step_size) noexcept nogil:
     cdef Py_ssize_t i, t
+    cdef Py_ssize_t h = _head(n, p)
+    for i in range(h):  # up to p's first cache-line boundary: the loops below start aligned
+        _adamax_at(i, p, g, m, u, sign, has_wd, wd, beta1, omb1, beta2, eps, step_size)
     if nthreads > 1:
         for t in prange(nthreads, schedule="static", num_threads=nthreads):
             for i in range(_span(t, nthreads, n, p), _span(t + 1, nthreads, n, p)):
                 _adamax_at(i, p, g, m, u, sign, has_wd, wd, beta1, omb1, beta2, eps, step_size)
     else:
-        for i in range(n):
+        for i in range(h, n):
             _adamax_at(i, p, g, m, u, sign, has_wd, wd, beta1, omb1, beta2, eps, step_size)
 
 
@@ -262,13 +275,17 @@ cdef void _nadam(floating* p, const floating* g, floating* m, floating* v, Py_ss
                  floating omb1, floating beta2, floating omb2, floating inv_bc2, floating eps,
                  floating coef_grad, floating coef_avg) noexcept nogil:
     cdef Py_ssize_t i, t
+    cdef Py_ssize_t h = _head(n, p)
+    for i in range(h):  # up to p's first cache-line boundary: the loops below start aligned
+        _nadam_at(i, p, g, m, v, sign, has_wd, decoupled, wd, decay, beta1, omb1, beta2, omb2, inv_bc2, eps,
+                  coef_grad, coef_avg)
     if nthreads > 1:
         for t in prange(nthreads, schedule="static", num_threads=nthreads):
             for i in range(_span(t, nthreads, n, p), _span(t + 1, nthreads, n, p)):
                 _nadam_at(i, p, g, m, v, sign, has_wd, decoupled, wd, decay, beta1, omb1, beta2, omb2, inv_bc2, eps,
                           coef_grad, coef_avg)
     else:
-        for i in range(n):
+        for i in range(h, n):
             _nadam_at(i, p, g, m, v, sign, has_wd, decoupled, wd, decay, beta1, omb1, beta2, omb2, inv_bc2, eps,
                       coef_grad, coef_avg)
 
@@ -328,17 +345,21 @@ cdef void _radam(floating* p, const floating* g, floating* m, floating* v, Py_ss
                  floating eps) noexcept nogil:
     # rect is a literal in the serial loops (see _sgd: the plain loop did not vectorize, 3.4 ns/element)
     cdef Py_ssize_t i, t
+    cdef Py_ssize_t h = _head(n, p)
+    for i in range(h):  # up to p's first cache-line boundary: the loops below start aligned
+        _radam_at(i, p, g, m, v, sign, has_wd, decoupled, wd, decay, beta1, omb1, beta2, omb2, rect, step_size,
+                  eps)
     if nthreads > 1:
         for t in prange(nthreads, schedule="static", num_threads=nthreads):
             for i in range(_span(t, nthreads, n, p), _span(t + 1, nthreads, n, p)):
                 _radam_at(i, p, g, m, v, sign, has_wd, decoupled, wd, decay, beta1, omb1, beta2, omb2, rect,
                           step_size, eps)
     elif rect:
-        for i in range(n):
+        for i in range(h, n):
             _radam_at(i, p, g, m, v, sign, has_wd, decoupled, wd, decay, beta1, omb1, beta2, omb2, True,
                       step_size, eps)
     else:
-        for i in range(n):
+        for i in range(h, n):
             _radam_at(i, p, g, m, v, sign, has_wd, decoupled, wd, decay, beta1, omb1, beta2, omb2, False,
                       step_size, eps)
 
@@ -389,12 +410,15 @@ cdef inline void _adagrad_at(Py_ssize_t i, floating* p, const floating* g, float
 cdef void _adagrad(floating* p, const floating* g, floating* s, Py_ssize_t n, int nthreads, floating sign,
                    bint has_wd, floating wd, floating clr, floating eps) noexcept nogil:
     cdef Py_ssize_t i, t
+    cdef Py_ssize_t h = _head(n, p)
+    for i in range(h):  # up to p's first cache-line boundary: the loops below start aligned
+        _adagrad_at(i, p, g, s, sign, has_wd, wd, clr, eps)
     if nthreads > 1:
         for t in prange(nthreads, schedule="static", num_threads=nthreads):
             for i in range(_span(t, nthreads, n, p), _span(t + 1, nthreads, n, p)):
                 _adagrad_at(i, p, g, s, sign, has_wd, wd, clr, eps)
     else:
-        for i in range(n):
+        for i in range(h, n):
             _adagrad_at(i, p, g, s, sign, has_wd, wd, clr, eps)
 
 
@@ -435,12 +459,15 @@ cdef void _adadelta(floating* p, const floating* g, floating* s, floating* a, Py
                     floating sign, bint has_wd, floating wd, floating rho, floating omr, floating eps,
                     floating lr) noexcept nogil:
     cdef Py_ssize_t i, t
+    cdef Py_ssize_t h = _head(n, p)
+    for i in range(h):  # up to p's first cache-line boundary: the loops below start aligned
+        _adadelta_at(i, p, g, s, a, sign, has_wd, wd, rho, omr, eps, lr)
     if nthreads > 1:
         for t in prange(nthreads, schedule="static", num_threads=nthreads):
             for i in range(_span(t, nthreads, n, p), _span(t + 1, nthreads, n, p)):
                 _adadelta_at(i, p, g, s, a, sign, has_wd, wd, rho, omr, eps, lr)
     else:
-        for i in range(n):
+        for i in range(h, n):
             _adadelta_at(i, p, g, s, a, sign, has_wd, wd, rho, omr, eps, lr)
 
 
@@ -492,6 +519,9 @@ cdef void _rmsprop(floating* p, const floating* g, floating* s, floating* b, flo
     # centered and has_mom are literals in each loop (see _adam: the optional arrays must not
     # be accessed under a run-time condition inside the loop, or it does not vectorize)
     cdef Py_ssize_t i, t
+    cdef Py_ssize_t h = _head(n, p)
+    for i in range(h):  # up to p's first cache-line boundary: the loops below start aligned
+        _rmsprop_at(i, p, g, s, b, ga, sign, has_wd, wd, alpha, oma, eps, centered, has_mom, momentum, lr)
     if nthreads > 1:
         if centered and has_mom:
             for t in prange(nthreads, schedule="static", num_threads=nthreads):
@@ -510,16 +540,16 @@ cdef void _rmsprop(floating* p, const floating* g, floating* s, floating* b, flo
                 for i in range(_span(t, nthreads, n, p), _span(t + 1, nthreads, n, p)):
                     _rmsprop_at(i, p, g, s, b, ga, sign, has_wd, wd, alpha, oma, eps, False, False, momentum, lr)
     elif centered and has_mom:
-        for i in range(n):
+        for i in range(h, n):
             _rmsprop_at(i, p, g, s, b, ga, sign, has_wd, wd, alpha, oma, eps, True, True, momentum, lr)
     elif centered:
-        for i in range(n):
+        for i in range(h, n):
             _rmsprop_at(i, p, g, s, b, ga, sign, has_wd, wd, alpha, oma, eps, True, False, momentum, lr)
     elif has_mom:
-        for i in range(n):
+        for i in range(h, n):
             _rmsprop_at(i, p, g, s, b, ga, sign, has_wd, wd, alpha, oma, eps, False, True, momentum, lr)
     else:
-        for i in range(n):
+        for i in range(h, n):
             _rmsprop_at(i, p, g, s, b, ga, sign, has_wd, wd, alpha, oma, eps, False, False, momentum, lr)
 
 
@@ -561,12 +591,15 @@ cdef void _lion(floating* p, const floating* g, floating* m, Py_ssize_t n, int n
                 bint has_wd, floating decay, floating beta1, floating omb1, floating beta2, floating omb2,
                 floating lr) noexcept nogil:
     cdef Py_ssize_t i, t
+    cdef Py_ssize_t h = _head(n, p)
+    for i in range(h):  # up to p's first cache-line boundary: the loops below start aligned
+        _lion_at(i, p, g, m, sign, has_wd, decay, beta1, omb1, beta2, omb2, lr)
     if nthreads > 1:
         for t in prange(nthreads, schedule="static", num_threads=nthreads):
             for i in range(_span(t, nthreads, n, p), _span(t + 1, nthreads, n, p)):
                 _lion_at(i, p, g, m, sign, has_wd, decay, beta1, omb1, beta2, omb2, lr)
     else:
-        for i in range(n):
+        for i in range(h, n):
             _lion_at(i, p, g, m, sign, has_wd, decay, beta1, omb1, beta2, omb2, lr)
 
 
@@ -608,12 +641,15 @@ cdef void _skeleton(floating** outs, int n_out, const floating* g, Py_ssize_t n,
     cdef floating* b = outs[1] if n_out > 1 else NULL
     cdef floating* c = outs[2] if n_out > 2 else NULL
     cdef floating* d = outs[3] if n_out > 3 else NULL
+    cdef Py_ssize_t h = _head(n, a)
+    for i in range(h):  # up to a's first cache-line boundary: the loops below start aligned
+        _skeleton_at(i, a, b, c, d, n_out, g)
     if nthreads > 1:
         for t in prange(nthreads, schedule="static", num_threads=nthreads):
             for i in range(_span(t, nthreads, n, a), _span(t + 1, nthreads, n, a)):
                 _skeleton_at(i, a, b, c, d, n_out, g)
     else:
-        for i in range(n):
+        for i in range(h, n):
             _skeleton_at(i, a, b, c, d, n_out, g)
 
 
