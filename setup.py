@@ -105,7 +105,12 @@ def base_compile_args():
     # -ffp-contract=off: no fused multiply-add, so every variant rounds exactly like the
     # NumPy reference (FMA changed results by up to ~30 ulp where terms cancel, and the
     # memory-bound kernels gain nothing from it).
-    return ["-O3", "-fno-math-errno", "-fno-trapping-math", "-ffp-contract=off", "-Wno-unused-function"]
+    # -funroll-loops: more loads in flight per loop iteration; measured (alternated, one
+    # process, avx512 variant vs the same with the flag): float32 Adamax 0.90x the time at
+    # 1e4 elements, NAdam 0.95-0.97x at 1e6, the others within noise.  Unrolling does not
+    # reassociate: the results stay bit-identical to the reference.
+    return ["-O3", "-funroll-loops", "-fno-math-errno", "-fno-trapping-math", "-ffp-contract=off",
+            "-Wno-unused-function"]
 
 
 def extensions():
