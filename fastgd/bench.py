@@ -7,10 +7,12 @@ bytes with trivial arithmetic, measured in the same run), the speedup over the N
 reference and, when torch is importable, the ratio to ``torch.optim`` on the same size
 (``fused=True`` for Adam, AdamW, SGD and Adagrad, torch's CPU fused optimizers; the default
 implementation for the others) with its *ceiling*: torch's time over the skeleton's, the
-largest ratio any kernel that moves the rule's bytes could reach against torch here.  A last table compares a multi-tensor step of 200 arrays of
-4,096 elements with one step of a single array of 819,200 (Adam).
+largest ratio any kernel that moves the rule's bytes could reach against torch here.  A last
+table compares a multi-tensor step of 200 arrays of 4,096 elements (separately allocated,
+and as views of one buffer per list from ``fastgd.multi.flat_buffer``) with one step of a
+single array of 819,200 (Adam).
 
-How it measures: everything compared at one size is timed in rounds, A B C A B C ...,
+How it measures: everything compared at one size is timed in rounds, A B C, B C A, C A B, ...,
 after a warm-up call of each (numba compiles, pages are faulted in, torch allocates its
 state); each sample (after an untimed pause and one untimed call) times enough back-to-back calls to
 last >= 1 ms; a time is the median over the rounds, and a ratio (fraction of the skeleton,
@@ -92,7 +94,7 @@ def _estimate(f, floor=1e-3):
 
 def compare(funcs, budget, min_rounds=5, max_rounds=300, gap=GAP, sample=1e-3):
     """Median seconds per call of each callable in ``funcs`` (a dict), timed alternately
-    (A B C A B C ...).  Each sample: an untimed pause (``gap``), one untimed call (caches and
+    (A B C, B C A, C A B, ...).  Each sample: an untimed pause (``gap``), one untimed call (caches and
     branch predictors warm again), then enough timed calls to last >= ``sample`` seconds."""
     est = {}
     for name, f in funcs.items():
@@ -103,8 +105,12 @@ def compare(funcs, budget, min_rounds=5, max_rounds=300, gap=GAP, sample=1e-3):
     per_round = sum(inner[n] * est[n] + est[n] + gap for n in funcs)
     rounds = int(min(max_rounds, max(min_rounds, budget / per_round)))
     samples = {name: [] for name in funcs}
-    for _ in range(rounds):
-        for name, f in funcs.items():
+    order = list(funcs)
+    for r in range(rounds):
+        # the order rotates from round to round, so that no callable always runs right after
+        # the same other one (e.g. after torch, whose OpenMP threads may still be spinning)
+        for name in order[r % len(order):] + order[:r % len(order)]:
+            f = funcs[name]
             time.sleep(gap)
             f()
             samples[name].append(_timed(f, inner[name]))
@@ -250,9 +256,17 @@ def run_multi(backends, budget, torch, n_tensors=200, size=4096, dtype=np.float3
     many += [[0.1 * g for g in many[1]], [g * g for g in many[1]]]
     one = [rng.standard_normal(total).astype(dtype) for _ in range(2)]
     one += [0.1 * one[1], one[1] * one[1]]
+    # the same tensors as views of one buffer per list (fastgd.multi.flat_buffer)
+    views = []
+    for lst in many:
+        _, vs = _multi.flat_buffer([a.shape for a in lst], dtype)
+        for v, a in zip(vs, lst):
+            v[...] = a
+        views.append(vs)
     funcs = {}
     for b in backends:
         funcs["multi/" + b] = (lambda b=b: _multi.adam_step(*many, step=STEP, backend=b))
+        funcs["views/" + b] = (lambda b=b: _multi.adam_step(*views, step=STEP, backend=b))
         funcs["one/" + b] = (lambda b=b: fastgd.adam_step(*one, step=STEP, backend=b))
         funcs["loop/" + b] = (lambda b=b: [fastgd.adam_step(p, g, m, v, step=STEP, backend=b)
                                            for p, g, m, v in zip(*many)])
@@ -270,10 +284,14 @@ def run_multi(backends, budget, torch, n_tensors=200, size=4096, dtype=np.float3
         row = {"backend": b, "n_tensors": n_tensors, "size": size, "dtype": np.dtype(dtype).name,
                "multi_seconds": med["multi/" + b], "one_seconds": med["one/" + b],
                "loop_seconds": med.get("loop/" + b), "ratio": _paired(samples, "multi/" + b, "one/" + b),
+               "views_seconds": med.get("views/" + b),
+               "views_ratio": _paired(samples, "views/" + b, "one/" + b) if "views/" + b in med else None,
                "rounds": rounds}
         rows.append(row)
-        log("multi %-7s %d x %d: %9.1f us   1 x %d: %9.1f us   ratio %.2f%s" % (
+        log("multi %-7s %d x %d: %9.1f us   1 x %d: %9.1f us   ratio %.2f%s%s" % (
             b, n_tensors, size, row["multi_seconds"] * 1e6, total, row["one_seconds"] * 1e6, row["ratio"],
+            "" if row["views_ratio"] is None else "   views of one buffer: %.1f us, ratio %.2f"
+            % (row["views_seconds"] * 1e6, row["views_ratio"]),
             "" if row["loop_seconds"] is None else "   (python loop of single steps: %.1f us)"
             % (row["loop_seconds"] * 1e6)))
     return rows
@@ -306,12 +324,14 @@ def markdown(rows, multi_rows):
             "" if r["vs_torch"] is None else "%.2fx (%s; ceiling %.2fx)" % (r["vs_torch"], r["torch_impl"],
                                                                           r["torch_ceiling"])))
     if multi_rows:
-        out += ["", "| Adam, backend | %d x %d (us) | 1 x %d (us) | ratio |" % (
+        out += ["", "| Adam, backend | %d x %d (us) | 1 x %d (us) | ratio | views of one buffer (us) | ratio |" % (
             multi_rows[0]["n_tensors"], multi_rows[0]["size"], multi_rows[0]["n_tensors"] * multi_rows[0]["size"]),
-            "|---|---|---|---|"]
+            "|---|---|---|---|---|---|"]
         for r in multi_rows:
-            out.append("| %s | %.1f | %.1f | %.2f |" % (r["backend"], r["multi_seconds"] * 1e6, r["one_seconds"] * 1e6,
-                                                      r["ratio"]))
+            out.append("| %s | %.1f | %.1f | %.2f | %s | %s |" % (
+                r["backend"], r["multi_seconds"] * 1e6, r["one_seconds"] * 1e6, r["ratio"],
+                "" if r["views_seconds"] is None else "%.1f" % (r["views_seconds"] * 1e6),
+                "" if r["views_ratio"] is None else "%.2f" % r["views_ratio"]))
     return "\n".join(out)
 
 

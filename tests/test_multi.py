@@ -416,3 +416,68 @@ def test_fast_overlap_check_agrees_with_brute_force():
         seen.add(ok)
         assert bool(_rules.multi_arrays_ok(tuple(lists), 1)) == ok
     assert seen == {True, False}
+
+
+# ---------------------------------------------------------------------------------------
+# flat_buffer: many tensors as views of one buffer
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_flat_buffer_views(dtype):
+    shapes = [(3, 5), (7,), (), (0,), (4, 4, 4), 33]
+    buf, views = fastgd.multi.flat_buffer(shapes, dtype)
+    assert buf.dtype == dtype and buf.ndim == 1 and not buf.any()
+    assert [v.shape for v in views] == [(3, 5), (7,), (), (0,), (4, 4, 4), (33,)]
+    for v in views:
+        assert v.dtype == dtype and v.flags.c_contiguous and v.flags.writeable
+        assert np.shares_memory(v, buf) or v.size == 0
+        if v.size:
+            assert v.ctypes.data % 64 == 0
+    for i, a in enumerate(views):  # disjoint
+        for b in views[i + 1:]:
+            assert not np.shares_memory(a, b)
+    for k, v in enumerate(views):  # writing a view writes the buffer, and nothing else
+        v[...] = k + 1
+    assert buf.sum() == sum((k + 1) * v.size for k, v in enumerate(views))
+
+
+@pytest.mark.parametrize("bad, exc", [([(2, -1)], ValueError), ([("a",)], TypeError), ([None], TypeError),
+                                      ("33", TypeError), (5, TypeError)])
+def test_flat_buffer_rejects(bad, exc):
+    with pytest.raises(exc):
+        fastgd.multi.flat_buffer(bad)
+    with pytest.raises(TypeError, match="dtype"):
+        fastgd.multi.flat_buffer([(2,)], np.int32)
+
+
+def test_steps_on_flat_buffer_views_match_separate_arrays(backend):
+    """The multi step over views of flat buffers, and one single-tensor step over the whole
+    buffers, give exactly the values of the multi step over separate arrays; the gaps between
+    the views stay zero."""
+    rng = np.random.default_rng(5)
+    shapes = [(17,), (4, 9), (100,), (3,)]
+    sep = [[rng.standard_normal(s) for s in shapes] for _ in range(2)]
+    sep += [[0.1 * g for g in sep[1]], [g * g for g in sep[1]]]
+    flat, flat_views, whole, whole_views = [], [], [], []
+    for lst in sep:
+        b1, v1 = fastgd.multi.flat_buffer(shapes, np.float64)
+        b2, v2 = fastgd.multi.flat_buffer(shapes, np.float64)
+        for a, x, y in zip(lst, v1, v2):
+            x[...] = a
+            y[...] = a
+        flat.append(b1), flat_views.append(v1), whole.append(b2), whole_views.append(v2)
+    for step in (1, 2, 3):
+        fastgd.multi.adam_step(*sep, step=step, lr=0.01, weight_decay=0.1, backend=backend)
+        fastgd.multi.adam_step(*flat_views, step=step, lr=0.01, weight_decay=0.1, backend=backend)
+        fastgd.adam_step(*whole, step=step, lr=0.01, weight_decay=0.1, backend=backend)
+    for lst, v1, v2 in zip(sep, flat_views, whole_views):
+        for a, x, y in zip(lst, v1, v2):
+            np.testing.assert_array_equal(x, a)
+            np.testing.assert_array_equal(y, a)
+    for b1, b2 in zip(flat, whole):
+        mask = np.ones(b1.size, bool)
+        off = 0
+        for s in shapes:
+            n = int(np.prod(s))
+            mask[off:off + n] = False
+            off += -(-n // 8) * 8
+        assert not b1[mask].any() and not b2[mask].any()
