@@ -61,7 +61,8 @@ def flat_buffer(shapes, dtype=np.float32):
     gradients and every state list of a model in such buffers (one per list) and a step
     touches a few large blocks of memory instead of many small allocations: the multi-tensor
     functions here step the views as any list of arrays, and the single-tensor functions can
-    step whole buffers at once (the zero gaps stay zero under every rule).
+    step whole buffers at once (the parameter buffer's zero gaps stay zero under every rule;
+    a state buffer's gaps may not, e.g. AdaMax's ``exp_inf`` becomes ``eps`` there).
 
         >>> import fastgd.multi
         >>> buf, (w, b) = fastgd.multi.flat_buffer([(3, 2), (2,)])

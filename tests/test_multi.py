@@ -481,3 +481,47 @@ def test_steps_on_flat_buffer_views_match_separate_arrays(backend):
             mask[off:off + n] = False
             off += -(-n // 8) * 8
         assert not b1[mask].any() and not b2[mask].any()
+
+
+_WHOLE_BUFFER_CALLS = {
+    "sgd": (1, lambda p, g, s, b: fastgd.sgd_step(p, g, s[0], lr=0.1, momentum=0.9, nesterov=True, weight_decay=0.1,
+                                                  backend=b)),
+    "adam": (2, lambda p, g, s, b: fastgd.adam_step(p, g, *s, step=3, weight_decay=0.1, backend=b)),
+    "adamw": (2, lambda p, g, s, b: fastgd.adamw_step(p, g, *s, step=3, backend=b)),
+    "adamax": (2, lambda p, g, s, b: fastgd.adamax_step(p, g, *s, step=3, weight_decay=0.1, backend=b)),
+    "nadam": (2, lambda p, g, s, b: fastgd.nadam_step(p, g, *s, step=3, weight_decay=0.1, backend=b)),
+    "radam": (2, lambda p, g, s, b: fastgd.radam_step(p, g, *s, step=7, weight_decay=0.1, backend=b)),
+    "adagrad": (1, lambda p, g, s, b: fastgd.adagrad_step(p, g, s[0], step=3, weight_decay=0.1, backend=b)),
+    "adadelta": (2, lambda p, g, s, b: fastgd.adadelta_step(p, g, *s, weight_decay=0.1, backend=b)),
+    "rmsprop": (3, lambda p, g, s, b: fastgd.rmsprop_step(p, g, s[0], momentum_buffer=s[1], grad_avg=s[2],
+                                                          momentum=0.9, centered=True, weight_decay=0.1, backend=b)),
+    "lion": (1, lambda p, g, s, b: fastgd.lion_step(p, g, s[0], weight_decay=0.1, backend=b)),
+}
+
+
+@pytest.mark.parametrize("rule", sorted(_WHOLE_BUFFER_CALLS))
+def test_whole_flat_buffer_step_keeps_param_gaps_zero(rule, backend):
+    """Stepping whole flat buffers with a single-tensor call: the views get the values of
+    stepping them one by one, and the parameter buffer's gaps stay zero, for every rule."""
+    n_state, call = _WHOLE_BUFFER_CALLS[rule]
+    rng = np.random.default_rng(9)
+    shapes = [(5,), (3, 3), (20,)]
+    bufs, views = zip(*[fastgd.multi.flat_buffer(shapes, np.float32) for _ in range(2 + n_state)])
+    for k, vs in enumerate(views):
+        for v in vs:
+            v[...] = np.abs(rng.standard_normal(v.shape)) * 0.1 if k >= 2 else rng.standard_normal(v.shape)
+    if rule == "rmsprop":  # grad_avg starts at zero (centered: square_avg - grad_avg**2 must stay >= 0)
+        bufs[4][...] = 0
+    singles = [[v.copy() for v in vs] for vs in views]
+    for _ in range(2):
+        call(bufs[0], bufs[1], list(bufs[2:]), backend)
+        for t in range(len(shapes)):
+            call(singles[0][t], singles[1][t], [s[t] for s in singles[2:]], backend)
+    for vs, ss in zip(views, singles):
+        for v, s in zip(vs, ss):
+            np.testing.assert_array_equal(v, s)
+    in_view = np.zeros(bufs[0].size, bool)
+    for v in views[0]:
+        off = (v.ctypes.data - bufs[0].ctypes.data) // v.itemsize
+        in_view[off:off + v.size] = True
+    assert not bufs[0][~in_view].any()
