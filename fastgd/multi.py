@@ -85,15 +85,15 @@ def flat_buffer(shapes, dtype=np.float32):
             raise ValueError("shapes[%d] has a negative dimension: %r" % (k, shape))
         norm.append(shape)
     per_line = _LINE // dtype.itemsize
+    sizes = [int(np.prod(shape, dtype=np.int64)) for shape in norm]
     offsets, total = [], 0
-    for shape in norm:
+    for size in sizes:
         offsets.append(total)
-        size = int(np.prod(shape, dtype=np.int64))
         total += -(-size // per_line) * per_line  # round up to whole cache lines
     raw = np.zeros(total + per_line, dtype)  # room to move the start to a line boundary
     start = (-raw.ctypes.data % _LINE) // dtype.itemsize
     buffer = raw[start:start + total]
-    views = [buffer[o:o + int(np.prod(shape, dtype=np.int64))].reshape(shape) for o, shape in zip(offsets, norm)]
+    views = [buffer[o:o + size].reshape(shape) for o, size, shape in zip(offsets, sizes, norm)]
     return buffer, views
 
 
@@ -248,8 +248,9 @@ def sgd_step(params, grads, momentum_buffers=None, *, lr, momentum=0.0, dampenin
 
 def _adam(params, grads, exp_avgs, exp_avg_sqs, step, lr, beta1, beta2, eps, weight_decay, amsgrad,
           max_exp_avg_sqs, maximize, decoupled, backend):
-    step, lr, beta1, beta2, eps, weight_decay, amsgrad, maximize = S._adam_hyper(
-        step, lr, beta1, beta2, eps, weight_decay, amsgrad, maximize)
+    if not V.adam_scalars_ok(step, lr, beta1, beta2, eps, weight_decay, amsgrad, maximize):
+        step, lr, beta1, beta2, eps, weight_decay, amsgrad, maximize = S._adam_hyper(
+            step, lr, beta1, beta2, eps, weight_decay, amsgrad, maximize)
     if amsgrad:
         V.required("max_exp_avg_sqs", max_exp_avg_sqs, "amsgrad=True")
     else:

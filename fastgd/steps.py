@@ -54,15 +54,16 @@ def _sgd_hyper(lr, momentum, dampening, nesterov, weight_decay, maximize, step):
 
 
 def _adam_hyper(step, lr, beta1, beta2, eps, weight_decay, amsgrad, maximize):
-    """(step, lr, beta1, beta2, eps, weight_decay, amsgrad, maximize), checked."""
-    # Plain Python floats/ints/bools in range are accepted in C (V.adam_scalars_ok: the values
-    # the checks below would return unchanged); anything else is checked here, by name.
-    if not V.adam_scalars_ok(step, lr, beta1, beta2, eps, weight_decay, amsgrad, maximize):
-        lr, weight_decay, maximize, eps = _common(lr, weight_decay, maximize, eps)
-        beta1 = V.unit_interval("beta1", beta1)
-        beta2 = V.unit_interval("beta2", beta2)
-        step = V.step(step)
-        amsgrad = V.flag("amsgrad", amsgrad)
+    """(step, lr, beta1, beta2, eps, weight_decay, amsgrad, maximize), checked by name.
+
+    Callers try ``V.adam_scalars_ok`` first (plain Python floats/ints/bools in range, the
+    values these checks would return unchanged, accepted in C) and come here only when it says
+    no: Adam is the step most often called on small arrays."""
+    lr, weight_decay, maximize, eps = _common(lr, weight_decay, maximize, eps)
+    beta1 = V.unit_interval("beta1", beta1)
+    beta2 = V.unit_interval("beta2", beta2)
+    step = V.step(step)
+    amsgrad = V.flag("amsgrad", amsgrad)
     return step, lr, beta1, beta2, eps, weight_decay, amsgrad, maximize
 
 

@@ -72,11 +72,6 @@ def set_threads(int num_threads, Py_ssize_t serial_cutoff):
     _serial_cutoff = serial_cutoff
 
 
-def get_threads():
-    """(num_threads, serial_cutoff) as the compiled kernels see them."""
-    return _num_threads, _serial_cutoff
-
-
 def openmp_enabled():
     """True when the kernels were compiled with OpenMP."""
     return bool(fgd_openmp())
