@@ -11,9 +11,16 @@ import numpy as np
 # Fast accepts in C (True: the checks below would pass, return the values unchanged; False:
 # let them find and name the problem).  Hot paths call ``arrays_ok(a, n) or arrays(names, a, n)``.
 try:
-    from ._cython._core import adam_scalars_ok, arrays_ok
+    from ._cython._core import adam_scalars_ok, arrays_ok, first_overlap
 except ImportError:  # pragma: no cover - compiled part missing
-    def arrays_ok(arrs, n_readonly):
+    def first_overlap(a, lists):
+        for k, lst in enumerate(lists):
+            for t, b in enumerate(lst or ()):
+                if isinstance(b, np.ndarray) and b.size and a.size and np.may_share_memory(a, b):
+                    return k, t
+        return None
+
+    def arrays_ok(arrs, n_readonly, optional):
         return False
 
     def adam_scalars_ok(step, lr, beta1, beta2, eps, weight_decay, amsgrad, maximize):
@@ -23,13 +30,19 @@ FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 _REAL_TYPES = frozenset((float, int, np.float64, np.float32, np.float16, np.int64, np.int32))
 
 
+_MAX_STEP = 2 ** 53  # the largest count a double (the kernels' beta ** step) holds exactly
+
+
 def real(name, value):
-    """A real Python/NumPy number (not bool, not str), returned as float."""
+    """A real Python/NumPy number (not bool, not str, not complex), returned as float."""
     t = type(value)
     if t not in _REAL_TYPES:
         if t is bool or t is np.bool_ or not isinstance(value, (int, float, np.integer, np.floating)):
             raise TypeError("%s must be a real number, got %s" % (name, t.__name__))
-    return float(value)
+    try:
+        return float(value)
+    except OverflowError:
+        raise ValueError("%s is too large for a float: %d" % (name, value)) from None
 
 
 def nonneg(name, value):
@@ -53,8 +66,8 @@ def unit_interval(name, value, closed_right=False):
 
 
 def step(value, name="step"):
-    """An integer step count >= 1."""
-    if type(value) is int and value >= 1:  # the common case
+    """An integer step count, 1 <= step <= 2**53."""
+    if type(value) is int and 1 <= value <= _MAX_STEP:  # the common case
         return value
     if type(value) is bool or isinstance(value, (float, np.floating)):
         raise TypeError("%s must be an integer, got %s" % (name, type(value).__name__))
@@ -64,6 +77,8 @@ def step(value, name="step"):
         raise TypeError("%s must be an integer, got %s" % (name, type(value).__name__)) from None
     if v < 1:
         raise ValueError("%s must be >= 1 (the first step is 1), got %d" % (name, v))
+    if v > _MAX_STEP:
+        raise ValueError("%s must be <= 2**53 (the bias corrections take it as a double), got %d" % (name, v))
     return v
 
 
@@ -75,50 +90,75 @@ def flag(name, value):
     return bool(value)
 
 
-def _check_one(name, a, dtype, shape, writeable):
+def _not_plain(name, a):
+    """The TypeError for anything that is not exactly a numpy.ndarray."""
+    if a is None:
+        return TypeError("%s is required, got None" % name)
+    if isinstance(a, np.ndarray):
+        # np.matrix, masked arrays, memmaps, user subclasses: their operators differ from
+        # ndarray's (matrix products, masks) and the backends would disagree about them
+        return TypeError("%s must be a numpy.ndarray, not the subclass %s.%s (numpy.asarray(%s) is an ndarray "
+                         "view of the same memory, which the step would update in place)"
+                         % (name, type(a).__module__, type(a).__name__, name))
+    return TypeError("%s must be a numpy.ndarray, got %s" % (name, type(a).__name__))
+
+
+def array(name, a, dtype=None, shape=None, writeable=False):
+    """Check one array a kernel will read (and, with ``writeable``, write) through a raw
+    pointer: exactly ``numpy.ndarray`` (no None, no subclass), native float32/float64 (or
+    ``dtype``), ``shape`` if given, C-contiguous, aligned, writeable if written.  Every
+    problem is a TypeError/ValueError naming ``name``."""
     if type(a) is not np.ndarray:
-        if not isinstance(a, np.ndarray):
-            raise TypeError("%s must be a numpy.ndarray, got %s" % (name, type(a).__name__))
-    if a.dtype is not dtype and a.dtype != dtype:
-        if dtype is None:
-            raise TypeError("%s must have dtype float32 or float64, got %s" % (name, a.dtype))
-        raise TypeError("%s has dtype %s but param has dtype %s" % (name, a.dtype, dtype))
+        raise _not_plain(name, a)
+    dt = a.dtype
+    if dtype is None:
+        if dt not in FLOAT_DTYPES:
+            if dt.kind == "f" and not dt.isnative and dt.newbyteorder("=") in FLOAT_DTYPES:
+                raise TypeError("%s has dtype %s; fastgd needs native byte order (use .astype(%s))"
+                                % (name, dt.str, dt.newbyteorder("=").name))
+            raise TypeError("%s must have dtype float32 or float64, got %s" % (name, dt))
+    elif dt != dtype or not dt.isnative:
+        if dt.kind == "f" and not dt.isnative:
+            raise TypeError("%s has dtype %s; fastgd needs native byte order (use .astype(%s))"
+                            % (name, dt.str, dt.newbyteorder("=").name))
+        raise TypeError("%s has dtype %s but param has dtype %s" % (name, dt, dtype))
     if shape is not None and a.shape != shape:
         raise ValueError("%s has shape %s but param has shape %s" % (name, a.shape, shape))
     flags = a.flags
     if not flags.c_contiguous:
-        raise ValueError("%s must be C-contiguous (use numpy.ascontiguousarray)" % name)
+        raise ValueError("%s must be C-contiguous: the step updates its arrays in place, so a contiguous copy "
+                         "would not be your array; allocate it C-contiguous (a strided view or a Fortran-order "
+                         "array cannot be stepped in place)" % name)
+    if not flags.aligned:
+        raise ValueError("%s is not aligned to its dtype in memory (made from a buffer at an odd offset?); "
+                         "the kernels need aligned data" % name)
     if writeable and not flags.writeable:
         raise ValueError("%s must be writeable (it is updated in place)" % name)
+    return dt
 
 
-def arrays(names, arrs, n_readonly=0):
+def arrays(names, arrs, n_readonly=0, optional=0):
     """Check the arrays of one call: ``arrs[0]`` is param; the ``n_readonly`` arrays after it
-    are only read (the gradient); all others are updated in place.  ``None`` entries (unused
-    optional state) are skipped.
+    are only read (the gradient); all others are updated in place.  ``None`` is allowed
+    only at the positions whose bit is set in ``optional`` (``1 << k``: optional state that
+    this call does not use); anywhere else it is a TypeError naming the argument.
 
-    All arrays: numpy.ndarray, dtype float32/float64 equal to param's, param's shape,
-    C-contiguous; written arrays writeable; no two arrays overlap in memory.
+    All arrays: exactly numpy.ndarray, native float32/float64 equal to param's, param's shape,
+    C-contiguous, aligned; written arrays writeable; no two arrays overlap in memory.
     Returns param's dtype.
     """
-    if arrays_ok(arrs, n_readonly):
+    if arrays_ok(arrs, n_readonly, optional):
         return arrs[0].dtype
-    param = arrs[0]
-    if type(param) is not np.ndarray and not isinstance(param, np.ndarray):
-        raise TypeError("%s must be a numpy.ndarray, got %s" % (names[0], type(param).__name__))
-    dtype = param.dtype
-    if dtype not in FLOAT_DTYPES:
-        raise TypeError("%s must have dtype float32 or float64, got %s" % (names[0], dtype))
-    shape = param.shape
-    _check_one(names[0], param, dtype, None, True)
+    dtype = array(names[0], arrs[0], None, None, True)
+    shape = arrs[0].shape
     present = [0]
     for k in range(1, len(arrs)):
         a = arrs[k]
-        if a is None:
+        if a is None and optional >> k & 1:
             continue
-        _check_one(names[k], a, dtype, shape, k > n_readonly)
+        array(names[k], a, dtype, shape, k > n_readonly)
         present.append(k)
-    if param.size:
+    if arrs[0].size:
         for i in range(len(present)):
             for j in range(i + 1, len(present)):
                 if np.may_share_memory(arrs[present[i]], arrs[present[j]]):
@@ -130,3 +170,15 @@ def arrays(names, arrs, n_readonly=0):
 def required(name, value, why):
     if value is None:
         raise ValueError("%s is required when %s" % (name, why))
+
+
+def one_element_f64(name, a):
+    """A writeable float64 ndarray of one element (NAdam's ``mu_product``); returns its value."""
+    if type(a) is not np.ndarray:
+        raise _not_plain(name, a)
+    if a.dtype != np.float64 or not a.dtype.isnative or a.size != 1:
+        raise TypeError("%s must be a float64 numpy array with one element (numpy.ones(1) at step 1), "
+                        "got dtype %s, size %d" % (name, a.dtype, a.size))
+    if not a.flags.writeable:
+        raise ValueError("%s must be writeable (it is updated in place)" % name)
+    return float(a.flat[0])

@@ -111,12 +111,15 @@ class _Names:
         return "%s[%d]" % (self.names[k], self.t)
 
 
-def _as_lists(names, lists):
-    """Lists (tuples are copied to lists), all of len(params); None stays None."""
+def _as_lists(names, lists, optional=0):
+    """Lists (tuples are copied to lists), all of len(params); None stays None where
+    ``optional`` allows it (bit k for ``lists[k]``)."""
     out = []
     n = None
-    for name, lst in zip(names, lists):
+    for k, (name, lst) in enumerate(zip(names, lists)):
         if lst is None:
+            if not optional >> k & 1:
+                raise TypeError("%s is required, got None" % name)
             out.append(None)
             continue
         if type(lst) is not list:
@@ -158,25 +161,24 @@ def _overlaps(names, lists, n_readonly):
             hi_w = (hi, k, t)
 
 
-def _check_arrays(names, lists, n_readonly=1):
+def _check_arrays(names, lists, n_readonly=1, optional=0):
     """Validate a call's lists (``lists[0]``: params; the ``n_readonly`` lists after it are
-    only read).  Returns ``(lists, mixed)``: the lists as Python lists and whether the
-    params mix float32 and float64."""
-    lists = _as_lists(names, lists)
+    only read; ``lists[k]`` may be None where bit k of ``optional`` is set, and no list may
+    hold None).  Returns ``(lists, mixed)``: the lists as Python lists and whether the params
+    mix float32 and float64."""
+    lists = _as_lists(names, lists, optional)
     if _multi_ok is not None:
-        ok = _multi_ok(lists, n_readonly)
+        ok = _multi_ok(lists, n_readonly, optional)
         if ok:
             return lists, ok == 2
     params = lists[0]
     dtypes = set()
-    for k, lst in enumerate(lists):  # fastgd._validate's C fast accept lets byte-swapped arrays through
-        for t, a in enumerate(lst or ()):
-            dt = getattr(a, "dtype", None)
-            if isinstance(dt, np.dtype) and dt.kind == "f" and not dt.isnative:
-                raise TypeError("%s[%d] has dtype %s; fastgd needs native byte order (use .astype(%s))"
-                                % (names[k], t, dt.str, dt.newbyteorder("=").name))
+    # a list that is None is optional state this call does not use (None for every tensor);
+    # None inside a list is an error wherever it is
+    absent = sum(1 << k for k, lst in enumerate(lists) if lst is None)
     for t in range(len(params)):
-        dtypes.add(V.arrays(_Names(names, t), tuple(None if lst is None else lst[t] for lst in lists), n_readonly))
+        dtypes.add(V.arrays(_Names(names, t), tuple(None if lst is None else lst[t] for lst in lists), n_readonly,
+                            absent))
     _overlaps(names, lists, n_readonly)
     return lists, len(dtypes) > 1
 
@@ -229,21 +231,21 @@ def _run(rule, backend, lists, mixed, kw):
 # the rules: hyperparameters checked by fastgd.steps' per-rule checks, then the arrays, then
 # the kernel
 
-def _go(rule, backend, names, lists, kw):
-    lists, mixed = _check_arrays(names, lists)
-    return _run(rule, backend, lists, mixed, kw)
+def _go(rule, backend, lists, kw):
+    """Complete and check the lists (params, grads, every state list) as ``Rule.arrays``
+    does for one tensor, then run."""
+    lists = rule.arrays(kw, lists, rule.multi_names)
+    lists, mixed = _check_arrays(rule.multi_names, lists, 1, rule.optional)
+    return _run(rule.kernel, backend, lists, mixed, kw)
 
 
 def sgd_step(params, grads, momentum_buffers=None, *, lr, momentum=0.0, dampening=0.0, nesterov=False,
              weight_decay=0.0, maximize=False, step=None, backend=None):
     """:func:`fastgd.sgd_step` on lists of arrays (``momentum_buffers`` needed when
     ``momentum != 0``; ``step=1`` makes every buffer a copy of its first gradient)."""
-    kw = S._sgd_hyper(lr, momentum, dampening, nesterov, weight_decay, maximize, step)
-    if kw["momentum"] == 0:
-        momentum_buffers = None
-    else:
-        V.required("momentum_buffers", momentum_buffers, "momentum != 0")
-    return _go("sgd", backend, ("params", "grads", "momentum_buffers"), (params, grads, momentum_buffers), kw)
+    kw = S._SGD.check(step, lr=lr, momentum=momentum, dampening=dampening, nesterov=nesterov,
+                      weight_decay=weight_decay, maximize=maximize)
+    return _go(S._SGD, backend, (params, grads, momentum_buffers), kw)
 
 
 def _adam(params, grads, exp_avgs, exp_avg_sqs, step, lr, beta1, beta2, eps, weight_decay, amsgrad,
@@ -251,12 +253,7 @@ def _adam(params, grads, exp_avgs, exp_avg_sqs, step, lr, beta1, beta2, eps, wei
     if not V.adam_scalars_ok(step, lr, beta1, beta2, eps, weight_decay, amsgrad, maximize):
         step, lr, beta1, beta2, eps, weight_decay, amsgrad, maximize = S._adam_hyper(
             step, lr, beta1, beta2, eps, weight_decay, amsgrad, maximize)
-    if amsgrad:
-        V.required("max_exp_avg_sqs", max_exp_avg_sqs, "amsgrad=True")
-    else:
-        max_exp_avg_sqs = None
-    return _go("adam", backend, ("params", "grads", "exp_avgs", "exp_avg_sqs", "max_exp_avg_sqs"),
-               (params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs),
+    return _go(S._ADAM, backend, (params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs),
                dict(step=step, lr=lr, beta1=beta1, beta2=beta2, eps=eps, weight_decay=weight_decay,
                     amsgrad=amsgrad, maximize=maximize, decoupled_weight_decay=decoupled))
 
@@ -278,9 +275,9 @@ def adamw_step(params, grads, exp_avgs, exp_avg_sqs, *, step, lr=1e-3, beta1=0.9
 def adamax_step(params, grads, exp_avgs, exp_infs, *, step, lr=2e-3, beta1=0.9, beta2=0.999, eps=1e-8,
                 weight_decay=0.0, maximize=False, backend=None):
     """:func:`fastgd.adamax_step` on lists of arrays."""
-    kw = S._adamax_hyper(step, lr, beta1, beta2, eps, weight_decay, maximize)
-    return _go("adamax", backend, ("params", "grads", "exp_avgs", "exp_infs"), (params, grads, exp_avgs, exp_infs),
-               kw)
+    kw = S._ADAMAX.check(step, lr=lr, beta1=beta1, beta2=beta2, eps=eps, weight_decay=weight_decay,
+                         maximize=maximize)
+    return _go(S._ADAMAX, backend, (params, grads, exp_avgs, exp_infs), kw)
 
 
 def nadam_step(params, grads, exp_avgs, exp_avg_sqs, mu_product=None, *, step, lr=2e-3, beta1=0.9, beta2=0.999,
@@ -289,10 +286,13 @@ def nadam_step(params, grads, exp_avgs, exp_avg_sqs, mu_product=None, *, step, l
     """:func:`fastgd.nadam_step` on lists of arrays.  ``mu_product`` (a float64 array of one
     element, or None to recompute it from ``step``) is shared by the whole list: it holds
     :math:`P_{t-1}` on entry and is updated once, in place, to :math:`P_t`."""
-    kw = S._nadam_hyper(step, lr, beta1, beta2, eps, weight_decay, momentum_decay, decoupled_weight_decay, maximize)
-    kw["mu_product"] = S._mu_product_before(mu_product, kw)
-    params = _go("nadam", backend, ("params", "grads", "exp_avgs", "exp_avg_sqs"),
-                 (params, grads, exp_avgs, exp_avg_sqs), kw)
+    kw = S._NADAM.check(step, lr=lr, beta1=beta1, beta2=beta2, eps=eps, weight_decay=weight_decay,
+                        momentum_decay=momentum_decay, decoupled_weight_decay=decoupled_weight_decay,
+                        maximize=maximize)
+    lists = _as_lists(S._NADAM.multi_names, (params, grads, exp_avgs, exp_avg_sqs))
+    kw["mu_product"] = S._mu_product_before(mu_product, kw, lambda k, t: "%s[%d]" % (S._NADAM.multi_names[k], t),
+                                            lists)
+    params = _go(S._NADAM, backend, lists, kw)
     S._mu_product_after(mu_product, kw)
     return params
 
@@ -300,45 +300,36 @@ def nadam_step(params, grads, exp_avgs, exp_avg_sqs, mu_product=None, *, step, l
 def radam_step(params, grads, exp_avgs, exp_avg_sqs, *, step, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8,
                weight_decay=0.0, decoupled_weight_decay=False, maximize=False, backend=None):
     """:func:`fastgd.radam_step` on lists of arrays."""
-    kw = S._radam_hyper(step, lr, beta1, beta2, eps, weight_decay, decoupled_weight_decay, maximize)
-    return _go("radam", backend, ("params", "grads", "exp_avgs", "exp_avg_sqs"),
-               (params, grads, exp_avgs, exp_avg_sqs), kw)
+    kw = S._RADAM.check(step, lr=lr, beta1=beta1, beta2=beta2, eps=eps, weight_decay=weight_decay,
+                        decoupled_weight_decay=decoupled_weight_decay, maximize=maximize)
+    return _go(S._RADAM, backend, (params, grads, exp_avgs, exp_avg_sqs), kw)
 
 
 def adagrad_step(params, grads, state_sums, *, step, lr=1e-2, lr_decay=0.0, weight_decay=0.0, eps=1e-10,
                  maximize=False, backend=None):
     """:func:`fastgd.adagrad_step` on lists of arrays."""
-    kw = S._adagrad_hyper(step, lr, lr_decay, weight_decay, eps, maximize)
-    return _go("adagrad", backend, ("params", "grads", "state_sums"), (params, grads, state_sums), kw)
+    kw = S._ADAGRAD.check(step, lr=lr, lr_decay=lr_decay, weight_decay=weight_decay, eps=eps, maximize=maximize)
+    return _go(S._ADAGRAD, backend, (params, grads, state_sums), kw)
 
 
 def adadelta_step(params, grads, square_avgs, acc_deltas, *, lr=1.0, rho=0.9, eps=1e-6, weight_decay=0.0,
                   maximize=False, backend=None):
     """:func:`fastgd.adadelta_step` on lists of arrays."""
-    kw = S._adadelta_hyper(lr, rho, eps, weight_decay, maximize)
-    return _go("adadelta", backend, ("params", "grads", "square_avgs", "acc_deltas"),
-               (params, grads, square_avgs, acc_deltas), kw)
+    kw = S._ADADELTA.check(lr=lr, rho=rho, eps=eps, weight_decay=weight_decay, maximize=maximize)
+    return _go(S._ADADELTA, backend, (params, grads, square_avgs, acc_deltas), kw)
 
 
 def rmsprop_step(params, grads, square_avgs, *, momentum_buffers=None, grad_avgs=None, lr=1e-2, alpha=0.99,
                  eps=1e-8, momentum=0.0, centered=False, weight_decay=0.0, maximize=False, backend=None):
     """:func:`fastgd.rmsprop_step` on lists of arrays (``momentum_buffers`` when
     ``momentum > 0``, ``grad_avgs`` when ``centered=True``)."""
-    kw = S._rmsprop_hyper(lr, alpha, eps, weight_decay, momentum, centered, maximize)
-    if kw["momentum"] > 0:
-        V.required("momentum_buffers", momentum_buffers, "momentum > 0")
-    else:
-        momentum_buffers = None
-    if kw["centered"]:
-        V.required("grad_avgs", grad_avgs, "centered=True")
-    else:
-        grad_avgs = None
-    return _go("rmsprop", backend, ("params", "grads", "square_avgs", "momentum_buffers", "grad_avgs"),
-               (params, grads, square_avgs, momentum_buffers, grad_avgs), kw)
+    kw = S._RMSPROP.check(lr=lr, alpha=alpha, eps=eps, momentum=momentum, centered=centered,
+                          weight_decay=weight_decay, maximize=maximize)
+    return _go(S._RMSPROP, backend, (params, grads, square_avgs, momentum_buffers, grad_avgs), kw)
 
 
 def lion_step(params, grads, exp_avgs, *, lr=1e-4, beta1=0.9, beta2=0.99, weight_decay=0.0, maximize=False,
               backend=None):
     """:func:`fastgd.lion_step` on lists of arrays."""
-    kw = S._lion_hyper(lr, beta1, beta2, weight_decay, maximize)
-    return _go("lion", backend, ("params", "grads", "exp_avgs"), (params, grads, exp_avgs), kw)
+    kw = S._LION.check(lr=lr, beta1=beta1, beta2=beta2, weight_decay=weight_decay, maximize=maximize)
+    return _go(S._LION, backend, (params, grads, exp_avgs), kw)

@@ -19,126 +19,64 @@ import numpy as np
 
 from . import _validate as V
 from .backends import backend_module
+from ._rules import RULES
 from .reference.rules import nadam_mu
 
 __all__ = ["sgd_step", "adam_step", "adamw_step", "adamax_step", "nadam_step", "radam_step",
            "adagrad_step", "adadelta_step", "rmsprop_step", "lion_step"]
 
 
-_NO_EPS = object()  # the rule has no eps (sgd, lion)
-
-
-def _common(lr, weight_decay, maximize, eps=_NO_EPS):
-    lr = V.nonneg("lr", lr)
-    weight_decay = V.nonneg("weight_decay", weight_decay)
-    maximize = V.flag("maximize", maximize)
-    if eps is _NO_EPS:
-        return lr, weight_decay, maximize
-    return lr, weight_decay, maximize, V.nonneg("eps", eps)
-
-
 # ---------------------------------------------------------------------------------------
-# Hyperparameter checks, one function per rule, shared with fastgd.multi: each returns the
-# keywords of the backends' kernel (fastgd/reference/rules.py's signature) or raises.
+# Every check comes from the rule table (fastgd/_rules.py): the hyperparameters
+# (``Rule.check``), which state arrays a call needs (``Rule.arrays``), the names and the
+# positions that may be None.  fastgd.multi and fastgd.optim use the same table.
 
-def _sgd_hyper(lr, momentum, dampening, nesterov, weight_decay, maximize, step):
-    lr, weight_decay, maximize = _common(lr, weight_decay, maximize)
-    momentum = V.nonneg("momentum", momentum)
-    dampening = V.unit_interval("dampening", dampening, closed_right=True)
-    nesterov = V.flag("nesterov", nesterov)
-    if nesterov and (momentum <= 0 or dampening != 0):
-        raise ValueError("nesterov=True requires momentum > 0 and dampening == 0")
-    first = False if step is None else V.step(step) == 1
-    return dict(lr=lr, momentum=momentum, dampening=dampening, nesterov=nesterov, weight_decay=weight_decay,
-                maximize=maximize, first_step=first)
+_SGD, _ADAM, _ADAMW, _ADAMAX, _NADAM, _RADAM, _ADAGRAD, _ADADELTA, _RMSPROP, _LION = (
+    RULES[r] for r in ("sgd", "adam", "adamw", "adamax", "nadam", "radam", "adagrad", "adadelta", "rmsprop",
+                       "lion"))
+
+
+def _run(rule, backend, given, kw):
+    """Complete and check the arrays (``given``: param, grad, every state array), then run
+    the backend's kernel (not on empty arrays)."""
+    arrs = rule.arrays(kw, given)
+    V.arrays_ok(arrs, 1, rule.optional) or V.arrays(rule.array_names, arrs, 1, rule.optional)
+    impl = backend_module(backend)  # an unknown backend is an error even for empty arrays
+    if arrs[0].size == 0:
+        return arrs[0]
+    return getattr(impl, rule.kernel)(*arrs, **kw)
 
 
 def _adam_hyper(step, lr, beta1, beta2, eps, weight_decay, amsgrad, maximize):
-    """(step, lr, beta1, beta2, eps, weight_decay, amsgrad, maximize), checked by name.
+    """(step, lr, beta1, beta2, eps, weight_decay, amsgrad, maximize), checked by the table.
 
     Callers try ``V.adam_scalars_ok`` first (plain Python floats/ints/bools in range, the
     values these checks would return unchanged, accepted in C) and come here only when it says
     no: Adam is the step most often called on small arrays."""
-    lr, weight_decay, maximize, eps = _common(lr, weight_decay, maximize, eps)
-    beta1 = V.unit_interval("beta1", beta1)
-    beta2 = V.unit_interval("beta2", beta2)
-    step = V.step(step)
-    amsgrad = V.flag("amsgrad", amsgrad)
-    return step, lr, beta1, beta2, eps, weight_decay, amsgrad, maximize
+    kw = _ADAM.check(step, lr=lr, beta1=beta1, beta2=beta2, eps=eps, weight_decay=weight_decay, amsgrad=amsgrad,
+                     maximize=maximize)
+    return (kw["step"], kw["lr"], kw["beta1"], kw["beta2"], kw["eps"], kw["weight_decay"], kw["amsgrad"],
+            kw["maximize"])
 
 
-def _adamax_hyper(step, lr, beta1, beta2, eps, weight_decay, maximize):
-    lr, weight_decay, maximize, eps = _common(lr, weight_decay, maximize, eps)
-    return dict(step=V.step(step), lr=lr, beta1=V.unit_interval("beta1", beta1),
-                beta2=V.unit_interval("beta2", beta2), eps=eps, weight_decay=weight_decay, maximize=maximize)
-
-
-def _nadam_hyper(step, lr, beta1, beta2, eps, weight_decay, momentum_decay, decoupled_weight_decay, maximize):
-    """The kernel keywords but ``mu_product`` (see ``_mu_product_before``)."""
-    lr, weight_decay, maximize, eps = _common(lr, weight_decay, maximize, eps)
-    return dict(step=V.step(step), lr=lr, beta1=V.unit_interval("beta1", beta1),
-                beta2=V.unit_interval("beta2", beta2), eps=eps, weight_decay=weight_decay,
-                momentum_decay=V.nonneg("momentum_decay", momentum_decay), maximize=maximize,
-                decoupled_weight_decay=V.flag("decoupled_weight_decay", decoupled_weight_decay))
-
-
-def _mu_product_before(mu_product, kw):
-    """P_{t-1}: read from the caller's state array (checked), or recomputed from the step."""
+def _mu_product_before(mu_product, kw, names, lists):
+    """P_{t-1}: read from the caller's state array (checked: a writeable float64 ndarray of
+    one element that overlaps none of the arrays ``lists[k][t]``, named ``names[k]``), or
+    recomputed from the step."""
     if mu_product is None:
         return nadam_mu_product(kw["step"] - 1, beta1=kw["beta1"], momentum_decay=kw["momentum_decay"])
-    if type(mu_product) is not np.ndarray or mu_product.dtype != np.float64 or mu_product.size != 1:
-        raise TypeError("mu_product must be a float64 numpy array with one element (numpy.ones(1) at step 1)")
-    if not mu_product.flags.writeable:
-        raise ValueError("mu_product must be writeable (it is updated in place)")
-    return float(mu_product.flat[0])
+    value = V.one_element_f64("mu_product", mu_product)
+    hit = V.first_overlap(mu_product, lists)
+    if hit is not None:
+        raise ValueError("mu_product and %s overlap in memory; every array must be a separate buffer"
+                         % names(*hit))
+    return value
 
 
 def _mu_product_after(mu_product, kw):
     """Advance the caller's state array to P_t = P_{t-1} * mu_t."""
     if mu_product is not None:
         mu_product.flat[0] = kw["mu_product"] * nadam_mu(kw["step"], kw["beta1"], kw["momentum_decay"])
-
-
-def _radam_hyper(step, lr, beta1, beta2, eps, weight_decay, decoupled_weight_decay, maximize):
-    lr, weight_decay, maximize, eps = _common(lr, weight_decay, maximize, eps)
-    return dict(step=V.step(step), lr=lr, beta1=V.unit_interval("beta1", beta1),
-                beta2=V.unit_interval("beta2", beta2), eps=eps, weight_decay=weight_decay, maximize=maximize,
-                decoupled_weight_decay=V.flag("decoupled_weight_decay", decoupled_weight_decay))
-
-
-def _adagrad_hyper(step, lr, lr_decay, weight_decay, eps, maximize):
-    lr, weight_decay, maximize, eps = _common(lr, weight_decay, maximize, eps)
-    return dict(step=V.step(step), lr=lr, lr_decay=V.nonneg("lr_decay", lr_decay), weight_decay=weight_decay,
-                eps=eps, maximize=maximize)
-
-
-def _adadelta_hyper(lr, rho, eps, weight_decay, maximize):
-    lr, weight_decay, maximize, eps = _common(lr, weight_decay, maximize, eps)
-    return dict(lr=lr, rho=V.unit_interval("rho", rho, closed_right=True), eps=eps, weight_decay=weight_decay,
-                maximize=maximize)
-
-
-def _rmsprop_hyper(lr, alpha, eps, weight_decay, momentum, centered, maximize):
-    lr, weight_decay, maximize, eps = _common(lr, weight_decay, maximize, eps)
-    return dict(lr=lr, alpha=V.unit_interval("alpha", alpha, closed_right=True), eps=eps,
-                weight_decay=weight_decay, momentum=V.nonneg("momentum", momentum),
-                centered=V.flag("centered", centered), maximize=maximize)
-
-
-def _lion_hyper(lr, beta1, beta2, weight_decay, maximize):
-    lr, weight_decay, maximize = _common(lr, weight_decay, maximize)
-    return dict(lr=lr, beta1=V.unit_interval("beta1", beta1, closed_right=True),
-                beta2=V.unit_interval("beta2", beta2, closed_right=True), weight_decay=weight_decay,
-                maximize=maximize)
-
-
-def _run(rule, backend, names, arrs, kw):
-    """Check the arrays, then run the backend's kernel (not on empty arrays)."""
-    V.arrays_ok(arrs, 1) or V.arrays(names, arrs, 1)
-    impl = backend_module(backend)  # an unknown backend is an error even for empty arrays
-    if arrs[0].size == 0:
-        return arrs[0]
-    return getattr(impl, rule)(*arrs, **kw)
 
 
 def sgd_step(param, grad, momentum_buffer=None, *, lr, momentum=0.0, dampening=0.0, nesterov=False,
@@ -156,15 +94,12 @@ def sgd_step(param, grad, momentum_buffer=None, *, lr, momentum=0.0, dampening=0
     step to get that behaviour (with a zero buffer and ``dampening=0`` both agree anyway).
     ``step=None`` means the buffer already holds history.
     """
-    kw = _sgd_hyper(lr, momentum, dampening, nesterov, weight_decay, maximize, step)
-    if kw["momentum"] == 0:
-        momentum_buffer = None
-    else:
-        V.required("momentum_buffer", momentum_buffer, "momentum != 0")
-    return _run("sgd", backend, ("param", "grad", "momentum_buffer"), (param, grad, momentum_buffer), kw)
+    kw = _SGD.check(step, lr=lr, momentum=momentum, dampening=dampening, nesterov=nesterov,
+                    weight_decay=weight_decay, maximize=maximize)
+    return _run(_SGD, backend, (param, grad, momentum_buffer), kw)
 
 
-_ADAM_NAMES = ("param", "grad", "exp_avg", "exp_avg_sq", "max_exp_avg_sq")
+_ADAM_OPTIONAL = _ADAM.optional
 
 
 def _adam(param, grad, exp_avg, exp_avg_sq, step, lr, beta1, beta2, eps, weight_decay, amsgrad,
@@ -180,7 +115,7 @@ def _adam(param, grad, exp_avg, exp_avg_sq, step, lr, beta1, beta2, eps, weight_
     else:
         max_exp_avg_sq = None
     arrs = (param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq)
-    V.arrays_ok(arrs, 1) or V.arrays(_ADAM_NAMES, arrs, 1)
+    V.arrays_ok(arrs, 1, _ADAM_OPTIONAL) or V.arrays(_ADAM.array_names, arrs, 1, _ADAM_OPTIONAL)
     impl = backend_module(backend)  # an unknown backend is an error even for empty arrays
     if param.size == 0:
         return param
@@ -232,8 +167,8 @@ def adamax_step(param, grad, exp_avg, exp_inf, *, step, lr=2e-3, beta1=0.9, beta
 
     State: ``exp_avg`` (m), ``exp_inf`` (u).
     """
-    kw = _adamax_hyper(step, lr, beta1, beta2, eps, weight_decay, maximize)
-    return _run("adamax", backend, ("param", "grad", "exp_avg", "exp_inf"), (param, grad, exp_avg, exp_inf), kw)
+    kw = _ADAMAX.check(step, lr=lr, beta1=beta1, beta2=beta2, eps=eps, weight_decay=weight_decay, maximize=maximize)
+    return _run(_ADAMAX, backend, (param, grad, exp_avg, exp_inf), kw)
 
 
 def nadam_step(param, grad, exp_avg, exp_avg_sq, mu_product=None, *, step, lr=2e-3, beta1=0.9, beta2=0.999,
@@ -253,9 +188,11 @@ def nadam_step(param, grad, exp_avg, exp_avg_sq, mu_product=None, *, step, lr=2e
     ``state['mu_product']``).  If ``mu_product`` is omitted, :math:`P_{t-1}` is recomputed from
     ``step`` (exact for constant ``beta1`` and ``momentum_decay``, O(step) scalar work).
     """
-    kw = _nadam_hyper(step, lr, beta1, beta2, eps, weight_decay, momentum_decay, decoupled_weight_decay, maximize)
-    kw["mu_product"] = _mu_product_before(mu_product, kw)
-    _run("nadam", backend, ("param", "grad", "exp_avg", "exp_avg_sq"), (param, grad, exp_avg, exp_avg_sq), kw)
+    kw = _NADAM.check(step, lr=lr, beta1=beta1, beta2=beta2, eps=eps, weight_decay=weight_decay,
+                      momentum_decay=momentum_decay, decoupled_weight_decay=decoupled_weight_decay, maximize=maximize)
+    kw["mu_product"] = _mu_product_before(mu_product, kw, lambda k, t: _NADAM.array_names[k],
+                                          ((param,), (grad,), (exp_avg,), (exp_avg_sq,)))
+    _run(_NADAM, backend, (param, grad, exp_avg, exp_avg_sq), kw)
     _mu_product_after(mu_product, kw)
     return param
 
@@ -282,8 +219,9 @@ def radam_step(param, grad, exp_avg, exp_avg_sq, *, step, lr=1e-3, beta1=0.9, be
 
     State: ``exp_avg``, ``exp_avg_sq``.
     """
-    kw = _radam_hyper(step, lr, beta1, beta2, eps, weight_decay, decoupled_weight_decay, maximize)
-    return _run("radam", backend, ("param", "grad", "exp_avg", "exp_avg_sq"), (param, grad, exp_avg, exp_avg_sq), kw)
+    kw = _RADAM.check(step, lr=lr, beta1=beta1, beta2=beta2, eps=eps, weight_decay=weight_decay,
+                      decoupled_weight_decay=decoupled_weight_decay, maximize=maximize)
+    return _run(_RADAM, backend, (param, grad, exp_avg, exp_avg_sq), kw)
 
 
 def adagrad_step(param, grad, state_sum, *, step, lr=1e-2, lr_decay=0.0, weight_decay=0.0, eps=1e-10,
@@ -297,8 +235,8 @@ def adagrad_step(param, grad, state_sum, *, step, lr=1e-2, lr_decay=0.0, weight_
 
     State: ``state_sum`` (torch's ``initial_accumulator_value``, 0 by default: fill it to start elsewhere).
     """
-    kw = _adagrad_hyper(step, lr, lr_decay, weight_decay, eps, maximize)
-    return _run("adagrad", backend, ("param", "grad", "state_sum"), (param, grad, state_sum), kw)
+    kw = _ADAGRAD.check(step, lr=lr, lr_decay=lr_decay, weight_decay=weight_decay, eps=eps, maximize=maximize)
+    return _run(_ADAGRAD, backend, (param, grad, state_sum), kw)
 
 
 def adadelta_step(param, grad, square_avg, acc_delta, *, lr=1.0, rho=0.9, eps=1e-6, weight_decay=0.0,
@@ -314,9 +252,8 @@ def adadelta_step(param, grad, square_avg, acc_delta, *, lr=1.0, rho=0.9, eps=1e
 
     State: ``square_avg`` (s), ``acc_delta`` (a).
     """
-    kw = _adadelta_hyper(lr, rho, eps, weight_decay, maximize)
-    return _run("adadelta", backend, ("param", "grad", "square_avg", "acc_delta"), (param, grad, square_avg, acc_delta),
-                kw)
+    kw = _ADADELTA.check(lr=lr, rho=rho, eps=eps, weight_decay=weight_decay, maximize=maximize)
+    return _run(_ADADELTA, backend, (param, grad, square_avg, acc_delta), kw)
 
 
 def rmsprop_step(param, grad, square_avg, *, momentum_buffer=None, grad_avg=None, lr=1e-2, alpha=0.99,
@@ -333,17 +270,9 @@ def rmsprop_step(param, grad, square_avg, *, momentum_buffer=None, grad_avg=None
     State: ``square_avg`` (s); ``momentum_buffer`` (b) when ``momentum > 0``; ``grad_avg``
     when ``centered=True``.
     """
-    kw = _rmsprop_hyper(lr, alpha, eps, weight_decay, momentum, centered, maximize)
-    if kw["momentum"] > 0:
-        V.required("momentum_buffer", momentum_buffer, "momentum > 0")
-    else:
-        momentum_buffer = None
-    if kw["centered"]:
-        V.required("grad_avg", grad_avg, "centered=True")
-    else:
-        grad_avg = None
-    return _run("rmsprop", backend, ("param", "grad", "square_avg", "momentum_buffer", "grad_avg"),
-                (param, grad, square_avg, momentum_buffer, grad_avg), kw)
+    kw = _RMSPROP.check(lr=lr, alpha=alpha, eps=eps, momentum=momentum, centered=centered, weight_decay=weight_decay,
+                        maximize=maximize)
+    return _run(_RMSPROP, backend, (param, grad, square_avg, momentum_buffer, grad_avg), kw)
 
 
 def lion_step(param, grad, exp_avg, *, lr=1e-4, beta1=0.9, beta2=0.99, weight_decay=0.0, maximize=False,
@@ -358,5 +287,5 @@ def lion_step(param, grad, exp_avg, *, lr=1e-4, beta1=0.9, beta2=0.99, weight_de
 
     State: ``exp_avg`` (m).  Use a learning rate 3-10x smaller than AdamW's.
     """
-    kw = _lion_hyper(lr, beta1, beta2, weight_decay, maximize)
-    return _run("lion", backend, ("param", "grad", "exp_avg"), (param, grad, exp_avg), kw)
+    kw = _LION.check(lr=lr, beta1=beta1, beta2=beta2, weight_decay=weight_decay, maximize=maximize)
+    return _run(_LION, backend, (param, grad, exp_avg), kw)

@@ -306,14 +306,19 @@ def test_bad_input_raises_and_writes_nothing(what, mutate, exc, msg, backend):
         assert_same(a, before[k])
 
 
-def test_ndarray_subclass_takes_the_python_path(backend):
-    """The C fast accept takes exact ndarrays only; anything else goes through the Python
-    checks, which accept valid subclasses as the single-tensor functions do."""
+@pytest.mark.parametrize("where", ["params", "grads"])
+def test_ndarray_subclasses_are_refused(where, backend):
+    """Exactly numpy.ndarray, as in the single-tensor functions: a subclass (here a trivial
+    one, np.matrix and masked arrays in test_validate / test_bad_input) is a TypeError naming
+    it, and nothing is written."""
     class Sub(np.ndarray):
         pass
-    ps = [np.ones(3).view(Sub), np.ones(2)]
-    M.sgd_step(ps, [np.ones(3), np.ones(2)], lr=0.5, backend=backend)
-    assert np.array_equal(ps[0], [0.5] * 3) and np.array_equal(ps[1], [0.5] * 2)
+    ps = [np.ones(2), np.ones(3)]
+    gs = [np.ones(2), np.ones(3)]
+    (ps if where == "params" else gs)[1] = np.ones(3).view(Sub)
+    with pytest.raises(TypeError, match=r"%s\[1\] must be a numpy.ndarray, not the subclass" % where):
+        M.sgd_step(ps, gs, lr=0.5, backend=backend)
+    assert np.array_equal(ps[0], [1.0] * 2) and np.array_equal(np.asarray(ps[1]), [1.0] * 3)
 
 
 # ---------------------------------------------------------------------------------------
@@ -414,7 +419,7 @@ def test_fast_overlap_check_agrees_with_brute_force():
         ok = all(not (w1 or w2) or a + n <= b or b + m <= a
                  for i, (a, n, w1) in enumerate(ranges) for (b, m, w2) in ranges[i + 1:])
         seen.add(ok)
-        assert bool(_rules.multi_arrays_ok(tuple(lists), 1)) == ok
+        assert bool(_rules.multi_arrays_ok(tuple(lists), 1, 0)) == ok
     assert seen == {True, False}
 
 

@@ -109,18 +109,20 @@ def adam_scalars_ok(step, lr, beta1, beta2, eps, weight_decay, amsgrad, maximize
             and 0.0 <= b1 < 1.0 and 0.0 <= b2 < 1.0)
 
 
-def arrays_ok(tuple arrs, Py_ssize_t n_readonly):
-    """Fast accept for ``fastgd._validate.arrays``: True when every array is a C-contiguous
-    float32/float64 ndarray with param's dtype and shape, the written ones are writeable and no
-    two overlap (byte ranges, as ``numpy.may_share_memory`` checks them).  False means "let the
-    Python checks find and name the problem"; it never raises."""
+def arrays_ok(tuple arrs, Py_ssize_t n_readonly, unsigned long long optional):
+    """Fast accept for ``fastgd._validate.arrays``: True when every array is exactly a
+    C-contiguous, aligned, native float32/float64 ndarray with param's dtype and shape, None
+    appears only at positions whose bit is set in ``optional``, the written ones are
+    writeable and no two overlap (byte ranges, as ``numpy.may_share_memory`` checks them).
+    False means "let the Python checks find and name the problem"; it never raises.  It may
+    only accept what those checks accept (tests/test_validate.py feeds both the same input)."""
     cdef Py_ssize_t k, j, nd, d, n = len(arrs)
     cdef cnp.ndarray a, p
     cdef int tnum
     cdef char* lo[8]
     cdef char* hi[8]
     cdef Py_ssize_t m = 0
-    if n > 8:
+    if n > 8 or n < 1:
         return False
     first = arrs[0]
     if not cnp.PyArray_CheckExact(first):
@@ -133,13 +135,15 @@ def arrays_ok(tuple arrs, Py_ssize_t n_readonly):
     for k in range(n):
         o = arrs[k]
         if o is None:
-            continue
+            if (optional >> k) & 1:
+                continue
+            return False
         if not cnp.PyArray_CheckExact(o):
             return False
         a = <cnp.ndarray>o
         if cnp.PyArray_TYPE(a) != tnum or cnp.PyArray_NDIM(a) != nd or not cnp.PyArray_ISNOTSWAPPED(a):
             return False
-        if not cnp.PyArray_IS_C_CONTIGUOUS(a):
+        if not cnp.PyArray_IS_C_CONTIGUOUS(a) or not cnp.PyArray_ISALIGNED(a):
             return False
         if (k == 0 or k > n_readonly) and not cnp.PyArray_ISWRITEABLE(a):
             return False
@@ -170,3 +174,29 @@ def thread_spans(cnp.ndarray a, Py_ssize_t nthreads):
     if cnp.PyArray_TYPE(a) == cnp.NPY_FLOAT64:
         return [_span(t, nthreads, n, <const double*>cnp.PyArray_DATA(a)) for t in range(nthreads + 1)]
     raise TypeError("a must be float32 or float64")
+
+
+def first_overlap(cnp.ndarray a, tuple lists):
+    """The ``(k, t)`` of the first ndarray ``lists[k][t]`` whose bytes overlap ``a``'s (lists
+    that are None, and entries that are not ndarrays, skipped), or None.  One pass in C:
+    NAdam's ``mu_product`` is checked against every array of a multi-tensor call this way."""
+    cdef char* lo = <char*>cnp.PyArray_DATA(a)
+    cdef char* hi = lo + cnp.PyArray_NBYTES(a)
+    cdef char* blo
+    cdef Py_ssize_t k, t
+    cdef cnp.ndarray b
+    if lo == hi:
+        return None
+    for k in range(len(lists)):
+        lst = lists[k]
+        if lst is None:
+            continue
+        for t in range(len(lst)):
+            o = lst[t]
+            if not cnp.PyArray_Check(o):
+                continue
+            b = <cnp.ndarray>o
+            blo = <char*>cnp.PyArray_DATA(b)
+            if blo < hi and lo < blo + cnp.PyArray_NBYTES(b) and cnp.PyArray_NBYTES(b) > 0:
+                return (k, t)
+    return None

@@ -106,12 +106,17 @@ def sgd(param, grad, momentum_buffer, double lr, double momentum, double dampeni
     cdef double sign = -1.0 if maximize else 1.0
     cdef bint has_wd = weight_decay != 0
     cdef bint has_mom = momentum != 0
-    if _f32(param):
-        _sgd[float](<float*>_ptr(param), <float*>_ptr(grad), <float*>_ptr(momentum_buffer), n, nt, sign,
-                    has_wd, weight_decay, has_mom, first_step, nesterov, momentum, 1.0 - dampening, lr)
-    else:
-        _sgd[double](<double*>_ptr(param), <double*>_ptr(grad), <double*>_ptr(momentum_buffer), n, nt, sign,
-                     has_wd, weight_decay, has_mom, first_step, nesterov, momentum, 1.0 - dampening, lr)
+    cdef void* _p_param = _ptr(param)
+    cdef void* _p_grad = _ptr(grad)
+    cdef void* _p_momentum_buffer = _ptr(momentum_buffer)
+    cdef bint f32 = _f32(param)
+    with nogil:  # other Python threads run while the loop does
+        if f32:
+            _sgd[float](<float*>_p_param, <float*>_p_grad, <float*>_p_momentum_buffer, n, nt, sign,
+                        has_wd, weight_decay, has_mom, first_step, nesterov, momentum, 1.0 - dampening, lr)
+        else:
+            _sgd[double](<double*>_p_param, <double*>_p_grad, <double*>_p_momentum_buffer, n, nt, sign,
+                         has_wd, weight_decay, has_mom, first_step, nesterov, momentum, 1.0 - dampening, lr)
     return param
 
 
@@ -186,14 +191,21 @@ def adam(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, double step, double l
     cdef double inv_bc2_sqrt = 1.0 / sqrt(1.0 - beta2 ** step)
     cdef double decay = 1.0 - lr * weight_decay
     cdef bint has_wd = weight_decay != 0
-    if _f32(param):
-        _adam[float](<float*>_ptr(param), <float*>_ptr(grad), <float*>_ptr(exp_avg), <float*>_ptr(exp_avg_sq),
-                     <float*>_ptr(max_exp_avg_sq), n, nt, sign, has_wd, decoupled_weight_decay, weight_decay,
-                     decay, beta1, 1.0 - beta1, beta2, 1.0 - beta2, step_size, inv_bc2_sqrt, eps, amsgrad)
-    else:
-        _adam[double](<double*>_ptr(param), <double*>_ptr(grad), <double*>_ptr(exp_avg), <double*>_ptr(exp_avg_sq),
-                      <double*>_ptr(max_exp_avg_sq), n, nt, sign, has_wd, decoupled_weight_decay, weight_decay,
-                      decay, beta1, 1.0 - beta1, beta2, 1.0 - beta2, step_size, inv_bc2_sqrt, eps, amsgrad)
+    cdef void* _p_param = _ptr(param)
+    cdef void* _p_grad = _ptr(grad)
+    cdef void* _p_exp_avg = _ptr(exp_avg)
+    cdef void* _p_exp_avg_sq = _ptr(exp_avg_sq)
+    cdef void* _p_max_exp_avg_sq = _ptr(max_exp_avg_sq)
+    cdef bint f32 = _f32(param)
+    with nogil:  # other Python threads run while the loop does
+        if f32:
+            _adam[float](<float*>_p_param, <float*>_p_grad, <float*>_p_exp_avg, <float*>_p_exp_avg_sq,
+                         <float*>_p_max_exp_avg_sq, n, nt, sign, has_wd, decoupled_weight_decay, weight_decay,
+                         decay, beta1, 1.0 - beta1, beta2, 1.0 - beta2, step_size, inv_bc2_sqrt, eps, amsgrad)
+        else:
+            _adam[double](<double*>_p_param, <double*>_p_grad, <double*>_p_exp_avg, <double*>_p_exp_avg_sq,
+                          <double*>_p_max_exp_avg_sq, n, nt, sign, has_wd, decoupled_weight_decay, weight_decay,
+                          decay, beta1, 1.0 - beta1, beta2, 1.0 - beta2, step_size, inv_bc2_sqrt, eps, amsgrad)
     return param
 
 
@@ -237,12 +249,18 @@ def adamax(param, grad, exp_avg, exp_inf, double step, double lr, double beta1, 
     cdef double sign = -1.0 if maximize else 1.0
     cdef double step_size = lr / (1.0 - beta1 ** step)
     cdef bint has_wd = weight_decay != 0
-    if _f32(param):
-        _adamax[float](<float*>_ptr(param), <float*>_ptr(grad), <float*>_ptr(exp_avg), <float*>_ptr(exp_inf),
-                       n, nt, sign, has_wd, weight_decay, beta1, 1.0 - beta1, beta2, eps, step_size)
-    else:
-        _adamax[double](<double*>_ptr(param), <double*>_ptr(grad), <double*>_ptr(exp_avg), <double*>_ptr(exp_inf),
-                        n, nt, sign, has_wd, weight_decay, beta1, 1.0 - beta1, beta2, eps, step_size)
+    cdef void* _p_param = _ptr(param)
+    cdef void* _p_grad = _ptr(grad)
+    cdef void* _p_exp_avg = _ptr(exp_avg)
+    cdef void* _p_exp_inf = _ptr(exp_inf)
+    cdef bint f32 = _f32(param)
+    with nogil:  # other Python threads run while the loop does
+        if f32:
+            _adamax[float](<float*>_p_param, <float*>_p_grad, <float*>_p_exp_avg, <float*>_p_exp_inf,
+                           n, nt, sign, has_wd, weight_decay, beta1, 1.0 - beta1, beta2, eps, step_size)
+        else:
+            _adamax[double](<double*>_p_param, <double*>_p_grad, <double*>_p_exp_avg, <double*>_p_exp_inf,
+                            n, nt, sign, has_wd, weight_decay, beta1, 1.0 - beta1, beta2, eps, step_size)
     return param
 
 
@@ -304,14 +322,20 @@ def nadam(param, grad, exp_avg, exp_avg_sq, step, mu_product, double lr, double 
     cdef double coef_grad = lr * (1.0 - mu) / (1.0 - prod)
     cdef double coef_avg = lr * mu_next / (1.0 - prod * mu_next)
     cdef double inv_bc2 = 1.0 / (1.0 - beta2 ** step)
-    if _f32(param):
-        _nadam[float](<float*>_ptr(param), <float*>_ptr(grad), <float*>_ptr(exp_avg), <float*>_ptr(exp_avg_sq),
-                      n, nt, sign, has_wd, decoupled_weight_decay, weight_decay, decay, beta1, 1.0 - beta1,
-                      beta2, 1.0 - beta2, inv_bc2, eps, coef_grad, coef_avg)
-    else:
-        _nadam[double](<double*>_ptr(param), <double*>_ptr(grad), <double*>_ptr(exp_avg), <double*>_ptr(exp_avg_sq),
-                       n, nt, sign, has_wd, decoupled_weight_decay, weight_decay, decay, beta1, 1.0 - beta1,
-                       beta2, 1.0 - beta2, inv_bc2, eps, coef_grad, coef_avg)
+    cdef void* _p_param = _ptr(param)
+    cdef void* _p_grad = _ptr(grad)
+    cdef void* _p_exp_avg = _ptr(exp_avg)
+    cdef void* _p_exp_avg_sq = _ptr(exp_avg_sq)
+    cdef bint f32 = _f32(param)
+    with nogil:  # other Python threads run while the loop does
+        if f32:
+            _nadam[float](<float*>_p_param, <float*>_p_grad, <float*>_p_exp_avg, <float*>_p_exp_avg_sq,
+                          n, nt, sign, has_wd, decoupled_weight_decay, weight_decay, decay, beta1, 1.0 - beta1,
+                          beta2, 1.0 - beta2, inv_bc2, eps, coef_grad, coef_avg)
+        else:
+            _nadam[double](<double*>_p_param, <double*>_p_grad, <double*>_p_exp_avg, <double*>_p_exp_avg_sq,
+                           n, nt, sign, has_wd, decoupled_weight_decay, weight_decay, decay, beta1, 1.0 - beta1,
+                           beta2, 1.0 - beta2, inv_bc2, eps, coef_grad, coef_avg)
     return param
 
 
@@ -382,14 +406,20 @@ def radam(param, grad, exp_avg, exp_avg_sq, step, double lr, double beta1, doubl
                      * sqrt(bias_correction2) / bias_correction1)
     else:
         step_size = lr / bias_correction1
-    if _f32(param):
-        _radam[float](<float*>_ptr(param), <float*>_ptr(grad), <float*>_ptr(exp_avg), <float*>_ptr(exp_avg_sq),
-                      n, nt, sign, has_wd, decoupled_weight_decay, weight_decay, decay, beta1, 1.0 - beta1,
-                      beta2, 1.0 - beta2, rect, step_size, eps)
-    else:
-        _radam[double](<double*>_ptr(param), <double*>_ptr(grad), <double*>_ptr(exp_avg), <double*>_ptr(exp_avg_sq),
-                       n, nt, sign, has_wd, decoupled_weight_decay, weight_decay, decay, beta1, 1.0 - beta1,
-                       beta2, 1.0 - beta2, rect, step_size, eps)
+    cdef void* _p_param = _ptr(param)
+    cdef void* _p_grad = _ptr(grad)
+    cdef void* _p_exp_avg = _ptr(exp_avg)
+    cdef void* _p_exp_avg_sq = _ptr(exp_avg_sq)
+    cdef bint f32 = _f32(param)
+    with nogil:  # other Python threads run while the loop does
+        if f32:
+            _radam[float](<float*>_p_param, <float*>_p_grad, <float*>_p_exp_avg, <float*>_p_exp_avg_sq,
+                          n, nt, sign, has_wd, decoupled_weight_decay, weight_decay, decay, beta1, 1.0 - beta1,
+                          beta2, 1.0 - beta2, rect, step_size, eps)
+        else:
+            _radam[double](<double*>_p_param, <double*>_p_grad, <double*>_p_exp_avg, <double*>_p_exp_avg_sq,
+                           n, nt, sign, has_wd, decoupled_weight_decay, weight_decay, decay, beta1, 1.0 - beta1,
+                           beta2, 1.0 - beta2, rect, step_size, eps)
     return param
 
 
@@ -429,12 +459,17 @@ def adagrad(param, grad, state_sum, step, double lr, double lr_decay, double wei
     cdef double sign = -1.0 if maximize else 1.0
     cdef bint has_wd = weight_decay != 0
     cdef double clr = lr / (1.0 + (step - 1) * lr_decay)
-    if _f32(param):
-        _adagrad[float](<float*>_ptr(param), <float*>_ptr(grad), <float*>_ptr(state_sum), n, nt, sign, has_wd,
-                        weight_decay, clr, eps)
-    else:
-        _adagrad[double](<double*>_ptr(param), <double*>_ptr(grad), <double*>_ptr(state_sum), n, nt, sign, has_wd,
-                         weight_decay, clr, eps)
+    cdef void* _p_param = _ptr(param)
+    cdef void* _p_grad = _ptr(grad)
+    cdef void* _p_state_sum = _ptr(state_sum)
+    cdef bint f32 = _f32(param)
+    with nogil:  # other Python threads run while the loop does
+        if f32:
+            _adagrad[float](<float*>_p_param, <float*>_p_grad, <float*>_p_state_sum, n, nt, sign, has_wd,
+                            weight_decay, clr, eps)
+        else:
+            _adagrad[double](<double*>_p_param, <double*>_p_grad, <double*>_p_state_sum, n, nt, sign, has_wd,
+                             weight_decay, clr, eps)
     return param
 
 
@@ -477,12 +512,18 @@ def adadelta(param, grad, square_avg, acc_delta, double lr, double rho, double e
     cdef int nt = threads_for(n)
     cdef double sign = -1.0 if maximize else 1.0
     cdef bint has_wd = weight_decay != 0
-    if _f32(param):
-        _adadelta[float](<float*>_ptr(param), <float*>_ptr(grad), <float*>_ptr(square_avg), <float*>_ptr(acc_delta),
-                         n, nt, sign, has_wd, weight_decay, rho, 1.0 - rho, eps, lr)
-    else:
-        _adadelta[double](<double*>_ptr(param), <double*>_ptr(grad), <double*>_ptr(square_avg),
-                          <double*>_ptr(acc_delta), n, nt, sign, has_wd, weight_decay, rho, 1.0 - rho, eps, lr)
+    cdef void* _p_param = _ptr(param)
+    cdef void* _p_grad = _ptr(grad)
+    cdef void* _p_square_avg = _ptr(square_avg)
+    cdef void* _p_acc_delta = _ptr(acc_delta)
+    cdef bint f32 = _f32(param)
+    with nogil:  # other Python threads run while the loop does
+        if f32:
+            _adadelta[float](<float*>_p_param, <float*>_p_grad, <float*>_p_square_avg, <float*>_p_acc_delta,
+                             n, nt, sign, has_wd, weight_decay, rho, 1.0 - rho, eps, lr)
+        else:
+            _adadelta[double](<double*>_p_param, <double*>_p_grad, <double*>_p_square_avg,
+                              <double*>_p_acc_delta, n, nt, sign, has_wd, weight_decay, rho, 1.0 - rho, eps, lr)
     return param
 
 
@@ -560,14 +601,21 @@ def rmsprop(param, grad, square_avg, momentum_buffer, grad_avg, double lr, doubl
     cdef double sign = -1.0 if maximize else 1.0
     cdef bint has_wd = weight_decay != 0
     cdef bint has_mom = momentum > 0
-    if _f32(param):
-        _rmsprop[float](<float*>_ptr(param), <float*>_ptr(grad), <float*>_ptr(square_avg),
-                        <float*>_ptr(momentum_buffer), <float*>_ptr(grad_avg), n, nt, sign, has_wd, weight_decay,
-                        alpha, 1.0 - alpha, eps, centered, has_mom, momentum, lr)
-    else:
-        _rmsprop[double](<double*>_ptr(param), <double*>_ptr(grad), <double*>_ptr(square_avg),
-                         <double*>_ptr(momentum_buffer), <double*>_ptr(grad_avg), n, nt, sign, has_wd, weight_decay,
-                         alpha, 1.0 - alpha, eps, centered, has_mom, momentum, lr)
+    cdef void* _p_param = _ptr(param)
+    cdef void* _p_grad = _ptr(grad)
+    cdef void* _p_square_avg = _ptr(square_avg)
+    cdef void* _p_momentum_buffer = _ptr(momentum_buffer)
+    cdef void* _p_grad_avg = _ptr(grad_avg)
+    cdef bint f32 = _f32(param)
+    with nogil:  # other Python threads run while the loop does
+        if f32:
+            _rmsprop[float](<float*>_p_param, <float*>_p_grad, <float*>_p_square_avg,
+                            <float*>_p_momentum_buffer, <float*>_p_grad_avg, n, nt, sign, has_wd, weight_decay,
+                            alpha, 1.0 - alpha, eps, centered, has_mom, momentum, lr)
+        else:
+            _rmsprop[double](<double*>_p_param, <double*>_p_grad, <double*>_p_square_avg,
+                             <double*>_p_momentum_buffer, <double*>_p_grad_avg, n, nt, sign, has_wd, weight_decay,
+                             alpha, 1.0 - alpha, eps, centered, has_mom, momentum, lr)
     return param
 
 
@@ -609,12 +657,17 @@ def lion(param, grad, exp_avg, double lr, double beta1, double beta2, double wei
     cdef double sign = -1.0 if maximize else 1.0
     cdef bint has_wd = weight_decay != 0
     cdef double decay = 1.0 - lr * weight_decay
-    if _f32(param):
-        _lion[float](<float*>_ptr(param), <float*>_ptr(grad), <float*>_ptr(exp_avg), n, nt, sign, has_wd, decay,
-                     beta1, 1.0 - beta1, beta2, 1.0 - beta2, lr)
-    else:
-        _lion[double](<double*>_ptr(param), <double*>_ptr(grad), <double*>_ptr(exp_avg), n, nt, sign, has_wd, decay,
-                      beta1, 1.0 - beta1, beta2, 1.0 - beta2, lr)
+    cdef void* _p_param = _ptr(param)
+    cdef void* _p_grad = _ptr(grad)
+    cdef void* _p_exp_avg = _ptr(exp_avg)
+    cdef bint f32 = _f32(param)
+    with nogil:  # other Python threads run while the loop does
+        if f32:
+            _lion[float](<float*>_p_param, <float*>_p_grad, <float*>_p_exp_avg, n, nt, sign, has_wd, decay,
+                         beta1, 1.0 - beta1, beta2, 1.0 - beta2, lr)
+        else:
+            _lion[double](<double*>_p_param, <double*>_p_grad, <double*>_p_exp_avg, n, nt, sign, has_wd, decay,
+                          beta1, 1.0 - beta1, beta2, 1.0 - beta2, lr)
     return param
 
 
@@ -1079,7 +1132,7 @@ cdef extern from *:
     int fgd_disjoint(fgd_range* r, fgd_range* tmp, Py_ssize_t m) nogil
 
 
-def multi_arrays_ok(tuple lists, Py_ssize_t n_readonly):
+def multi_arrays_ok(tuple lists, Py_ssize_t n_readonly, unsigned long long optional):
     """1 (all params of one dtype) or 2 (float32 and float64 mixed) when, for every t, the
     arrays ``lists[k][t]`` (lists that are None skipped) are C-contiguous native-byte-order
     float32/float64 ndarrays (exact type) of param's (``lists[0][t]``) dtype and shape, the
@@ -1090,11 +1143,14 @@ def multi_arrays_ok(tuple lists, Py_ssize_t n_readonly):
     cdef cnp.ndarray a, p
     cdef int tnum, tnum0 = -1, mixed = 0
     cdef fgd_range* r
-    if K == 0 or type(lists[0]) is not list:
+    if K == 0 or K > 60 or type(lists[0]) is not list:
         return 0
     T = len(<list>lists[0])
     for k in range(K):
-        if lists[k] is not None and (type(lists[k]) is not list or len(<list>lists[k]) != T):
+        if lists[k] is None:
+            if not (optional >> k) & 1:
+                return 0
+        elif type(lists[k]) is not list or len(<list>lists[k]) != T:
             return 0
     r = <fgd_range*>malloc(sizeof(fgd_range) * (2 * K * T + 1))  # ranges, then the sort's buffer
     if r == NULL:
@@ -1121,7 +1177,7 @@ def multi_arrays_ok(tuple lists, Py_ssize_t n_readonly):
                     return 0
                 a = <cnp.ndarray>o
                 if cnp.PyArray_TYPE(a) != tnum or cnp.PyArray_NDIM(a) != nd or not cnp.PyArray_IS_C_CONTIGUOUS(a) \
-                        or not cnp.PyArray_ISNOTSWAPPED(a):
+                        or not cnp.PyArray_ISNOTSWAPPED(a) or not cnp.PyArray_ISALIGNED(a):
                     return 0
                 if (k == 0 or k > n_readonly) and not cnp.PyArray_ISWRITEABLE(a):
                     return 0

@@ -1,0 +1,249 @@
+"""The rule table: every fact about an update rule, declared once.
+
+One :class:`Rule` per public step function (``adam_step``, ``adamw_step``, ...).  It holds
+
+* ``kernel``: the backends' kernel name (``fastgd/reference/rules.py``, the Cython and numba
+  modules all export it; ``adam_step`` and ``adamw_step`` share ``adam``);
+* ``state``: the state arrays in positional order, under torch's names, each with the
+  option that makes it needed (``when``), its plural name in :mod:`fastgd.multi`, its name in
+  a ``torch.optim`` state dict, its initial value, and whether it can never be negative;
+* ``hyper``: every hyperparameter with its default (torch's; Lion: the paper's) and its check;
+* ``step``: whether the rule takes the step count (``"required"``), takes it optionally
+  (SGD: only to know the first step), or not at all (``None``);
+* ``fixed``: kernel keywords the public function fixes (AdamW: decoupled weight decay).
+
+What reads it: the hyperparameter checks of :mod:`fastgd.steps` and :mod:`fastgd.multi`
+(:meth:`Rule.check`), which arrays a call needs and may leave out (:meth:`Rule.arrays`),
+the defaults, hyperparameter checks and state names of the :mod:`fastgd.optim` classes,
+the kernel list each backend must provide, and the tests' parametrization.  The public
+functions keep explicit signatures and formula docstrings for editors and ``help()``;
+``tests/test_rules.py`` checks that every signature's defaults equal this table.
+
+Adding a rule: the reference function, the Cython and numba kernels, the public functions
+(steps, multi, an optim class) and one entry here.
+"""
+import math
+
+from . import _validate as V
+
+__all__ = ["Rule", "State", "Hyper", "RULES", "KERNELS"]
+
+
+class Hyper:
+    """One hyperparameter: ``name``, ``default`` and ``check``, one of
+    ``"nonneg"`` (a real >= 0), ``"unit"`` ([0, 1)), ``"unit_closed"`` ([0, 1]), ``"flag"`` (a bool)."""
+    __slots__ = ("name", "default", "check")
+
+    _CHECKS = {
+        "nonneg": V.nonneg,
+        "unit": V.unit_interval,
+        "unit_closed": lambda name, v: V.unit_interval(name, v, closed_right=True),
+        "flag": V.flag,
+    }
+
+    def __init__(self, name, default, check):
+        if check not in self._CHECKS:
+            raise ValueError("unknown check %r" % check)
+        self.name, self.default, self.check = name, default, check
+
+    def __call__(self, value, name=None):
+        return self._CHECKS[self.check](name or self.name, value)
+
+    def __repr__(self):
+        return "Hyper(%r, %r, %r)" % (self.name, self.default, self.check)
+
+
+class State:
+    """One state array of a rule.
+
+    ``name``: the single-tensor argument (torch's state name unless ``torch`` says otherwise);
+    ``multi``: the :mod:`fastgd.multi` list argument; ``when``: ``None`` (always needed) or
+    ``(hyperparameter, test, text)``, the array being needed when ``test(value)``;
+    ``nonneg``: its values are never negative (a state dict with a negative value is damaged);
+    ``init``: the value a new array starts with (a hyperparameter's name, or a number);
+    ``scalar``: a float64 array of one element shared by all tensors (NAdam's ``mu_product``)
+    rather than an array of the parameter's shape.
+    """
+    __slots__ = ("name", "multi", "torch", "when", "nonneg", "init", "scalar")
+
+    def __init__(self, name, *, multi=None, torch=None, when=None, nonneg=False, init=0.0, scalar=False):
+        self.name = name
+        self.multi = multi or name + "s"
+        self.torch = torch or name
+        self.when = when
+        self.nonneg = nonneg
+        self.init = init
+        self.scalar = scalar
+
+    def needed(self, hyper):
+        """Is this array used by a call with these (checked) hyperparameters?"""
+        return self.when is None or self.when[1](hyper[self.when[0]])
+
+    @property
+    def why(self):
+        return self.when[2] if self.when else ""
+
+    def __repr__(self):
+        return "State(%r)" % self.name
+
+
+def _nonzero(v):
+    return v != 0
+
+
+def _positive(v):
+    return v > 0
+
+
+def _true(v):
+    return bool(v)
+
+
+class Rule:
+    """One update rule: see the module docstring.  ``check(**values)`` returns the kernel's
+    keywords (the reference's names), checked, with ``fixed`` added."""
+
+    def __init__(self, name, kernel, state, hyper, *, step="required", fixed=None, combine=None, optimizer=None,
+                 optim_hyper=(), betas=None, optim_defaults=None):
+        self.name = name            # "adamw": the public functions are <name>_step
+        self.kernel = kernel        # "adam": the backends' kernel
+        self.state = tuple(state)
+        self.hyper = tuple(hyper)
+        self.step = step            # "required", "optional" or None
+        self.fixed = dict(fixed or {})
+        self.combine = combine      # a check of the combination, (checked dict) -> None or raise
+        self.optimizer = optimizer  # the fastgd.optim class name
+        self.optim_hyper = tuple(optim_hyper)  # optimizer-only hyperparameters (e.g. Adagrad's initial value)
+        self.betas = betas          # ("beta1", "beta2"): fastgd.optim takes them as betas=(b1, b2)
+        self.optim_defaults = dict(optim_defaults or {})  # where the optimizer's default differs (SGD's lr)
+        self._by_name = {h.name: h for h in self.hyper}
+        self.array_names = ("param", "grad") + tuple(s.name for s in self.state if not s.scalar)
+        self.multi_names = ("params", "grads") + tuple(s.multi for s in self.state if not s.scalar)
+        # positions (in array_names) that may be None: optional state not used by a call
+        self.optional = sum(1 << (2 + k) for k, s in enumerate(s for s in self.state if not s.scalar)
+                            if s.when is not None)
+
+    @property
+    def defaults(self):
+        """{hyperparameter: default}, in signature order (``step`` not included)."""
+        return {h.name: h.default for h in self.hyper}
+
+    def check(self, step=None, **values):
+        """Check ``values`` (every hyperparameter, by name) and ``step``; return the kernel keywords."""
+        out = {}
+        for h in self.hyper:
+            out[h.name] = h(values.pop(h.name))
+        if values:  # pragma: no cover - the public functions pass exactly the table's names
+            raise TypeError("%s_step got unexpected hyperparameters %s" % (self.name, sorted(values)))
+        if self.combine is not None:
+            self.combine(out)
+        if self.step == "required":
+            out["step"] = V.step(step)
+        elif self.step == "optional":
+            out["first_step"] = False if step is None else V.step(step) == 1
+        out.update(self.fixed)
+        return out
+
+    def arrays(self, kw, given, names=None):
+        """The arrays of a call, in kernel order: ``given`` holds param, grad and every state
+        array (None where the caller passed none).  State that ``kw`` does not use becomes None;
+        state it uses but that is None raises a ValueError naming it."""
+        out = list(given)
+        names = names or self.array_names
+        for k, s in enumerate(s for s in self.state if not s.scalar):
+            if s.when is None:
+                continue
+            if s.needed(kw):
+                V.required(names[2 + k], out[2 + k], s.why)
+            else:
+                out[2 + k] = None
+        return tuple(out)
+
+    def state_names(self, hyper):
+        """The state arrays a call with ``hyper`` (checked kernel keywords) uses, in order."""
+        return tuple(s.name for s in self.state if s.needed(hyper))
+
+    def __repr__(self):
+        return "Rule(%r)" % self.name
+
+
+def _sgd_combine(h):
+    if h["nesterov"] and (h["momentum"] <= 0 or h["dampening"] != 0):
+        raise ValueError("nesterov=True requires momentum > 0 and dampening == 0")
+
+
+def _common(lr, *, eps=None, weight_decay=0.0):
+    """lr, (eps,) weight_decay: the hyperparameters most rules share."""
+    out = [Hyper("lr", lr, "nonneg")]
+    if eps is not None:
+        out.append(Hyper("eps", eps, "nonneg"))
+    out.append(Hyper("weight_decay", weight_decay, "nonneg"))
+    return out
+
+
+def _betas(b1, b2, closed=False):
+    kind = "unit_closed" if closed else "unit"
+    return [Hyper("beta1", b1, kind), Hyper("beta2", b2, kind)]
+
+
+_MAXIMIZE = Hyper("maximize", False, "flag")
+_DECOUPLED = Hyper("decoupled_weight_decay", False, "flag")
+
+_adam_state = (State("exp_avg"), State("exp_avg_sq", nonneg=True),
+               State("max_exp_avg_sq", when=("amsgrad", _true, "amsgrad=True"), nonneg=True))
+
+RULES = {r.name: r for r in (
+    Rule("sgd", "sgd",
+         [State("momentum_buffer", when=("momentum", _nonzero, "momentum != 0"))],
+         [Hyper("lr", None, "nonneg"), Hyper("momentum", 0.0, "nonneg"), Hyper("dampening", 0.0, "unit_closed"),
+          Hyper("nesterov", False, "flag"), Hyper("weight_decay", 0.0, "nonneg"), _MAXIMIZE],
+         step="optional", combine=_sgd_combine, optimizer="SGD", optim_defaults={"lr": 1e-3}),
+    Rule("adam", "adam", _adam_state,
+         [Hyper("lr", 1e-3, "nonneg"), *_betas(0.9, 0.999), Hyper("eps", 1e-8, "nonneg"),
+          Hyper("weight_decay", 0.0, "nonneg"), Hyper("amsgrad", False, "flag"), _MAXIMIZE],
+         fixed={"decoupled_weight_decay": False}, optimizer="Adam", betas=("beta1", "beta2")),
+    Rule("adamw", "adam", _adam_state,
+         [Hyper("lr", 1e-3, "nonneg"), *_betas(0.9, 0.999), Hyper("eps", 1e-8, "nonneg"),
+          Hyper("weight_decay", 1e-2, "nonneg"), Hyper("amsgrad", False, "flag"), _MAXIMIZE],
+         fixed={"decoupled_weight_decay": True}, optimizer="AdamW", betas=("beta1", "beta2")),
+    Rule("adamax", "adamax", [State("exp_avg"), State("exp_inf", nonneg=True)],
+         [Hyper("lr", 2e-3, "nonneg"), *_betas(0.9, 0.999), Hyper("eps", 1e-8, "nonneg"),
+          Hyper("weight_decay", 0.0, "nonneg"), _MAXIMIZE],
+         optimizer="Adamax", betas=("beta1", "beta2")),
+    Rule("nadam", "nadam",
+         [State("exp_avg"), State("exp_avg_sq", nonneg=True),
+          State("mu_product", multi="mu_product", init=1.0, scalar=True)],
+         [Hyper("lr", 2e-3, "nonneg"), *_betas(0.9, 0.999), Hyper("eps", 1e-8, "nonneg"),
+          Hyper("weight_decay", 0.0, "nonneg"), Hyper("momentum_decay", 4e-3, "nonneg"), _DECOUPLED, _MAXIMIZE],
+         optimizer="NAdam", betas=("beta1", "beta2")),
+    Rule("radam", "radam", [State("exp_avg"), State("exp_avg_sq", nonneg=True)],
+         [Hyper("lr", 1e-3, "nonneg"), *_betas(0.9, 0.999), Hyper("eps", 1e-8, "nonneg"),
+          Hyper("weight_decay", 0.0, "nonneg"), _DECOUPLED, _MAXIMIZE],
+         optimizer="RAdam", betas=("beta1", "beta2")),
+    Rule("adagrad", "adagrad", [State("state_sum", torch="sum", nonneg=True, init="initial_accumulator_value")],
+         [Hyper("lr", 1e-2, "nonneg"), Hyper("lr_decay", 0.0, "nonneg"), Hyper("weight_decay", 0.0, "nonneg"),
+          Hyper("eps", 1e-10, "nonneg"), _MAXIMIZE],
+         optimizer="Adagrad", optim_hyper=[Hyper("initial_accumulator_value", 0.0, "nonneg")]),
+    Rule("adadelta", "adadelta", [State("square_avg", nonneg=True), State("acc_delta", nonneg=True)],
+         [Hyper("lr", 1.0, "nonneg"), Hyper("rho", 0.9, "unit_closed"), Hyper("eps", 1e-6, "nonneg"),
+          Hyper("weight_decay", 0.0, "nonneg"), _MAXIMIZE],
+         step=None, optimizer="Adadelta"),
+    Rule("rmsprop", "rmsprop",
+         [State("square_avg", nonneg=True),
+          State("momentum_buffer", when=("momentum", _positive, "momentum > 0")),
+          State("grad_avg", when=("centered", _true, "centered=True"))],
+         [Hyper("lr", 1e-2, "nonneg"), Hyper("alpha", 0.99, "unit_closed"), Hyper("eps", 1e-8, "nonneg"),
+          Hyper("momentum", 0.0, "nonneg"), Hyper("centered", False, "flag"), Hyper("weight_decay", 0.0, "nonneg"),
+          _MAXIMIZE],
+         step=None, optimizer="RMSprop"),
+    Rule("lion", "lion", [State("exp_avg")],
+         [Hyper("lr", 1e-4, "nonneg"), *_betas(0.9, 0.99, closed=True), Hyper("weight_decay", 0.0, "nonneg"),
+          _MAXIMIZE],
+         step=None, optimizer="Lion", betas=("beta1", "beta2")),
+)}
+
+# the kernels every backend provides (reference names), in table order
+KERNELS = tuple(dict.fromkeys(r.kernel for r in RULES.values()))
+
+assert all(math.isfinite(h.default) for r in RULES.values() for h in r.hyper
+           if h.check != "flag" and h.default is not None)
