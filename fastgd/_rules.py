@@ -34,20 +34,24 @@ class Hyper:
     ``"nonneg"`` (a real >= 0), ``"unit"`` ([0, 1)), ``"unit_closed"`` ([0, 1]), ``"flag"`` (a bool)."""
     __slots__ = ("name", "default", "check")
 
-    _CHECKS = {
-        "nonneg": V.nonneg,
-        "unit": V.unit_interval,
-        "unit_closed": lambda name, v: V.unit_interval(name, v, closed_right=True),
-        "flag": V.flag,
-    }
+    CHECKS = ("nonneg", "unit", "unit_closed", "flag")
 
     def __init__(self, name, default, check):
-        if check not in self._CHECKS:
+        if check not in self.CHECKS:
             raise ValueError("unknown check %r" % check)
         self.name, self.default, self.check = name, default, check
 
     def __call__(self, value, name=None):
-        return self._CHECKS[self.check](name or self.name, value)
+        """The checked value (TypeError/ValueError naming ``name``, default this one's name)."""
+        name = name or self.name
+        c = self.check
+        if c == "nonneg":
+            return V.nonneg(name, value)
+        if c == "unit":
+            return V.unit_interval(name, value)
+        if c == "unit_closed":
+            return V.unit_interval(name, value, closed_right=True)
+        return V.flag(name, value)
 
     def __repr__(self):
         return "Hyper(%r, %r, %r)" % (self.name, self.default, self.check)

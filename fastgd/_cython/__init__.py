@@ -7,6 +7,7 @@ import importlib
 import os
 
 from . import _core
+from .._rules import KERNELS
 from ..backends import on_thread_settings
 
 on_thread_settings(_core.set_threads)  # the kernels read the thread settings from C
@@ -32,7 +33,6 @@ if _rules is None:
     raise ImportError("no compiled fastgd._cython._rules_* module; reinstall fastgd")
 
 SIMD_VARIANT = _v
-KERNELS = ("sgd", "adam", "adamax", "nadam", "radam", "adagrad", "adadelta", "rmsprop", "lion")
 # single-tensor kernels, their multi-tensor forms (<rule>_multi, used by fastgd.multi) and helpers
 for _k in KERNELS + tuple(k + "_multi" for k in KERNELS) + ("copy_skeleton", "multi_arrays_ok", "multi_chunk"):
     if hasattr(_rules, _k):

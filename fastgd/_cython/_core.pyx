@@ -94,7 +94,7 @@ def cpu_features():
 
 def adam_scalars_ok(step, lr, beta1, beta2, eps, weight_decay, amsgrad, maximize):
     """Fast accept for Adam's hyperparameters: True when they are plain Python values the
-    checks in fastgd.steps would return unchanged (``step`` an int >= 1; ``lr``, ``eps``,
+    checks in fastgd.steps would return unchanged (``step`` an int in [1, 2**53]; ``lr``, ``eps``,
     ``weight_decay`` floats >= 0; ``beta1``, ``beta2`` floats in [0, 1); ``amsgrad``,
     ``maximize`` bools).  False means "let the Python checks decide and name the problem"."""
     if type(step) is not int or type(amsgrad) is not bool or type(maximize) is not bool:
@@ -102,7 +102,7 @@ def adam_scalars_ok(step, lr, beta1, beta2, eps, weight_decay, amsgrad, maximize
     if (type(lr) is not float or type(beta1) is not float or type(beta2) is not float
             or type(eps) is not float or type(weight_decay) is not float):
         return False
-    if step < 1:
+    if step < 1 or step > 9007199254740992:  # 2**53, as fastgd._validate.step
         return False
     cdef double b1 = beta1, b2 = beta2
     return (<double>lr >= 0.0 and <double>eps >= 0.0 and <double>weight_decay >= 0.0

@@ -1,0 +1,392 @@
+"""The rule table (fastgd/_rules.py) is the one source of truth: the public signatures, the
+backends' kernel lists and the optimizer classes agree with it; the kernels equal the
+reference bit for bit; the C fast accepts never accept what the named checks refuse; the
+Cython kernels let other Python threads run."""
+import inspect
+import sys
+import threading
+
+import numpy as np
+import pytest
+
+import fastgd
+import fastgd.multi as M
+import fastgd.optim as O
+from fastgd import _validate as V
+from fastgd._rules import KERNELS, RULES
+from fastgd.backends import backend_module
+
+RULE_NAMES = tuple(RULES)
+
+
+# ---------------------------------------------------------------------------------------
+# signatures and kernel lists
+
+def _keyword_defaults(fn, skip):
+    sig = inspect.signature(fn)
+    return {n: p.default for n, p in sig.parameters.items()
+            if p.kind is p.KEYWORD_ONLY and n not in skip}
+
+
+@pytest.mark.parametrize("rule", RULE_NAMES)
+def test_step_function_defaults_equal_the_table(rule):
+    """fastgd.<rule>_step and fastgd.multi.<rule>_step: every hyperparameter keyword with
+    the table's default (a required keyword where the table has None), nothing else."""
+    r = RULES[rule]
+    expected = {h.name: (inspect.Parameter.empty if h.default is None else h.default) for h in r.hyper}
+    single_state = {s.name for s in r.state}
+    multi_state = {s.multi for s in r.state}
+    for fn, state in ((getattr(fastgd, rule + "_step"), single_state), (getattr(M, rule + "_step"), multi_state)):
+        got = _keyword_defaults(fn, state | {"backend", "step"})
+        assert got == expected, fn.__qualname__
+        assert list(got) == list(expected), "%s: keywords not in the table's order" % fn.__qualname__
+        params = inspect.signature(fn).parameters
+        if r.step is None:
+            assert "step" not in params
+        else:
+            want = inspect.Parameter.empty if r.step == "required" else None
+            assert params["step"].default is want
+        # the state arrays: always-needed ones positional, in the table's order
+        positional = [n for n, p in params.items() if p.kind is p.POSITIONAL_OR_KEYWORD]
+        names = [s.name if fn.__module__ == "fastgd.steps" else s.multi for s in r.state]
+        assert positional[2:] == [n for n in names if n in positional[2:]]
+        assert set(names) <= set(params)
+
+
+@pytest.mark.parametrize("rule", RULE_NAMES)
+def test_optimizer_defaults_equal_the_table(rule):
+    r = RULES[rule]
+    cls = getattr(O, r.optimizer)
+    sig = inspect.signature(cls.__init__).parameters
+    expected = dict(r.defaults, **r.optim_defaults)
+    if r.betas:
+        expected["betas"] = (expected.pop(r.betas[0]), expected.pop(r.betas[1]))
+    for h in r.optim_hyper:
+        expected[h.name] = h.default
+    got = {n: p.default for n, p in sig.items() if n not in ("self", "params", "backend")}
+    assert got == expected
+
+
+def test_every_backend_has_every_kernel_of_the_table(backend):
+    mod = backend_module(backend)
+    for k in KERNELS:
+        assert callable(getattr(mod, k, None)), "%s has no %s kernel" % (backend, k)
+    assert set(KERNELS) == {r.kernel for r in RULES.values()}
+    if backend == "cython":
+        for k in KERNELS:
+            assert callable(getattr(mod, k + "_multi", None)), "cython has no %s_multi" % k
+
+
+@pytest.mark.parametrize("rule", RULE_NAMES)
+def test_kernel_signatures_name_the_table_state(rule):
+    """The reference kernel takes param, grad and the table's state arrays in order."""
+    r = RULES[rule]
+    ref = getattr(backend_module("numpy"), r.kernel)
+    params = list(inspect.signature(ref).parameters)
+    arrays = [s.name for s in r.state if not s.scalar]
+    assert params[:2 + len(arrays)] == ["param", "grad"] + arrays
+    kw = r.check(step=3, **{h.name: (0.1 if h.default is None else h.default) for h in r.hyper})
+    if any(s.scalar for s in r.state):
+        kw["mu_product"] = 1.0
+    assert set(kw) == set(params[2 + len(arrays):])
+
+
+# ---------------------------------------------------------------------------------------
+# bit-identical to the reference: every rule, its optional state on, several steps, both
+# dtypes, 1 and 2 threads, compared with ==
+
+# hyperparameters that switch every option of a rule on (optional state, weight decay, ...)
+_ALL_ON = {
+    "sgd": dict(lr=0.1, momentum=0.9, dampening=0.1, weight_decay=0.01),
+    "adam": dict(lr=0.01, amsgrad=True, weight_decay=0.1),
+    "adamw": dict(lr=0.01, amsgrad=True),
+    "adamax": dict(lr=0.01, weight_decay=0.1),
+    "nadam": dict(lr=0.01, weight_decay=0.1, decoupled_weight_decay=True),
+    "radam": dict(lr=0.01, beta2=0.9, weight_decay=0.1),  # beta2=0.9: the rectified branch from step 6
+    "adagrad": dict(lr=0.1, lr_decay=0.01, weight_decay=0.1),
+    "adadelta": dict(lr=0.5, weight_decay=0.1),
+    "rmsprop": dict(lr=0.01, momentum=0.9, centered=True, weight_decay=0.1),
+    "lion": dict(lr=0.01, weight_decay=0.1),
+}
+
+
+def _state(rule, p):
+    return {s.name: (np.ones(1) if s.scalar else np.zeros_like(p)) for s in RULES[rule].state}
+
+
+def _call(rule, p, g, st, t, hyper, backend, maximize):
+    r = RULES[rule]
+    kw = dict(hyper, maximize=maximize, backend=backend)
+    if r.step is not None:
+        kw["step"] = t
+    positional = []
+    sig = inspect.signature(getattr(fastgd, rule + "_step")).parameters
+    for s in r.state:
+        if sig[s.name].kind is inspect.Parameter.POSITIONAL_OR_KEYWORD:
+            positional.append(st[s.name])
+        else:
+            kw[s.name] = st[s.name]
+    getattr(fastgd, rule + "_step")(p, g, *positional, **kw)
+
+
+def _trajectory(rule, backend, dtype, n, maximize, steps=7):
+    rng = np.random.default_rng(abs(hash((rule, n))) % 2 ** 32)
+    p = rng.standard_normal(n).astype(dtype)
+    st = _state(rule, p)
+    for t in range(1, steps + 1):
+        g = rng.standard_normal(n).astype(dtype)
+        if t == 3:
+            g[:3] = 0.0  # exact zeros (sign, division by the accumulator)
+        _call(rule, p, g, st, t, _ALL_ON[rule], backend, maximize)
+    return p, st
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("rule", RULE_NAMES)
+def test_kernels_equal_the_reference_bit_for_bit(rule, compiled_backend, dtype, threads, restore_globals):
+    fastgd.set_num_threads(threads)
+    fastgd.set_serial_cutoff(0 if threads > 1 else 1 << 40)
+    for n, maximize in ((1, False), (37, True), (5003, False)):
+        p_ref, st_ref = _trajectory(rule, "numpy", dtype, n, maximize)
+        p, st = _trajectory(rule, compiled_backend, dtype, n, maximize)
+        assert np.array_equal(p, p_ref, equal_nan=True), (rule, n, int(np.sum(p != p_ref)))
+        for k in st:
+            assert np.array_equal(st[k], st_ref[k], equal_nan=True), (rule, n, k)
+
+
+@pytest.mark.parametrize("rule", RULE_NAMES)
+def test_multi_equals_the_reference_bit_for_bit(rule, compiled_backend, restore_globals):
+    """The multi-tensor kernels (their own compiled loop on cython) against the reference's
+    single-tensor steps, mixed dtypes and sizes in one call."""
+    fastgd.set_serial_cutoff(0)
+    r = RULES[rule]
+    sizes = [(3, np.float32), (4099, np.float64), (1, np.float64), (40000, np.float32)]
+    rng = np.random.default_rng(7)
+    ps = [rng.standard_normal(n).astype(d) for n, d in sizes]
+    ref = [p.copy() for p in ps]
+    sts = [_state(rule, p) for p in ps]
+    st_ref = [_state(rule, p) for p in ps]
+    mu = np.ones(1) if any(s.scalar for s in r.state) else None
+    for t in range(1, 6):
+        gs = [rng.standard_normal(p.shape).astype(p.dtype) for p in ps]
+        kw = dict(_ALL_ON[rule], backend=compiled_backend)
+        if r.step is not None:
+            kw["step"] = t
+        positional = []
+        sig = inspect.signature(getattr(M, rule + "_step")).parameters
+        for s in r.state:
+            if s.scalar:
+                positional.append(mu)
+                continue
+            lst = [st[s.name] for st in sts]
+            if sig[s.multi].kind is inspect.Parameter.POSITIONAL_OR_KEYWORD:
+                positional.append(lst)
+            else:
+                kw[s.multi] = lst
+        getattr(M, rule + "_step")(ps, gs, *positional, **kw)
+        for p, g, st in zip(ref, gs, st_ref):  # each tensor's own mu_product advances alike
+            _call(rule, p, g, st, t, _ALL_ON[rule], "numpy", False)
+    for p, q in zip(ps, ref):
+        assert np.array_equal(p, q), rule
+    for st, sq in zip(sts, st_ref):
+        for s in r.state:
+            if s.scalar:
+                assert np.array_equal(mu, sq[s.name]), (rule, s.name)
+            else:
+                assert np.array_equal(st[s.name], sq[s.name]), (rule, s.name)
+
+
+# ---------------------------------------------------------------------------------------
+# the C fast accepts never accept what the named checks refuse
+
+def _bad_inputs(dtype):
+    """(description, make(arrays) -> arrays): one change to a valid set of arrays."""
+    def at(k, f):
+        def make(arrs):
+            arrs = list(arrs)
+            arrs[k] = f(arrs[k])
+            return tuple(arrs)
+        return make
+
+    def unaligned(a):
+        buf = np.zeros(a.nbytes + 1, np.uint8)
+        return np.frombuffer(buf.data, dtype=a.dtype, count=a.size, offset=1).reshape(a.shape)
+
+    def readonly(a):
+        a = a.copy()
+        a.flags.writeable = False
+        return a
+
+    out = []
+    for k in range(3):
+        out += [
+            ("None at %d" % k, at(k, lambda a: None)),
+            ("matrix at %d" % k, at(k, np.asmatrix)),
+            ("masked at %d" % k, at(k, lambda a: np.ma.masked_array(a))),
+            ("subclass at %d" % k, at(k, lambda a: a.view(type("Sub", (np.ndarray,), {})))),
+            ("unaligned at %d" % k, at(k, unaligned)),
+            ("byte-swapped at %d" % k, at(k, lambda a: a.astype(a.dtype.newbyteorder(">")))),
+            ("fortran at %d" % k, at(k, np.asfortranarray)),
+            ("strided at %d" % k, at(k, lambda a: np.repeat(a, 2, axis=1)[:, ::2])),
+            ("int64 at %d" % k, at(k, lambda a: a.astype(np.int64))),
+            ("other float at %d" % k, at(k, lambda a: a.astype(np.float64 if a.dtype == np.float32 else np.float32))),
+            ("wrong shape at %d" % k, at(k, lambda a: np.zeros(a.shape[::-1], a.dtype))),
+            ("list at %d" % k, at(k, lambda a: a.tolist())),
+        ]
+        if k != 1:
+            out.append(("read-only at %d" % k, at(k, readonly)))
+    out.append(("overlap 0/2", lambda arrs: (arrs[0], arrs[1], arrs[0])))
+    out.append(("overlap 1/2", lambda arrs: (arrs[0], arrs[1], arrs[1])))
+    return out
+
+
+@pytest.mark.filterwarnings("ignore::PendingDeprecationWarning")  # np.matrix, deliberately
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_fast_array_accept_never_accepts_what_the_checks_refuse(dtype):
+    from fastgd._cython import _core
+    names = ("param", "grad", "exp_avg")
+    for what, make in _bad_inputs(dtype):
+        arrs = make(tuple(np.full((2, 3), 0.5, dtype) for _ in range(3)))
+        with pytest.raises((TypeError, ValueError)):
+            V.arrays(names, arrs, 1, 0)
+        assert not _core.arrays_ok(arrs, 1, 0), what
+    # None only where ``optional`` allows it
+    arrs = (np.ones(3), np.ones(3), None)
+    assert _core.arrays_ok(arrs, 1, 1 << 2) and V.arrays(names, arrs, 1, 1 << 2)
+    assert not _core.arrays_ok(arrs, 1, 1 << 1)
+    with pytest.raises(TypeError, match="exp_avg is required, got None"):
+        V.arrays(names, arrs, 1, 1 << 1)
+
+
+@pytest.mark.filterwarnings("ignore::PendingDeprecationWarning")
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_fast_multi_accept_never_accepts_what_the_checks_refuse(dtype):
+    from fastgd._cython import multi_arrays_ok
+    names = ("params", "grads", "exp_avgs")
+    for what, make in _bad_inputs(dtype):
+        good = [tuple(np.full((2, 3), 0.5, dtype) for _ in range(3)) for _ in range(2)]
+        bad = make(good[1])
+        lists = tuple([good[0][k], bad[k]] for k in range(3))
+        with pytest.raises((TypeError, ValueError)):
+            M._check_arrays(names, lists, 1, 0)
+        assert not multi_arrays_ok(lists, 1, 0), what
+    lists = ([np.ones(2)], [np.ones(2)], None)
+    assert multi_arrays_ok(lists, 1, 1 << 2)
+    assert not multi_arrays_ok(lists, 1, 0)
+    with pytest.raises(TypeError, match="exp_avgs is required, got None"):
+        M._check_arrays(names, lists, 1, 0)
+
+
+@pytest.mark.parametrize("rule", ["sgd", "rmsprop", "adam"])
+def test_none_inside_an_optional_list_is_refused(rule, backend):
+    """An optional state list that is used must hold arrays: None inside it would reach the
+    kernel as a NULL pointer."""
+    ps, gs = [np.ones(3), np.ones(3)], [np.ones(3), np.ones(3)]
+    before = [p.copy() for p in ps]
+    if rule == "sgd":
+        call = lambda: M.sgd_step(ps, gs, [np.zeros(3), None], lr=0.1, momentum=0.9, backend=backend)
+        name = r"momentum_buffers\[1\]"
+    elif rule == "rmsprop":
+        call = lambda: M.rmsprop_step(ps, gs, [np.zeros(3), np.zeros(3)], momentum=0.9,
+                                      momentum_buffers=[None, np.zeros(3)], backend=backend)
+        name = r"momentum_buffers\[0\]"
+    else:
+        call = lambda: M.adam_step(ps, gs, [np.zeros(3), np.zeros(3)], [np.zeros(3), np.zeros(3)], step=1,
+                                   amsgrad=True,
+                                   max_exp_avg_sqs=[np.zeros(3), None], backend=backend)
+        name = r"max_exp_avg_sqs\[1\]"
+    with pytest.raises(TypeError, match=name + " is required, got None"):
+        call()
+    assert all(np.array_equal(p, b) for p, b in zip(ps, before))
+
+
+def test_mu_product_may_not_overlap_the_arrays(backend):
+    p, g, m, v = (np.ones(4) for _ in range(4))
+    before = p.copy()
+    with pytest.raises(ValueError, match="mu_product and exp_avg overlap"):
+        fastgd.nadam_step(p, g, m, v, m[1:2], step=1, backend=backend)
+    v2 = np.ones(4)
+    with pytest.raises(ValueError, match=r"mu_product and exp_avg_sqs\[1\] overlap"):
+        M.nadam_step([p, g.copy()], [g, g.copy()], [m, m.copy()], [v, v2], v2[2:3], step=1, backend=backend)
+    assert np.array_equal(p, before)
+
+
+@pytest.mark.parametrize("step", [10 ** 400, 2 ** 53 + 1], ids=["10**400", "2**53+1"])
+def test_huge_step_is_a_named_error_before_any_write(step, backend):
+    p = np.ones(3)
+    with pytest.raises(ValueError, match="step must be <= 2\\*\\*53"):
+        fastgd.adamw_step(p, np.ones(3), np.zeros(3), np.zeros(3), step=step, backend=backend)
+    assert np.array_equal(p, np.ones(3))
+
+
+def test_huge_numbers_are_named(backend):
+    p = np.ones(3)
+    with pytest.raises(ValueError, match="lr is too large for a float"):
+        fastgd.sgd_step(p, np.ones(3), lr=10 ** 400, backend=backend)
+
+
+def test_inf_learning_rate_runs_as_in_the_reference(backend):
+    """lr=inf is a valid (if useless) float: the kernels compute what the reference does
+    (it used to raise a complex-conversion error in Cython's power)."""
+    out = {}
+    for b in (backend, "numpy"):
+        p = np.array([1.0, -1.0, 0.0])
+        with np.errstate(all="ignore"):
+            fastgd.adam_step(p, np.array([1.0, 0.0, -2.0]), np.zeros(3), np.zeros(3), step=1, lr=float("inf"),
+                             backend=b)
+        out[b] = p
+    assert np.array_equal(out[backend], out["numpy"], equal_nan=True)
+
+
+# ---------------------------------------------------------------------------------------
+# the GIL
+
+def test_cython_kernels_let_other_threads_run(restore_globals):
+    """With one thread (the serial loop, which used to hold the GIL) another Python thread
+    must make progress *during* a large step.  The switch interval is set to 0.5 s, far
+    longer than the two calls measured (~10 ms each), so the other thread can only run inside
+    them if the kernel released the GIL (the old kernels: 0 increments; each call then costs
+    up to 0.5 s, the time the spinning thread may keep the GIL once it has it)."""
+    fastgd.set_num_threads(1)
+    n = 4_000_000
+    p, g, m, v = (np.full(n, 0.5, np.float32) for _ in range(4))
+    fastgd.adam_step(p, g, m, v, step=1, backend="cython")  # warm: pages touched
+    counter = [0]
+    stop = threading.Event()
+    started = threading.Event()
+
+    def spin():
+        started.set()
+        while not stop.is_set():
+            counter[0] += 1
+
+    old = sys.getswitchinterval()
+    th = threading.Thread(target=spin, daemon=True)
+    th.start()
+    started.wait()
+    sys.setswitchinterval(0.5)
+    try:
+        advanced = 0
+        for t in (2, 3):
+            before = counter[0]
+            fastgd.adam_step(p, g, m, v, step=t, backend="cython")
+            advanced += counter[0] - before
+    finally:
+        sys.setswitchinterval(old)
+        stop.set()
+        th.join()
+    assert advanced > 0
+
+
+def _cython_or_skip():
+    try:
+        backend_module("cython")
+    except RuntimeError as exc:  # pragma: no cover
+        pytest.skip(str(exc))
+
+
+@pytest.fixture(autouse=True)
+def _need_cython(request):
+    if "fast" in request.node.name or "let_other_threads" in request.node.name:
+        _cython_or_skip()
+    yield
