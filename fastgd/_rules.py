@@ -126,41 +126,28 @@ class Rule:
         # positions (in array_names) that may be None: optional state not used by a call
         self.optional = sum(1 << (2 + k) for k, s in enumerate(s for s in self.state if not s.scalar)
                             if s.when is not None)
+        self._conditional = tuple((2 + k, s) for k, s in enumerate(s for s in self.state if not s.scalar)
+                                  if s.when is not None)
+        self.check = _compile_check(self)
 
     @property
     def defaults(self):
         """{hyperparameter: default}, in signature order (``step`` not included)."""
         return {h.name: h.default for h in self.hyper}
 
-    def check(self, step=None, **values):
-        """Check ``values`` (every hyperparameter, by name) and ``step``; return the kernel keywords."""
-        out = {}
-        for h in self.hyper:
-            out[h.name] = h(values.pop(h.name))
-        if values:  # pragma: no cover - the public functions pass exactly the table's names
-            raise TypeError("%s_step got unexpected hyperparameters %s" % (self.name, sorted(values)))
-        if self.combine is not None:
-            self.combine(out)
-        if self.step == "required":
-            out["step"] = V.step(step)
-        elif self.step == "optional":
-            out["first_step"] = False if step is None else V.step(step) == 1
-        out.update(self.fixed)
-        return out
-
     def arrays(self, kw, given, names=None):
         """The arrays of a call, in kernel order: ``given`` holds param, grad and every state
         array (None where the caller passed none).  State that ``kw`` does not use becomes None;
         state it uses but that is None raises a ValueError naming it."""
+        if not self._conditional:
+            return given
         out = list(given)
         names = names or self.array_names
-        for k, s in enumerate(s for s in self.state if not s.scalar):
-            if s.when is None:
-                continue
+        for k, s in self._conditional:
             if s.needed(kw):
-                V.required(names[2 + k], out[2 + k], s.why)
+                V.required(names[k], out[k], s.why)
             else:
-                out[2 + k] = None
+                out[k] = None
         return tuple(out)
 
     def state_names(self, hyper):
@@ -169,6 +156,52 @@ class Rule:
 
     def __repr__(self):
         return "Rule(%r)" % self.name
+
+
+# The check of a rule's hyperparameters is generated from its entry (as namedtuple and
+# dataclasses generate their methods): one function per rule, its keywords named as the
+# hyperparameters, each value accepted inline when it is a plain Python value in range (the
+# value the named check would return unchanged) and passed to the named check otherwise.
+# ``Rule.check(step, **hyper)`` returns the kernel keywords; it is on every call's path, so
+# it must cost about what hand-written checks did (a loop over the table cost 2-3x that).
+_INLINE = {
+    "nonneg": "type({v}) is float and {v} >= 0.0",
+    "unit": "type({v}) is float and 0.0 <= {v} < 1.0",
+    "unit_closed": "type({v}) is float and 0.0 <= {v} <= 1.0",
+    "flag": "{v} is True or {v} is False",
+}
+_NAMED = {
+    "nonneg": "V.nonneg({n!r}, {v})",
+    "unit": "V.unit_interval({n!r}, {v})",
+    "unit_closed": "V.unit_interval({n!r}, {v}, closed_right=True)",
+    "flag": "V.flag({n!r}, {v})",
+}
+
+
+def _compile_check(rule):
+    names = [h.name for h in rule.hyper]
+    args = (["step=None"] if rule.step is not None else []) + ["*"] + names
+    body = []
+    for h in rule.hyper:
+        body.append("    if not (%s):\n        %s = %s" % (_INLINE[h.check].format(v=h.name), h.name,
+                                                           _NAMED[h.check].format(n=h.name, v=h.name)))
+    out = ", ".join("%r: %s" % (n, n) for n in names)
+    out += "".join(", %r: %r" % kv for kv in rule.fixed.items())
+    body.append("    out = {%s}" % out)
+    if rule.combine is not None:
+        body.append("    combine(out)")
+    if rule.step == "required":
+        body.append("    out['step'] = step if type(step) is int and 1 <= step <= V.MAX_STEP else V.step(step)")
+    elif rule.step == "optional":
+        body.append("    out['first_step'] = False if step is None else V.step(step) == 1")
+    body.append("    return out")
+    src = "def check(%s):\n%s\n" % (", ".join(args), "\n".join(body))
+    namespace = {"V": V, "combine": rule.combine}  # V is read at call time (it imports this module)
+    exec(compile(src, "<fastgd._rules: %s check>" % rule.name, "exec"), namespace)
+    check = namespace["check"]
+    check.__doc__ = "Check the hyperparameters of %s_step (and step); return the kernel's keywords." % rule.name
+    check.source = src
+    return check
 
 
 def _sgd_combine(h):

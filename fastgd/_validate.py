@@ -30,7 +30,7 @@ FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 _REAL_TYPES = frozenset((float, int, np.float64, np.float32, np.float16, np.int64, np.int32))
 
 
-_MAX_STEP = 2 ** 53  # the largest count a double (the kernels' beta ** step) holds exactly
+MAX_STEP = 2 ** 53  # the largest count a double (the kernels' beta ** step) holds exactly
 
 
 def real(name, value):
@@ -67,7 +67,7 @@ def unit_interval(name, value, closed_right=False):
 
 def step(value, name="step"):
     """An integer step count, 1 <= step <= 2**53."""
-    if type(value) is int and 1 <= value <= _MAX_STEP:  # the common case
+    if type(value) is int and 1 <= value <= MAX_STEP:  # the common case
         return value
     if type(value) is bool or isinstance(value, (float, np.floating)):
         raise TypeError("%s must be an integer, got %s" % (name, type(value).__name__))
@@ -77,7 +77,7 @@ def step(value, name="step"):
         raise TypeError("%s must be an integer, got %s" % (name, type(value).__name__)) from None
     if v < 1:
         raise ValueError("%s must be >= 1 (the first step is 1), got %d" % (name, v))
-    if v > _MAX_STEP:
+    if v > MAX_STEP:
         raise ValueError("%s must be <= 2**53 (the bias corrections take it as a double), got %d" % (name, v))
     return v
 

@@ -43,24 +43,40 @@ import numpy as np
 
 import fastgd
 from fastgd import multi as _multi
+from fastgd._rules import RULES
 from fastgd.backends import backend_module
 
 SEED = 20261121
 STEP = 10  # for the rules with bias correction: past RAdam's warm-up, as in training
 
-# name: (state arrays after (param, grad), keyword hyperparameters, (torch class, torch kwargs, fused?))
-KERNELS = {
-    "sgd": (("momentum_buffer",), {"lr": 1e-3, "momentum": 0.9}, ("SGD", {"lr": 1e-3, "momentum": 0.9}, True)),
-    "adam": (("exp_avg", "exp_avg_sq"), {"step": STEP}, ("Adam", {}, True)),
-    "adamw": (("exp_avg", "exp_avg_sq"), {"step": STEP}, ("AdamW", {}, True)),
-    "adamax": (("exp_avg", "exp_inf"), {"step": STEP}, ("Adamax", {}, False)),
-    "nadam": (("exp_avg", "exp_avg_sq"), {"step": STEP}, ("NAdam", {}, False)),
-    "radam": (("exp_avg", "exp_avg_sq"), {"step": STEP}, ("RAdam", {}, False)),
-    "adagrad": (("state_sum",), {"step": STEP}, ("Adagrad", {}, True)),
-    "adadelta": (("square_avg", "acc_delta"), {}, ("Adadelta", {}, False)),
-    "rmsprop": (("square_avg",), {}, ("RMSprop", {}, False)),
-    "lion": (("exp_avg",), {}, None),
+# what the bench adds to the rule table (fastgd/_rules.py): the hyperparameters it runs with
+# and the torch counterpart (its optimizer class is the table's; fused: torch has a fused CPU
+# kernel for it; None: torch has no such optimizer)
+_BENCH = {
+    "sgd": ({"lr": 1e-3, "momentum": 0.9}, {"lr": 1e-3, "momentum": 0.9}, True),
+    "adam": ({}, {}, True), "adamw": ({}, {}, True), "adamax": ({}, {}, False), "nadam": ({}, {}, False),
+    "radam": ({}, {}, False), "adagrad": ({}, {}, True), "adadelta": ({}, {}, False), "rmsprop": ({}, {}, False),
+    "lion": ({}, None, False),
 }
+
+
+def _kernels():
+    """name: (state arrays after (param, grad), keyword hyperparameters, (torch class, torch kwargs, fused?))
+    for every rule of the table, with the state its default options use (the positional arrays
+    and those the bench's hyperparameters switch on)."""
+    out = {}
+    for name, rule in RULES.items():
+        hyper, torch_kw, fused = _BENCH[name]
+        step = STEP if rule.step == "required" else None
+        kw = rule.check(**dict({h.name: h.default for h in rule.hyper}, **hyper, **({"step": step} if step else {})))
+        state = tuple(s.name for s in rule.state if not s.scalar and s.needed(kw))
+        if step is not None:
+            hyper = dict(hyper, step=step)
+        out[name] = (state, hyper, None if torch_kw is None else (rule.optimizer, torch_kw, fused))
+    return out
+
+
+KERNELS = _kernels()
 DEFAULT_SIZES = (10_000, 1_000_000, 16_000_000)
 QUICK_SIZES = (1_000, 100_000)
 

@@ -7,9 +7,11 @@ with decoupled weight decay, as optax does.  Hyperparameters are keyword-only; s
 are positional, in the documented order, and start as zeros (``numpy.zeros_like(param)``)
 unless stated otherwise.  ``step`` counts from 1.
 
-Arrays must be numpy.ndarray of one float dtype (float32 or float64) and one shape,
-C-contiguous, not overlapping; ``param`` and the state arrays must be writeable.  Bad input
-raises ``TypeError``/``ValueError`` naming the argument before anything is written.
+Arrays must be exactly numpy.ndarray (no None where an array is required, no subclass), of
+one native float dtype (float32 or float64) and one shape, C-contiguous, aligned, not
+overlapping; ``param`` and the state arrays must be writeable.  Bad input raises
+``TypeError``/``ValueError`` naming the argument before anything is written.  The checks,
+defaults and state arrays of every rule come from one table, ``fastgd/_rules.py``.
 Zero-size arrays are a no-op.  NaN and inf propagate exactly as in the NumPy reference.
 
 ``backend=`` picks ``"cython"``, ``"numba"`` or ``"numpy"`` for one call (default: the current

@@ -85,7 +85,8 @@ def test_kernel_signatures_name_the_table_state(rule):
     params = list(inspect.signature(ref).parameters)
     arrays = [s.name for s in r.state if not s.scalar]
     assert params[:2 + len(arrays)] == ["param", "grad"] + arrays
-    kw = r.check(step=3, **{h.name: (0.1 if h.default is None else h.default) for h in r.hyper})
+    kw = r.check(**{h.name: (0.1 if h.default is None else h.default) for h in r.hyper},
+                 **({"step": 3} if r.step else {}))
     if any(s.scalar for s in r.state):
         kw["mu_product"] = 1.0
     assert set(kw) == set(params[2 + len(arrays):])

@@ -9,6 +9,29 @@ cimport numpy as cnp
 
 # Arguments arrive validated (fastgd._validate): C-contiguous float32/float64 ndarrays or None.
 
+# The GIL around a kernel's loop: released for loops of at least _NOGIL_MIN elements (a few
+# microseconds of work or more), kept for smaller ones, where releasing and taking it back
+# would cost ~10% of the call.  Between the two calls only C runs (no Python object is
+# touched, no exception can be raised: the loops are noexcept nogil functions).
+cdef extern from "Python.h":
+    ctypedef struct PyThreadState:
+        pass
+    PyThreadState* PyEval_SaveThread() nogil
+    void PyEval_RestoreThread(PyThreadState*) nogil
+
+cdef enum:
+    _NOGIL_MIN = 8192
+
+
+cdef inline PyThreadState* _release_gil(Py_ssize_t n) noexcept:
+    return PyEval_SaveThread() if n >= _NOGIL_MIN else NULL
+
+
+cdef inline void _restore_gil(PyThreadState* ts) noexcept:
+    if ts != NULL:
+        PyEval_RestoreThread(ts)
+
+
 cdef inline bint _f32(object a):
     return cnp.PyArray_TYPE(<cnp.ndarray>a) == cnp.NPY_FLOAT32
 

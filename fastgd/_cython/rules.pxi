@@ -24,7 +24,7 @@ from cython.parallel cimport prange
 from libc.math cimport sqrt
 cimport numpy as cnp
 
-from fastgd._cython._helpers cimport _f32, _fabs, _head, _ptr, _span, _sqrt
+from fastgd._cython._helpers cimport PyThreadState, _f32, _fabs, _head, _ptr, _release_gil, _restore_gil, _span, _sqrt
 
 cnp.import_array()
 
@@ -110,13 +110,14 @@ def sgd(param, grad, momentum_buffer, double lr, double momentum, double dampeni
     cdef void* _p_grad = _ptr(grad)
     cdef void* _p_momentum_buffer = _ptr(momentum_buffer)
     cdef bint f32 = _f32(param)
-    with nogil:  # other Python threads run while the loop does
-        if f32:
-            _sgd[float](<float*>_p_param, <float*>_p_grad, <float*>_p_momentum_buffer, n, nt, sign,
-                        has_wd, weight_decay, has_mom, first_step, nesterov, momentum, 1.0 - dampening, lr)
-        else:
-            _sgd[double](<double*>_p_param, <double*>_p_grad, <double*>_p_momentum_buffer, n, nt, sign,
-                         has_wd, weight_decay, has_mom, first_step, nesterov, momentum, 1.0 - dampening, lr)
+    cdef PyThreadState* ts = _release_gil(n)  # other Python threads run while a large step loops
+    if f32:
+        _sgd[float](<float*>_p_param, <float*>_p_grad, <float*>_p_momentum_buffer, n, nt, sign,
+                    has_wd, weight_decay, has_mom, first_step, nesterov, momentum, 1.0 - dampening, lr)
+    else:
+        _sgd[double](<double*>_p_param, <double*>_p_grad, <double*>_p_momentum_buffer, n, nt, sign,
+                     has_wd, weight_decay, has_mom, first_step, nesterov, momentum, 1.0 - dampening, lr)
+    _restore_gil(ts)
     return param
 
 
@@ -197,15 +198,16 @@ def adam(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, double step, double l
     cdef void* _p_exp_avg_sq = _ptr(exp_avg_sq)
     cdef void* _p_max_exp_avg_sq = _ptr(max_exp_avg_sq)
     cdef bint f32 = _f32(param)
-    with nogil:  # other Python threads run while the loop does
-        if f32:
-            _adam[float](<float*>_p_param, <float*>_p_grad, <float*>_p_exp_avg, <float*>_p_exp_avg_sq,
-                         <float*>_p_max_exp_avg_sq, n, nt, sign, has_wd, decoupled_weight_decay, weight_decay,
-                         decay, beta1, 1.0 - beta1, beta2, 1.0 - beta2, step_size, inv_bc2_sqrt, eps, amsgrad)
-        else:
-            _adam[double](<double*>_p_param, <double*>_p_grad, <double*>_p_exp_avg, <double*>_p_exp_avg_sq,
-                          <double*>_p_max_exp_avg_sq, n, nt, sign, has_wd, decoupled_weight_decay, weight_decay,
-                          decay, beta1, 1.0 - beta1, beta2, 1.0 - beta2, step_size, inv_bc2_sqrt, eps, amsgrad)
+    cdef PyThreadState* ts = _release_gil(n)  # other Python threads run while a large step loops
+    if f32:
+        _adam[float](<float*>_p_param, <float*>_p_grad, <float*>_p_exp_avg, <float*>_p_exp_avg_sq,
+                     <float*>_p_max_exp_avg_sq, n, nt, sign, has_wd, decoupled_weight_decay, weight_decay,
+                     decay, beta1, 1.0 - beta1, beta2, 1.0 - beta2, step_size, inv_bc2_sqrt, eps, amsgrad)
+    else:
+        _adam[double](<double*>_p_param, <double*>_p_grad, <double*>_p_exp_avg, <double*>_p_exp_avg_sq,
+                      <double*>_p_max_exp_avg_sq, n, nt, sign, has_wd, decoupled_weight_decay, weight_decay,
+                      decay, beta1, 1.0 - beta1, beta2, 1.0 - beta2, step_size, inv_bc2_sqrt, eps, amsgrad)
+    _restore_gil(ts)
     return param
 
 
@@ -254,13 +256,14 @@ def adamax(param, grad, exp_avg, exp_inf, double step, double lr, double beta1, 
     cdef void* _p_exp_avg = _ptr(exp_avg)
     cdef void* _p_exp_inf = _ptr(exp_inf)
     cdef bint f32 = _f32(param)
-    with nogil:  # other Python threads run while the loop does
-        if f32:
-            _adamax[float](<float*>_p_param, <float*>_p_grad, <float*>_p_exp_avg, <float*>_p_exp_inf,
-                           n, nt, sign, has_wd, weight_decay, beta1, 1.0 - beta1, beta2, eps, step_size)
-        else:
-            _adamax[double](<double*>_p_param, <double*>_p_grad, <double*>_p_exp_avg, <double*>_p_exp_inf,
-                            n, nt, sign, has_wd, weight_decay, beta1, 1.0 - beta1, beta2, eps, step_size)
+    cdef PyThreadState* ts = _release_gil(n)  # other Python threads run while a large step loops
+    if f32:
+        _adamax[float](<float*>_p_param, <float*>_p_grad, <float*>_p_exp_avg, <float*>_p_exp_inf,
+                       n, nt, sign, has_wd, weight_decay, beta1, 1.0 - beta1, beta2, eps, step_size)
+    else:
+        _adamax[double](<double*>_p_param, <double*>_p_grad, <double*>_p_exp_avg, <double*>_p_exp_inf,
+                        n, nt, sign, has_wd, weight_decay, beta1, 1.0 - beta1, beta2, eps, step_size)
+    _restore_gil(ts)
     return param
 
 
@@ -327,15 +330,16 @@ def nadam(param, grad, exp_avg, exp_avg_sq, step, mu_product, double lr, double 
     cdef void* _p_exp_avg = _ptr(exp_avg)
     cdef void* _p_exp_avg_sq = _ptr(exp_avg_sq)
     cdef bint f32 = _f32(param)
-    with nogil:  # other Python threads run while the loop does
-        if f32:
-            _nadam[float](<float*>_p_param, <float*>_p_grad, <float*>_p_exp_avg, <float*>_p_exp_avg_sq,
-                          n, nt, sign, has_wd, decoupled_weight_decay, weight_decay, decay, beta1, 1.0 - beta1,
-                          beta2, 1.0 - beta2, inv_bc2, eps, coef_grad, coef_avg)
-        else:
-            _nadam[double](<double*>_p_param, <double*>_p_grad, <double*>_p_exp_avg, <double*>_p_exp_avg_sq,
-                           n, nt, sign, has_wd, decoupled_weight_decay, weight_decay, decay, beta1, 1.0 - beta1,
-                           beta2, 1.0 - beta2, inv_bc2, eps, coef_grad, coef_avg)
+    cdef PyThreadState* ts = _release_gil(n)  # other Python threads run while a large step loops
+    if f32:
+        _nadam[float](<float*>_p_param, <float*>_p_grad, <float*>_p_exp_avg, <float*>_p_exp_avg_sq,
+                      n, nt, sign, has_wd, decoupled_weight_decay, weight_decay, decay, beta1, 1.0 - beta1,
+                      beta2, 1.0 - beta2, inv_bc2, eps, coef_grad, coef_avg)
+    else:
+        _nadam[double](<double*>_p_param, <double*>_p_grad, <double*>_p_exp_avg, <double*>_p_exp_avg_sq,
+                       n, nt, sign, has_wd, decoupled_weight_decay, weight_decay, decay, beta1, 1.0 - beta1,
+                       beta2, 1.0 - beta2, inv_bc2, eps, coef_grad, coef_avg)
+    _restore_gil(ts)
     return param
 
 
@@ -411,15 +415,16 @@ def radam(param, grad, exp_avg, exp_avg_sq, step, double lr, double beta1, doubl
     cdef void* _p_exp_avg = _ptr(exp_avg)
     cdef void* _p_exp_avg_sq = _ptr(exp_avg_sq)
     cdef bint f32 = _f32(param)
-    with nogil:  # other Python threads run while the loop does
-        if f32:
-            _radam[float](<float*>_p_param, <float*>_p_grad, <float*>_p_exp_avg, <float*>_p_exp_avg_sq,
-                          n, nt, sign, has_wd, decoupled_weight_decay, weight_decay, decay, beta1, 1.0 - beta1,
-                          beta2, 1.0 - beta2, rect, step_size, eps)
-        else:
-            _radam[double](<double*>_p_param, <double*>_p_grad, <double*>_p_exp_avg, <double*>_p_exp_avg_sq,
-                           n, nt, sign, has_wd, decoupled_weight_decay, weight_decay, decay, beta1, 1.0 - beta1,
-                           beta2, 1.0 - beta2, rect, step_size, eps)
+    cdef PyThreadState* ts = _release_gil(n)  # other Python threads run while a large step loops
+    if f32:
+        _radam[float](<float*>_p_param, <float*>_p_grad, <float*>_p_exp_avg, <float*>_p_exp_avg_sq,
+                      n, nt, sign, has_wd, decoupled_weight_decay, weight_decay, decay, beta1, 1.0 - beta1,
+                      beta2, 1.0 - beta2, rect, step_size, eps)
+    else:
+        _radam[double](<double*>_p_param, <double*>_p_grad, <double*>_p_exp_avg, <double*>_p_exp_avg_sq,
+                       n, nt, sign, has_wd, decoupled_weight_decay, weight_decay, decay, beta1, 1.0 - beta1,
+                       beta2, 1.0 - beta2, rect, step_size, eps)
+    _restore_gil(ts)
     return param
 
 
@@ -463,13 +468,14 @@ def adagrad(param, grad, state_sum, step, double lr, double lr_decay, double wei
     cdef void* _p_grad = _ptr(grad)
     cdef void* _p_state_sum = _ptr(state_sum)
     cdef bint f32 = _f32(param)
-    with nogil:  # other Python threads run while the loop does
-        if f32:
-            _adagrad[float](<float*>_p_param, <float*>_p_grad, <float*>_p_state_sum, n, nt, sign, has_wd,
-                            weight_decay, clr, eps)
-        else:
-            _adagrad[double](<double*>_p_param, <double*>_p_grad, <double*>_p_state_sum, n, nt, sign, has_wd,
-                             weight_decay, clr, eps)
+    cdef PyThreadState* ts = _release_gil(n)  # other Python threads run while a large step loops
+    if f32:
+        _adagrad[float](<float*>_p_param, <float*>_p_grad, <float*>_p_state_sum, n, nt, sign, has_wd,
+                        weight_decay, clr, eps)
+    else:
+        _adagrad[double](<double*>_p_param, <double*>_p_grad, <double*>_p_state_sum, n, nt, sign, has_wd,
+                         weight_decay, clr, eps)
+    _restore_gil(ts)
     return param
 
 
@@ -517,13 +523,14 @@ def adadelta(param, grad, square_avg, acc_delta, double lr, double rho, double e
     cdef void* _p_square_avg = _ptr(square_avg)
     cdef void* _p_acc_delta = _ptr(acc_delta)
     cdef bint f32 = _f32(param)
-    with nogil:  # other Python threads run while the loop does
-        if f32:
-            _adadelta[float](<float*>_p_param, <float*>_p_grad, <float*>_p_square_avg, <float*>_p_acc_delta,
-                             n, nt, sign, has_wd, weight_decay, rho, 1.0 - rho, eps, lr)
-        else:
-            _adadelta[double](<double*>_p_param, <double*>_p_grad, <double*>_p_square_avg,
-                              <double*>_p_acc_delta, n, nt, sign, has_wd, weight_decay, rho, 1.0 - rho, eps, lr)
+    cdef PyThreadState* ts = _release_gil(n)  # other Python threads run while a large step loops
+    if f32:
+        _adadelta[float](<float*>_p_param, <float*>_p_grad, <float*>_p_square_avg, <float*>_p_acc_delta,
+                         n, nt, sign, has_wd, weight_decay, rho, 1.0 - rho, eps, lr)
+    else:
+        _adadelta[double](<double*>_p_param, <double*>_p_grad, <double*>_p_square_avg,
+                          <double*>_p_acc_delta, n, nt, sign, has_wd, weight_decay, rho, 1.0 - rho, eps, lr)
+    _restore_gil(ts)
     return param
 
 
@@ -607,15 +614,16 @@ def rmsprop(param, grad, square_avg, momentum_buffer, grad_avg, double lr, doubl
     cdef void* _p_momentum_buffer = _ptr(momentum_buffer)
     cdef void* _p_grad_avg = _ptr(grad_avg)
     cdef bint f32 = _f32(param)
-    with nogil:  # other Python threads run while the loop does
-        if f32:
-            _rmsprop[float](<float*>_p_param, <float*>_p_grad, <float*>_p_square_avg,
-                            <float*>_p_momentum_buffer, <float*>_p_grad_avg, n, nt, sign, has_wd, weight_decay,
-                            alpha, 1.0 - alpha, eps, centered, has_mom, momentum, lr)
-        else:
-            _rmsprop[double](<double*>_p_param, <double*>_p_grad, <double*>_p_square_avg,
-                             <double*>_p_momentum_buffer, <double*>_p_grad_avg, n, nt, sign, has_wd, weight_decay,
-                             alpha, 1.0 - alpha, eps, centered, has_mom, momentum, lr)
+    cdef PyThreadState* ts = _release_gil(n)  # other Python threads run while a large step loops
+    if f32:
+        _rmsprop[float](<float*>_p_param, <float*>_p_grad, <float*>_p_square_avg,
+                        <float*>_p_momentum_buffer, <float*>_p_grad_avg, n, nt, sign, has_wd, weight_decay,
+                        alpha, 1.0 - alpha, eps, centered, has_mom, momentum, lr)
+    else:
+        _rmsprop[double](<double*>_p_param, <double*>_p_grad, <double*>_p_square_avg,
+                         <double*>_p_momentum_buffer, <double*>_p_grad_avg, n, nt, sign, has_wd, weight_decay,
+                         alpha, 1.0 - alpha, eps, centered, has_mom, momentum, lr)
+    _restore_gil(ts)
     return param
 
 
@@ -661,13 +669,14 @@ def lion(param, grad, exp_avg, double lr, double beta1, double beta2, double wei
     cdef void* _p_grad = _ptr(grad)
     cdef void* _p_exp_avg = _ptr(exp_avg)
     cdef bint f32 = _f32(param)
-    with nogil:  # other Python threads run while the loop does
-        if f32:
-            _lion[float](<float*>_p_param, <float*>_p_grad, <float*>_p_exp_avg, n, nt, sign, has_wd, decay,
-                         beta1, 1.0 - beta1, beta2, 1.0 - beta2, lr)
-        else:
-            _lion[double](<double*>_p_param, <double*>_p_grad, <double*>_p_exp_avg, n, nt, sign, has_wd, decay,
-                          beta1, 1.0 - beta1, beta2, 1.0 - beta2, lr)
+    cdef PyThreadState* ts = _release_gil(n)  # other Python threads run while a large step loops
+    if f32:
+        _lion[float](<float*>_p_param, <float*>_p_grad, <float*>_p_exp_avg, n, nt, sign, has_wd, decay,
+                     beta1, 1.0 - beta1, beta2, 1.0 - beta2, lr)
+    else:
+        _lion[double](<double*>_p_param, <double*>_p_grad, <double*>_p_exp_avg, n, nt, sign, has_wd, decay,
+                      beta1, 1.0 - beta1, beta2, 1.0 - beta2, lr)
+    _restore_gil(ts)
     return param
 
 
