@@ -16,10 +16,11 @@ from hypothesis import given, note
 from hypothesis import strategies as st
 
 import fastgd
+from fastgd._rules import RULES as TABLE
 
 REF = "numpy"
-RULES = ("sgd", "adam", "adamw", "adamax", "nadam", "radam", "adagrad", "adadelta", "rmsprop", "lion")
-STEP_TAKING = {"adam", "adamw", "adamax", "nadam", "radam", "adagrad"}   # step= required
+RULES = tuple(TABLE)  # every rule of the table
+STEP_TAKING = {r for r, rule in TABLE.items() if rule.step == "required"}   # step= required
 DEFAULT_CUTOFF = fastgd.serial_cutoff()
 
 

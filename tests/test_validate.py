@@ -1,43 +1,40 @@
 """Bad input: every rule raises TypeError/ValueError naming the argument, and a call that
 raises has written nothing (every array is compared byte for byte with a copy taken before
 the call)."""
+import inspect
 import re
 
 import numpy as np
 import pytest
 
 import fastgd
+from fastgd._rules import RULES as TABLE
 
 SHAPE = (4, 6)
 
-# rule -> (positional state arrays, keyword state arrays, hyperparameters using every state)
-RULES = {
-    "sgd": (["momentum_buffer"], [], dict(lr=0.1, momentum=0.9)),
-    "adam": (["exp_avg", "exp_avg_sq"], ["max_exp_avg_sq"], dict(step=3, amsgrad=True)),
-    "adamw": (["exp_avg", "exp_avg_sq"], ["max_exp_avg_sq"], dict(step=3, amsgrad=True)),
-    "adamax": (["exp_avg", "exp_inf"], [], dict(step=3)),
-    "nadam": (["exp_avg", "exp_avg_sq", "mu_product"], [], dict(step=3)),
-    "radam": (["exp_avg", "exp_avg_sq"], [], dict(step=3)),
-    "adagrad": (["state_sum"], [], dict(step=3)),
-    "adadelta": (["square_avg", "acc_delta"], [], dict()),
-    "rmsprop": (["square_avg"], ["momentum_buffer", "grad_avg"], dict(momentum=0.9, centered=True)),
-    "lion": (["exp_avg"], [], dict()),
-}
+# rule -> (positional state arrays, keyword state arrays, hyperparameters using every state):
+# the arrays from the rule table (fastgd/_rules.py) and the public signatures, the
+# hyperparameters that switch every optional array on written here
+_ALL_STATE = {"sgd": dict(lr=0.1, momentum=0.9), "adam": dict(step=3, amsgrad=True),
+              "adamw": dict(step=3, amsgrad=True), "rmsprop": dict(momentum=0.9, centered=True)}
+
+
+def _table_entry(name, rule):
+    params = inspect.signature(getattr(fastgd, name + "_step")).parameters
+    pos = [s.name for s in rule.state if params[s.name].kind is inspect.Parameter.POSITIONAL_OR_KEYWORD]
+    kw = [s.name for s in rule.state if s.name not in pos]
+    hp = dict(_ALL_STATE.get(name, {}))
+    if rule.step == "required":
+        hp.setdefault("step", 3)
+    return pos, kw, hp
+
+
+RULES = {name: _table_entry(name, rule) for name, rule in TABLE.items()}
 # hyperparameters each rule takes (besides arrays), to know where a bad value applies
-HYPER = {
-    "sgd": {"lr", "momentum", "dampening", "nesterov", "weight_decay", "maximize", "step"},
-    "adam": {"lr", "beta1", "beta2", "eps", "weight_decay", "amsgrad", "maximize", "step"},
-    "adamw": {"lr", "beta1", "beta2", "eps", "weight_decay", "amsgrad", "maximize", "step"},
-    "adamax": {"lr", "beta1", "beta2", "eps", "weight_decay", "maximize", "step"},
-    "nadam": {"lr", "beta1", "beta2", "eps", "weight_decay", "momentum_decay", "decoupled_weight_decay",
-              "maximize", "step"},
-    "radam": {"lr", "beta1", "beta2", "eps", "weight_decay", "decoupled_weight_decay", "maximize", "step"},
-    "adagrad": {"lr", "lr_decay", "weight_decay", "eps", "maximize", "step"},
-    "adadelta": {"lr", "rho", "eps", "weight_decay", "maximize"},
-    "rmsprop": {"lr", "alpha", "eps", "momentum", "centered", "weight_decay", "maximize"},
-    "lion": {"lr", "beta1", "beta2", "weight_decay", "maximize"},
-}
-CLOSED_BETAS = {"lion"}   # Lion allows beta = 1; the Adam family needs beta < 1
+HYPER = {name: {h.name for h in rule.hyper} | ({"step"} if rule.step else set()) for name, rule in TABLE.items()}
+# Lion allows beta = 1; the Adam family needs beta < 1
+CLOSED_BETAS = {name for name, rule in TABLE.items() if any(h.name == "beta1" and h.check == "unit_closed"
+                                                            for h in rule.hyper)}
 
 
 class Call:
