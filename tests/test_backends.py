@@ -155,24 +155,120 @@ def test_set_num_threads():
         assert fastgd.get_num_threads() == n
 
 
+@pytest.fixture
+def listener():
+    """The calls the compiled backends' setters would get (a spy registered like them)."""
+    calls = []
+    backends.on_thread_settings(lambda n, cutoff: calls.append((n, cutoff)))
+    spy = backends._listeners[-1]
+    calls.clear()
+    yield calls
+    backends._listeners.remove(spy)
+
+
 @pytest.mark.parametrize("bad,exc", [(0, ValueError), (-1, ValueError), (1.5, TypeError), (2.0, TypeError),
-                                     (True, TypeError), ("2", TypeError), (None, TypeError)])
-def test_set_num_threads_rejects(bad, exc):
+                                     (True, TypeError), ("2", TypeError), (None, TypeError),
+                                     (2 ** 31, ValueError), (2 ** 63, ValueError), (2 ** 15 + 1, ValueError),
+                                     (np.bool_(True), TypeError), (np.float64(2), TypeError), (-2 ** 64, ValueError)])
+def test_set_num_threads_rejects(bad, exc, listener):
+    """Checked before anything changes: neither the setting nor the C copies see the value."""
     before = fastgd.get_num_threads()
-    with pytest.raises(exc):
+    with pytest.raises(exc, match="n must be"):
         fastgd.set_num_threads(bad)
     assert fastgd.get_num_threads() == before
+    assert listener == []
 
 
-def test_serial_cutoff():
+def test_set_num_threads_limits(listener):
+    fastgd.set_num_threads(backends.MAX_NUM_THREADS)
+    assert fastgd.get_num_threads() == 2 ** 15
+    fastgd.set_num_threads(np.int64(3))  # numpy integers are ints
+    assert fastgd.get_num_threads() == 3 and type(fastgd.get_num_threads()) is int
+    assert listener[-1][0] == 3
+
+
+def test_serial_cutoff(listener):
     fastgd.set_serial_cutoff(0)
     assert fastgd.serial_cutoff() == 0
-    fastgd.set_serial_cutoff(1000)
-    assert fastgd.serial_cutoff() == 1000
-    for bad, exc in ((-1, ValueError), (1.5, TypeError), (True, TypeError), ("10", TypeError)):
-        with pytest.raises(exc):
+    fastgd.set_serial_cutoff(2 ** 62)
+    assert fastgd.serial_cutoff() == backends.MAX_SERIAL_CUTOFF == 2 ** 62
+    fastgd.set_serial_cutoff(np.uint64(1000))
+    assert fastgd.serial_cutoff() == 1000 and type(fastgd.serial_cutoff()) is int
+    del listener[:]
+    for bad, exc in ((-1, ValueError), (1.5, TypeError), (True, TypeError), ("10", TypeError), (None, TypeError),
+                     (2 ** 63, ValueError), (2 ** 62 + 1, ValueError), (2 ** 64, ValueError), (-2 ** 63, ValueError),
+                     (np.bool_(False), TypeError)):
+        with pytest.raises(exc, match="n must be"):
             fastgd.set_serial_cutoff(bad)
         assert fastgd.serial_cutoff() == 1000
+    assert listener == []
+
+
+def test_refused_setting_is_rolled_back(listener):
+    """A compiled backend's setter that refuses a value: every copy gets the old one back."""
+    fastgd.set_num_threads(2)
+
+    def refuse(n, cutoff):
+        if n == 5:
+            raise OverflowError("refused")
+    backends._listeners.append(refuse)
+    try:
+        with pytest.raises(OverflowError):
+            fastgd.set_num_threads(5)
+    finally:
+        backends._listeners.remove(refuse)
+    assert fastgd.get_num_threads() == 2
+    assert listener[-1][0] == 2
+
+
+def _import_with(env):
+    """``import fastgd`` in a fresh interpreter with these thread variables (the others unset)."""
+    import os
+    import subprocess
+    import sys
+    full = {k: v for k, v in os.environ.items() if k not in ("FASTGD_NUM_THREADS", "FASTGD_SERIAL_CUTOFF",
+                                                               "OMP_NUM_THREADS")}
+    full.update(env)
+    home = os.path.dirname(os.path.dirname(os.path.abspath(fastgd.__file__)))  # -c finds this same fastgd
+    return subprocess.run([sys.executable, "-c", "import fastgd; print(fastgd.get_num_threads(), "
+                           "fastgd.serial_cutoff())"], env=full, cwd=home, capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.parametrize("var,value", [
+    ("FASTGD_SERIAL_CUTOFF", "abc"), ("FASTGD_SERIAL_CUTOFF", "-1"), ("FASTGD_SERIAL_CUTOFF", "1.5"),
+    ("FASTGD_SERIAL_CUTOFF", "1e4"), ("FASTGD_SERIAL_CUTOFF", str(2 ** 63)), ("FASTGD_SERIAL_CUTOFF", "1" * 5000),
+    ("FASTGD_SERIAL_CUTOFF", "\u00b2"), ("FASTGD_NUM_THREADS", "abc"), ("FASTGD_NUM_THREADS", "0"),
+    ("FASTGD_NUM_THREADS", "-2"), ("FASTGD_NUM_THREADS", "2,2"), ("FASTGD_NUM_THREADS", str(2 ** 31))])
+def test_bad_environment_variable_is_a_clear_import_error(var, value):
+    proc = _import_with({var: value})
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("ValueError: environment variable %s=%s" % (var, repr(value[:40])[:-1])), last
+    assert "expected a whole number in [" in last and len(last) < 300, last
+
+
+@pytest.mark.parametrize("env,threads,cutoff", [
+    ({"FASTGD_SERIAL_CUTOFF": " 100 "}, None, 100), ({"FASTGD_SERIAL_CUTOFF": ""}, None, 24576),
+    ({"FASTGD_SERIAL_CUTOFF": "0"}, None, 0), ({"FASTGD_NUM_THREADS": "3", "OMP_NUM_THREADS": "2"}, 3, 24576),
+    ({"OMP_NUM_THREADS": "2"}, 2, 24576), ({"OMP_NUM_THREADS": "2,1"}, 2, 24576),
+    ({"FASTGD_NUM_THREADS": " "}, None, 24576)])
+def test_environment_variables(env, threads, cutoff):
+    import os
+    proc = _import_with(env)
+    assert proc.returncode == 0, proc.stderr
+    n, c = map(int, proc.stdout.split())
+    assert n == (threads if threads is not None else min(os.cpu_count() or 1, 2 ** 15)) and c == cutoff
+    assert "Warning" not in proc.stderr, proc.stderr
+
+
+@pytest.mark.parametrize("value", ["abc", "0", "-1", "1.5", str(2 ** 40)])
+def test_unusable_omp_num_threads_is_ignored_with_a_warning(value):
+    """OMP_NUM_THREADS belongs to OpenMP and BLAS as well: fastgd warns and uses all cores."""
+    import os
+    proc = _import_with({"OMP_NUM_THREADS": value})
+    assert proc.returncode == 0, proc.stderr
+    assert int(proc.stdout.split()[0]) == min(os.cpu_count() or 1, 2 ** 15)
+    assert "RuntimeWarning: fastgd ignores environment variable OMP_NUM_THREADS=%r" % value in proc.stderr, proc.stderr
 
 
 def _step_all(rule, backend, n_threads, n):
