@@ -11,6 +11,7 @@ Functional kernels (every backend, float32 and float64; batch along axis 0)
 ``dense_forward(x, weight, bias)``
     ``f(x @ weight + bias)``: one BLAS product, then one fused pass adding the bias and applying
     the activation.  Only the output is kept: the backward pass takes every derivative from it.
+    ``bias`` is required (there is no bias-free form: pass ``numpy.zeros(out_features)``).
 ``dense_backward(grad_output, x, weight, output)``
     ``(grad_x, grad_weight, grad_bias)``: one fused pass computes ``grad_z = grad_output *
     f'(z)`` and ``grad_bias = grad_z.sum(0)``, then two BLAS products.
@@ -22,13 +23,20 @@ Activations: ``identity``, ``relu`` (derivative 0 at z <= 0), ``leaky_relu`` (``
 >= 0, derivative ``negative_slope`` at z <= 0), ``sigmoid``, ``tanh``.  The formulas are in
 ``fastgd/reference/dense.py``, the spec the compiled backends are tested against.
 
-BLAS: the Cython backend calls SciPy's sgemm/dgemm without the GIL (SciPy is then required:
-``pip install 'fastgd[nn]'``); numba and the reference call ``numpy.matmul``.
+BLAS: the Cython backend calls SciPy's sgemm/dgemm without the GIL (``pip install
+'fastgd[nn]'``); numba and the reference call ``numpy.matmul``.  Without SciPy, the *current*
+backend (``backend=None``, e.g. the default ``"cython"``) runs the layers on the NumPy
+reference's dense kernels instead (one ``RuntimeWarning``; the same formulas in the same order,
+so the results differ from the Cython kernels' by BLAS rounding only); naming
+``backend="cython"`` explicitly raises a ``RuntimeError`` that says SciPy is missing.
 
-Arguments are checked before anything is written, as for the step kernels: numpy arrays of one
-float dtype (float32 or float64), C-contiguous, consistent shapes (the message names the
-arrays), outputs writeable and not overlapping any other argument.  ``out=`` / ``grad_*=``
-take preallocated outputs, so a training loop need not allocate per step.
+Arguments are checked before anything is written, as for the step kernels (a call that raises
+has written nothing): every array argument is exactly a ``numpy.ndarray`` (``None`` where an
+array is required, ``numpy.matrix``, masked arrays and other subclasses are a ``TypeError``
+naming the argument), native float32 or float64 (one dtype per call), C-contiguous, aligned,
+with consistent shapes (the message names the arrays); outputs are writeable and do not overlap
+any other argument.  Integer labels are copied and must lie in ``[0, classes)``.  ``out=`` /
+``grad_*=`` take preallocated outputs, so a training loop need not allocate per step.
 
 Layers and models
 -----------------
@@ -37,13 +45,16 @@ Layers and models
 ...)`` chain them with ``forward``, ``backward``, ``parameters()``, ``gradients()`` (same order:
 W1, b1, W2, b2, ...), ``fit``, ``predict`` and ``evaluate``.  ``parameters()`` and
 ``gradients()`` are the arrays themselves, so fastgd's step kernels and ``fastgd.optim``
-optimizers update the model in place.
+optimizers update the model in place.  A layer's shapes and dtype are fixed at construction:
+assigning ``layer.weight = w`` checks ``w`` like a kernel argument, and the layer's arrays are
+checked again (shape, dtype, contiguity) on every call that reaches a kernel.
 """
 import importlib
 import math
 import operator
 import sys
 import time
+import warnings
 
 import numpy as np
 
@@ -62,20 +73,34 @@ _INT_MAX = 2 ** 31 - 1  # BLAS takes dimensions as C int
 # the backends' dense kernels: fastgd/reference/dense.py, fastgd/_cython/dense.pyx,
 # fastgd/_numba/dense.py, one module per backend with the same function names
 
-_dense_modules = {}
+_dense_modules = {}  # backend module -> its dense-kernel module, or the ImportError that stopped it
+_fallback_warned = [False]
 
 
 def _kernels(backend):
-    """The dense-kernel module of ``backend`` (None: the current backend)."""
+    """The dense-kernel module of ``backend`` (None: the current backend).
+
+    The Cython dense kernels import SciPy (for BLAS).  When they do not import, the current
+    backend (``backend=None``) falls back to the NumPy reference's dense kernels, with one
+    RuntimeWarning; a backend named explicitly raises RuntimeError instead."""
     mod = backend_module(backend)
     k = _dense_modules.get(mod)
     if k is None:
         try:
             k = importlib.import_module(mod.__name__ + ".dense")
         except ImportError as exc:
-            raise RuntimeError("backend %r has no dense kernels here: %s"
-                               % (backend if backend is not None else get_backend(), exc)) from exc
+            k = exc
         _dense_modules[mod] = k
+    if isinstance(k, ImportError):
+        name = backend if backend is not None else get_backend()
+        if backend is None and mod.__name__ != "fastgd.reference":
+            if not _fallback_warned[0]:
+                _fallback_warned[0] = True
+                warnings.warn("fastgd.nn: backend %r has no dense kernels here (%s); the dense layers and losses "
+                              "run on the NumPy reference kernels" % (name, k), RuntimeWarning, stacklevel=3)
+            from .reference import dense as ref
+            return ref
+        raise RuntimeError("backend %r has no dense kernels here: %s" % (name, k)) from k
     return k
 
 
@@ -90,29 +115,42 @@ def _activation(activation):
     return activation
 
 
-def _input(name, a, ndim, dtype=None, dtype_of="x"):
-    """A C-contiguous float32/float64 ndarray with ``ndim`` dimensions (and ``dtype``)."""
-    if not isinstance(a, np.ndarray):
+def _plain(name, a):
+    """TypeError unless ``a`` is exactly a numpy.ndarray (for arrays V.array does not check)."""
+    if type(a) is not np.ndarray:
+        if a is None:
+            raise TypeError("%s is required, got None" % name)
+        if isinstance(a, np.ndarray):
+            raise TypeError("%s must be a numpy.ndarray, not the subclass %s.%s (numpy.matrix and masked arrays "
+                            "change what NumPy's operators do; numpy.asarray(%s) is the plain array)"
+                            % (name, type(a).__module__, type(a).__name__, name))
         raise TypeError("%s must be a numpy.ndarray, got %s" % (name, type(a).__name__))
-    if dtype is None:
-        if a.dtype not in V.FLOAT_DTYPES:
-            raise TypeError("%s must have dtype float32 or float64, got %s" % (name, a.dtype))
-    elif a.dtype != dtype:
-        raise TypeError("%s has dtype %s but %s has dtype %s" % (name, a.dtype, dtype_of, dtype))
+
+
+def _input(name, a, ndim, dtype=None, dtype_of="x", shape=None, written=False):
+    """An array a kernel reads (``written``: and writes) through a raw pointer: V.array's checks
+    (exactly numpy.ndarray, not None, native float32/float64, C-contiguous, aligned, writeable
+    when written) and ``ndim`` dimensions, the ``dtype`` of the argument ``dtype_of``, ``shape``."""
+    if (not written and type(a) is np.ndarray and not a.flags.c_contiguous
+            and a.dtype in V.FLOAT_DTYPES and a.dtype.isnative):
+        # V.array's message is about arrays updated in place; an input may simply be copied
+        raise ValueError("%s must be C-contiguous: the kernels read it through a raw pointer "
+                         "(numpy.ascontiguousarray(%s) is a contiguous copy)" % (name, name))
+    dt = V.array(name, a)
+    if dtype is not None and dt != dtype:
+        raise TypeError("%s has dtype %s but %s has dtype %s" % (name, dt, dtype_of, dtype))
     if ndim is not None and a.ndim != ndim:
         raise ValueError("%s must be %d-dimensional, got shape %s" % (name, ndim, a.shape))
-    if not a.flags.c_contiguous:
-        raise ValueError("%s must be C-contiguous (use numpy.ascontiguousarray)" % name)
-    return a.dtype
+    if shape is not None and a.shape != shape:
+        raise ValueError("%s has shape %s, expected %s" % (name, a.shape, shape))
+    if written and not a.flags.writeable:
+        raise ValueError("%s must be writeable (it is an output)" % name)
+    return dt
 
 
 def _output(name, a, shape, dtype, dtype_of="x"):
     """A preallocated output: like an input, with exactly ``shape``, and writeable."""
-    _input(name, a, len(shape), dtype, dtype_of)
-    if a.shape != shape:
-        raise ValueError("%s has shape %s, expected %s" % (name, a.shape, shape))
-    if not a.flags.writeable:
-        raise ValueError("%s must be writeable (it is an output)" % name)
+    _input(name, a, len(shape), dtype, dtype_of, shape, True)
 
 
 def _no_overlap(written, others):
@@ -125,19 +163,32 @@ def _no_overlap(written, others):
                 raise ValueError("%s and %s overlap in memory; outputs must be separate buffers" % (wn, on))
 
 
-_fast = [None, False]  # fastgd._cython.dense.arrays_ok, loaded on first use (it imports SciPy)
+# the compiled fast accept, fastgd._cython.dense.arrays_ok (loaded on first use: it imports
+# SciPy).  It checks exact ndarray type, one float32/float64 type number, C-contiguity,
+# writeable outputs and overlap, and skips None entries; it does NOT check alignment or byte
+# order (a byte-swapped float32 array has the type number of float32), so _fast_accept adds
+# those, and the callers rule out None for required arguments before calling it.
+_fast_state = [None, False]
 
 
 def _fast_ok():
     """The compiled fast accept of array arguments, or None when the Cython backend is absent."""
-    if not _fast[1]:
-        _fast[1] = True
+    if not _fast_state[1]:
+        _fast_state[1] = True
         try:
             from ._cython.dense import arrays_ok
-            _fast[0] = arrays_ok
+            _fast_state[0] = arrays_ok
         except ImportError:
             pass
-    return _fast[0]
+    return _fast_state[0]
+
+
+def _fast_accept(ins, outs):
+    """True when every array check would pass for these arrays (shapes aside, which the caller
+    compares): arrays_ok, then alignment and native byte order.  False: run the named checks.
+    Entries may be None only where the argument is optional."""
+    ok = _fast_state[0] if _fast_state[1] else _fast_ok()
+    return ok is not None and bool(ok(ins, outs))  # (aligned, native order: checked in C)
 
 
 def _blas_dims(**dims):
@@ -146,18 +197,22 @@ def _blas_dims(**dims):
             raise ValueError("%s = %d is too large for BLAS (at most %d)" % (name, d, _INT_MAX))
 
 
-def _check_dense(x, weight, bias_or_none):
+def _check_xw(x, weight):
     dtype = _input("x", x, 2)
     _input("weight", weight, 2, dtype)
     if weight.shape[0] != x.shape[1]:
         raise ValueError("x has shape %s but weight has shape %s: x.shape[1] must equal weight.shape[0] "
                          "(in_features)" % (x.shape, weight.shape))
-    if bias_or_none is not None:
-        _input("bias", bias_or_none, 1, dtype)
-        if bias_or_none.shape[0] != weight.shape[1]:
-            raise ValueError("bias has shape %s but weight has shape %s: bias must have shape (%d,) "
-                             "(out_features)" % (bias_or_none.shape, weight.shape, weight.shape[1]))
     _blas_dims(batch=x.shape[0], in_features=x.shape[1], out_features=weight.shape[1])
+    return dtype
+
+
+def _check_dense(x, weight, bias):
+    dtype = _check_xw(x, weight)
+    _input("bias", bias, 1, dtype)
+    if bias.shape[0] != weight.shape[1]:
+        raise ValueError("bias has shape %s but weight has shape %s: bias must have shape (%d,) "
+                         "(out_features)" % (bias.shape, weight.shape, weight.shape[1]))
     return dtype
 
 
@@ -167,12 +222,13 @@ def dense_forward(x, weight, bias, *, activation="relu", negative_slope=0.01, ou
 
     One BLAS product, then a single pass that adds the bias and applies the activation in place.
     ``out`` is the post-activation output, which is all :func:`dense_backward` needs.
-    ``negative_slope`` (>= 0) is leaky_relu's slope for z <= 0.
+    ``negative_slope`` (>= 0) is leaky_relu's slope for z <= 0.  ``bias`` is required on every
+    backend (``None`` is a TypeError): for a layer without bias pass zeros.
     """
     activation = _activation(activation)
     slope = V.nonneg("negative_slope", negative_slope)
-    ok = _fast[0] if _fast[1] else _fast_ok()
-    if (ok is not None and out is not None and ok((x, weight, bias), (out,)) and x.ndim == 2 and weight.ndim == 2
+    if (out is not None and x is not None and weight is not None and bias is not None
+            and _fast_accept((x, weight, bias), (out,)) and x.ndim == 2 and weight.ndim == 2
             and bias.ndim == 1 and x.shape[1] == weight.shape[0] and bias.shape[0] == weight.shape[1]
             and out.shape == (x.shape[0], weight.shape[1]) and x.shape[0] <= _INT_MAX and x.shape[1] <= _INT_MAX
             and weight.shape[1] <= _INT_MAX):
@@ -203,8 +259,9 @@ def dense_backward(grad_output, x, weight, output, *, activation="relu", negativ
         grad_weight = x.T @ grad_z
         grad_x      = grad_z @ weight.T        # None when compute_grad_x=False (first layer)
 
-    ``output`` is what :func:`dense_forward` returned for ``x``.  ``grad_x``, ``grad_weight``,
-    ``grad_bias`` are optional preallocated outputs.  With ``overwrite_grad_output=True``,
+    ``output`` is what :func:`dense_forward` returned for ``x``.  ``grad_output``, ``x``,
+    ``weight`` and ``output`` are required; ``grad_x``, ``grad_weight``, ``grad_bias`` are
+    optional preallocated outputs (None: allocated).  With ``overwrite_grad_output=True``,
     ``grad_z`` is written over ``grad_output`` (which must be writeable) instead of a new array:
     with preallocated outputs the call then allocates nothing.
     """
@@ -212,10 +269,10 @@ def dense_backward(grad_output, x, weight, output, *, activation="relu", negativ
     slope = V.nonneg("negative_slope", negative_slope)
     compute_grad_x = V.flag("compute_grad_x", compute_grad_x)
     overwrite = V.flag("overwrite_grad_output", overwrite_grad_output)
-    ok = _fast[0] if _fast[1] else _fast_ok()
-    if (ok is not None and (compute_grad_x or grad_x is None)
-            and (ok((x, weight, output), (grad_output, grad_x, grad_weight, grad_bias)) if overwrite
-                 else ok((x, weight, output, grad_output), (grad_x, grad_weight, grad_bias)))
+    if (grad_output is not None and x is not None and weight is not None and output is not None
+            and (compute_grad_x or grad_x is None)
+            and (_fast_accept((x, weight, output), (grad_output, grad_x, grad_weight, grad_bias)) if overwrite
+                 else _fast_accept((x, weight, output, grad_output), (grad_x, grad_weight, grad_bias)))
             and x.ndim == 2 and weight.ndim == 2 and grad_output.ndim == 2 and output.ndim == 2):
         # fast accept: everything below would pass
         n, k = x.shape
@@ -226,7 +283,8 @@ def dense_backward(grad_output, x, weight, output, *, activation="relu", negativ
                 and m <= _INT_MAX):
             return _backward(grad_output, x, weight, output, activation, slope, grad_x, grad_weight, grad_bias,
                              compute_grad_x, overwrite, backend)
-    dtype = _check_dense(x, weight, None)
+    _input("grad_output", grad_output, 2)  # a None or a list here is named before x is looked at
+    dtype = _check_xw(x, weight)
     n, k = x.shape
     m = weight.shape[1]
     for name, a in (("grad_output", grad_output), ("output", output)):
@@ -283,19 +341,29 @@ def _loss_out(out, like_name, like, other_name, other):
     return out
 
 
+def _class_indices(name, labels, n, classes, what):
+    """Integer labels (n,) as a new intp array, checked to lie in [0, classes).  The range is
+    checked on the copy the kernel will read, so nothing (another thread, a wrapping cast) can
+    change a label between the check and the kernel that indexes with it."""
+    if labels.shape != (n,):
+        raise ValueError("%s has shape %s but %s: integer labels must have shape (%d,)"
+                         % (name, labels.shape, what, n))
+    lab = np.array(labels, dtype=np.intp, order="C")  # a copy, whatever the dtype and layout
+    if n:
+        lo, hi = int(lab.min()), int(lab.max())
+        if lo < 0 or hi >= classes or lo != int(labels.min()) or hi != int(labels.max()):
+            raise ValueError("%s must be class indices in [0, %d) for %s; got values in [%d, %d]"
+                             % (name, classes, what, int(labels.min()), int(labels.max())))
+    return lab
+
+
 def _labels(labels, logits):
-    """Integer class indices (n,) -> intp, or probabilities (n, classes) of logits' dtype."""
+    """Integer class indices (n,) -> a checked intp copy, or probabilities (n, classes) of
+    logits' dtype (checked like any kernel input)."""
     n, c = logits.shape
-    if not isinstance(labels, np.ndarray):
-        raise TypeError("labels must be a numpy.ndarray, got %s" % type(labels).__name__)
+    _plain("labels", labels)
     if labels.dtype.kind in "iu":
-        if labels.shape != (n,):
-            raise ValueError("labels has shape %s but logits has shape %s: integer labels must have shape (%d,)"
-                             % (labels.shape, logits.shape, n))
-        if n and (labels.min() < 0 or labels.max() >= c):
-            raise ValueError("labels must be class indices in [0, %d) for logits of shape %s; got values in [%d, %d]"
-                             % (c, logits.shape, labels.min(), labels.max()))
-        return np.ascontiguousarray(labels, dtype=np.intp)
+        return _class_indices("labels", labels, n, c, "logits has shape %s" % (logits.shape,))
     if labels.dtype.kind == "f":
         _input("labels", labels, 2, logits.dtype, "logits")
         if labels.shape != logits.shape:
@@ -309,7 +377,8 @@ def _labels(labels, logits):
 def softmax_cross_entropy(logits, labels, *, out=None, backend=None):
     """Softmax cross-entropy, mean over the batch, and its gradient: returns ``(loss, grad)``.
 
-    ``logits`` (n, classes); ``labels``: integer class indices (n,) or class probabilities /
+    ``logits`` (n, classes); ``labels``: integer class indices (n,) in ``[0, classes)`` (any
+    integer dtype; copied to intp before the kernel reads them) or class probabilities /
     one-hot rows (n, classes) of logits' dtype.  Per row, with ``p = softmax(z)`` computed from
     ``z - max(z)`` (stable for any finite logits)::
 
@@ -379,7 +448,9 @@ def _dtype(dtype):
 
 class _Buffer:
     """A (rows, cols) scratch array that grows to the largest batch seen; ``get(n)`` is a
-    C-contiguous view of its first n rows (no allocation once the largest batch was seen)."""
+    C-contiguous view of its first n rows (no allocation once the largest batch was seen).
+    The view is a new object each time and the array itself never leaves: what callers do to
+    a view's shape or dtype attributes cannot change the buffer."""
 
     __slots__ = ("cols", "dtype", "array")
 
@@ -390,7 +461,7 @@ class _Buffer:
         a = self.array
         if a is None or a.shape[0] < n:
             a = self.array = np.empty((n, self.cols), self.dtype)
-        return a if a.shape[0] == n else a[:n]
+        return a[:n]
 
 
 class Dense:
@@ -405,25 +476,91 @@ class Dense:
     ``forward(x)`` returns an internal buffer (valid until the next ``forward``) and keeps ``x``
     for ``backward(grad_output)``, which fills ``grad_weight``/``grad_bias`` and returns the
     gradient with respect to ``x`` (None with ``compute_grad_x=False``).
+
+    ``in_features``, ``out_features`` and ``dtype`` are read-only.  ``weight``, ``bias``,
+    ``grad_weight`` and ``grad_bias`` may be assigned (e.g. to load weights or tie them): the
+    new array must be a numpy.ndarray of the layer's dtype and shape, C-contiguous and aligned
+    (the gradients also writeable and apart from the other three); it is used as it is, not
+    copied.  ``activation`` and ``negative_slope`` may be assigned valid values.
     """
 
     def __init__(self, in_features, out_features, activation="relu", *, negative_slope=0.01, dtype=np.float32,
                  rng=None, backend=None):
-        self.in_features = _size("in_features", in_features)
-        self.out_features = _size("out_features", out_features)
-        self.activation = _activation(activation)
-        self.negative_slope = V.nonneg("negative_slope", negative_slope)
-        self.dtype = _dtype(dtype)
+        self._in = _size("in_features", in_features)
+        self._outf = _size("out_features", out_features)
+        self._activation = _activation(activation)
+        self._slope = V.nonneg("negative_slope", negative_slope)
+        self._dtype = _dtype(dtype)
         self.backend = backend
-        self.weight = np.empty((self.in_features, self.out_features), self.dtype)
-        self.bias = np.zeros(self.out_features, self.dtype)
-        self.grad_weight = np.zeros_like(self.weight)
-        self.grad_bias = np.zeros_like(self.bias)
-        self._out = _Buffer(self.out_features, self.dtype)
-        self._gx = _Buffer(self.in_features, self.dtype)
-        self._gz = _Buffer(self.out_features, self.dtype)
+        self._wshape, self._bshape = (self._in, self._outf), (self._outf,)
+        self._weight = np.empty(self._wshape, self._dtype)
+        self._bias = np.zeros(self._bshape, self._dtype)
+        self._grad_weight = np.zeros(self._wshape, self._dtype)
+        self._grad_bias = np.zeros(self._bshape, self._dtype)
+        self._out = _Buffer(self._outf, self._dtype)
+        self._gx = _Buffer(self._in, self._dtype)
+        self._gz = _Buffer(self._outf, self._dtype)
         self._x = self._y = None
         self.reset_parameters(rng)
+
+    # -- attributes -----------------------------------------------------------------------
+    in_features = property(lambda self: self._in, doc="Input features (read-only).")
+    out_features = property(lambda self: self._outf, doc="Output features (read-only).")
+    dtype = property(lambda self: self._dtype, doc="float32 or float64 (read-only).")
+
+    @property
+    def activation(self):
+        return self._activation
+
+    @activation.setter
+    def activation(self, value):
+        self._activation = _activation(value)
+
+    @property
+    def negative_slope(self):
+        return self._slope
+
+    @negative_slope.setter
+    def negative_slope(self, value):
+        self._slope = V.nonneg("negative_slope", value)
+
+    def _set(self, name, value):
+        """Check an array assigned to one of the layer's four arrays, then store it."""
+        shape = self._wshape if name.endswith("weight") else self._bshape
+        written = name.startswith("grad_")
+        _input(name, value, len(shape), self._dtype, "the layer", shape, written)
+        arrays = {"weight": self._weight, "bias": self._bias, "grad_weight": self._grad_weight,
+                  "grad_bias": self._grad_bias}
+        for other, a in arrays.items():
+            if other != name and (written or other.startswith("grad_")) and value.size and a.size \
+                    and np.may_share_memory(value, a):
+                raise ValueError("%s and the layer's %s overlap in memory; gradients must be separate buffers"
+                                 % (name, other))
+        setattr(self, "_" + name, value)
+
+    weight = property(lambda self: self._weight, lambda self, v: self._set("weight", v),
+                      doc="(in_features, out_features); optimizers update it in place.")
+    bias = property(lambda self: self._bias, lambda self, v: self._set("bias", v), doc="(out_features,).")
+    grad_weight = property(lambda self: self._grad_weight, lambda self, v: self._set("grad_weight", v),
+                           doc="d loss / d weight, written by backward.")
+    grad_bias = property(lambda self: self._grad_bias, lambda self, v: self._set("grad_bias", v),
+                         doc="d loss / d bias, written by backward.")
+
+    def _params(self):
+        """The four arrays, after a cheap re-check of what can change in place after they were
+        checked on assignment (shape, dtype, strides, the gradients' writeable flag): a kernel
+        takes its sizes from them.  On a mismatch the full checks name the array."""
+        w, b, gw, gb = self._weight, self._bias, self._grad_weight, self._grad_bias
+        dt, ws, bs = self._dtype, self._wshape, self._bshape
+        if (w.shape == ws and gw.shape == ws and b.shape == bs and gb.shape == bs and w.dtype == dt
+                and b.dtype == dt and gw.dtype == dt and gb.dtype == dt):
+            fw, fb, fgw, fgb = w.flags, b.flags, gw.flags, gb.flags
+            if (fw.c_contiguous and fb.c_contiguous and fgw.c_contiguous and fgb.c_contiguous and fgw.writeable
+                    and fgb.writeable):
+                return w, b, gw, gb
+        for name, a, shape in (("weight", w, ws), ("bias", b, bs), ("grad_weight", gw, ws), ("grad_bias", gb, bs)):
+            _input(name, a, len(shape), dt, "the layer", shape, name.startswith("grad_"))
+        raise AssertionError("unreachable")  # pragma: no cover
 
     def reset_parameters(self, rng=None):
         """Draw new weights (He or Glorot, see the class) and zero the bias."""
@@ -435,8 +572,9 @@ class Dense:
         else:
             limit = math.sqrt(6.0 / (fan_in + fan_out))
             w = rng.uniform(-limit, limit, (fan_in, fan_out))
-        self.weight[...] = w
-        self.bias.fill(0)
+        w_, b_, _, _ = self._params()
+        w_[...] = w
+        b_.fill(0)
 
     def parameters(self):
         return [self.weight, self.bias]
@@ -449,23 +587,44 @@ class Dense:
         return "Dense(%d, %d, activation=%r%s, dtype=%s)" % (self.in_features, self.out_features, self.activation,
                                                              extra, self.dtype.name)
 
-    # fast paths: arguments known good (buffers owned here, x checked by the caller)
-    def _forward(self, x, kernels):
+    # the paths to the kernels: x checked by the caller (or a buffer of the layer before), the
+    # layer's arrays re-checked (_params), the batch of backward compared with forward's
+    # (_backward_ready).  Sequential runs every layer's checks before the first kernel, so a
+    # model call that raises has written nothing; it passes their results as ``params``.
+    def _forward(self, x, kernels, params=None):
+        w, b, _, _ = self._params() if params is None else params
+        if x.ndim != 2 or x.shape[1] != self._in or x.dtype != self._dtype:
+            raise ValueError("x has shape %s and dtype %s but the layer takes (n, %d) %s"
+                             % (x.shape, x.dtype, self._in, self._dtype))
         out = self._out.get(x.shape[0])
-        kernels.dense_forward(x, self.weight, self.bias, out, activation=self.activation,
-                              negative_slope=self.negative_slope)
+        kernels.dense_forward(x, w, b, out, activation=self._activation, negative_slope=self._slope)
         self._x, self._y = x, out
         return out
 
-    def _backward(self, grad_output, kernels, compute_grad_x, overwrite):
+    def _backward_ready(self, n):
+        """The layer's arrays (checked) when a backward pass of an n-row batch may run now."""
+        params = self._params()
+        x, y = self._x, self._y
+        # x may be the caller's array (the first layer's input): changed in place since forward,
+        # it must not reach the kernel with other sizes
+        if y is None or y.shape != (n, self._outf) or x.shape != (n, self._in) or x.dtype != self._dtype \
+                or not x.flags.c_contiguous:
+            raise RuntimeError("the layer's last forward was on another batch (or its input was changed in place "
+                               "since): backward of %d rows, the forward input has shape %s and the output %s"
+                               % (n, None if x is None else x.shape, None if y is None else y.shape))
+        return params
+
+    def _backward(self, grad_output, kernels, compute_grad_x, overwrite, params=None):
         n = grad_output.shape[0]
+        w, _, gw, gb = self._backward_ready(n) if params is None else params
+        x, y = self._x, self._y
         gx = self._gx.get(n) if compute_grad_x else None
-        if self.activation == "identity" or overwrite:
+        if self._activation == "identity" or overwrite:
             gz = grad_output
         else:
             gz = self._gz.get(n)
-        kernels.dense_backward(grad_output, self._x, self.weight, self._y, gx, self.grad_weight, self.grad_bias, gz,
-                               activation=self.activation, negative_slope=self.negative_slope)
+        kernels.dense_backward(grad_output, x, w, y, gx, gw, gb, gz, activation=self._activation,
+                               negative_slope=self._slope)
         return gx
 
     def _check_x(self, x, name="x"):
@@ -479,6 +638,7 @@ class Dense:
         if x.shape[0] == 0:
             self._x, self._y = x, np.empty((0, self.out_features), self.dtype)
             return self._y
+        _blas_dims(batch=x.shape[0])
         return self._forward(x, _kernels(self.backend))
 
     __call__ = forward
@@ -496,13 +656,20 @@ class Dense:
                              % (grad_output.shape, self._y.shape))
         if overwrite and not grad_output.flags.writeable:
             raise ValueError("grad_output must be writeable with overwrite_grad_output=True")
+        self._check_x(self._x, "the input of the last forward")  # it may have been changed in place
+        w, b, gw, gb = self._params()
         if grad_output.shape[0] == 0:
-            self.grad_weight.fill(0)
-            self.grad_bias.fill(0)
+            gw.fill(0)
+            gb.fill(0)
             return np.empty((0, self.in_features), self.dtype) if compute_grad_x else None
-        for name, a in (("x", self._x), ("output", self._y)):
-            if np.may_share_memory(grad_output, a):
-                raise ValueError("grad_output and the layer's %s overlap in memory" % name)
+        # grad_output is read while grad_weight/grad_bias (and the internal grad_x, grad_z) are
+        # written, and itself written with overwrite: it must be apart from all of them
+        others = [("the layer's grad_weight", gw), ("the layer's grad_bias", gb), ("the layer's input x", self._x),
+                  ("the layer's output", self._y), ("the layer's weight", w), ("the layer's bias", b),
+                  ("the layer's grad_x buffer", self._gx.array), ("the layer's grad_z buffer", self._gz.array)]
+        for name, a in others:
+            if a is not None and a.size and np.may_share_memory(grad_output, a):
+                raise ValueError("grad_output and %s overlap in memory" % name)
         return self._backward(grad_output, _kernels(self.backend), compute_grad_x, overwrite)
 
 
@@ -532,6 +699,21 @@ def _make_optimizer(optimizer, params, backend, hyper):
     return optimizer
 
 
+def _as_data(name, a):
+    """A data argument of fit/predict/evaluate (read, converted, never written): an ndarray or
+    anything numpy.asarray takes, not a masked array (its mask would be dropped silently) or a
+    numpy.matrix (it is always 2-D: a vector of targets is not one).  Other ndarray subclasses
+    (numpy.memmap) are read through numpy.asarray."""
+    if type(a) is np.ndarray:
+        return a
+    if a is None:
+        raise TypeError("%s is required, got None" % name)
+    if isinstance(a, (np.ma.MaskedArray, np.matrix)):
+        raise TypeError("%s must not be a %s.%s (numpy.asarray(%s) drops what makes it one; fill or remove masked "
+                        "entries first)" % (name, type(a).__module__, type(a).__name__, name))
+    return np.asarray(a)
+
+
 class Sequential:
     """Layers applied in order, with a loss on top (one of ``LOSSES``):
 
@@ -542,6 +724,8 @@ class Sequential:
     * ``mse_loss``: any output; no accuracy.
 
     ``backend`` (None: the current backend at each call) runs every kernel of the model.
+    ``layers`` (a tuple), ``loss``, ``dtype``, ``in_features`` and ``out_features`` are
+    read-only; a layer may appear only once (it keeps the input of its last forward).
     """
 
     def __init__(self, *layers, loss="softmax_cross_entropy", backend=None):
@@ -557,16 +741,26 @@ class Sequential:
                                  % (i, layer.in_features, i - 1, layers[i - 1].out_features))
             if layer.dtype != layers[0].dtype:
                 raise TypeError("layer %d has dtype %s but layer 0 has dtype %s" % (i, layer.dtype, layers[0].dtype))
-        if loss not in LOSSES:
+            for j in range(i):
+                if layers[j] is layer:
+                    raise ValueError("layer %d is layer %d: a Dense layer keeps the input of its last forward, so "
+                                     "it can appear only once (make another Dense)" % (i, j))
+        if type(loss) is not str or loss not in LOSSES:
             raise ValueError("loss must be one of %s, got %r" % (", ".join(LOSSES), loss))
-        self.layers = list(layers)
-        self.loss = loss
+        self._layers = tuple(layers)
+        self._loss_name = loss
         self.backend = backend
-        self.dtype = layers[0].dtype
-        self.in_features = layers[0].in_features
-        self.out_features = layers[-1].out_features
-        self._grad = _Buffer(self.out_features, self.dtype)
+        self._dtype = layers[0].dtype
+        self._in = layers[0].in_features
+        self._outf = layers[-1].out_features
+        self._grad = _Buffer(self._outf, self._dtype)
         self.history = None
+
+    layers = property(lambda self: self._layers, doc="The layers, a tuple (read-only).")
+    loss = property(lambda self: self._loss_name, doc="The loss, one of LOSSES (read-only).")
+    dtype = property(lambda self: self._dtype, doc="float32 or float64 (read-only).")
+    in_features = property(lambda self: self._in, doc="Input features (read-only).")
+    out_features = property(lambda self: self._outf, doc="Output features (read-only).")
 
     def __repr__(self):
         return "%s(\n  %s,\n  loss=%r)" % (type(self).__name__, ",\n  ".join(map(repr, self.layers)), self.loss)
@@ -593,15 +787,19 @@ class Sequential:
 
     # -- forward / backward ------------------------------------------------------------
     def _forward(self, x, kernels):
-        for layer in self.layers:
-            x = layer._forward(x, kernels)
+        layers = self._layers
+        params = [layer._params() for layer in layers]  # all checked before the first kernel runs
+        for layer, p in zip(layers, params):
+            x = layer._forward(x, kernels, p)
         return x
 
     def _backward(self, grad, kernels, compute_grad_x=False):
         """``grad`` is owned by the model (it is overwritten)."""
-        last = len(self.layers) - 1
-        for i in range(last, -1, -1):
-            grad = self.layers[i]._backward(grad, kernels, i > 0 or compute_grad_x, True)
+        layers = self._layers
+        n = grad.shape[0]
+        params = [layer._backward_ready(n) for layer in layers]  # all checked before the first kernel runs
+        for i in range(len(layers) - 1, -1, -1):
+            grad = layers[i]._backward(grad, kernels, i > 0 or compute_grad_x, True, params[i])
         return grad
 
     def _check_x(self, x):
@@ -610,6 +808,7 @@ class Sequential:
             raise ValueError("x has shape %s but the model takes %d features" % (x.shape, self.in_features))
         if x.shape[0] == 0:
             raise ValueError("x is an empty batch")
+        _blas_dims(batch=x.shape[0])
 
     def forward(self, x):
         """The output of the last layer for x (n, in_features) of the model's dtype, C-contiguous.
@@ -639,18 +838,16 @@ class Sequential:
 
     # -- loss and targets ----------------------------------------------------------------
     def _targets(self, y, n, name="y"):
-        """y converted once for the loss: intp classes or an array of the model's dtype."""
-        if not isinstance(y, np.ndarray):
-            y = np.asarray(y)
+        """y converted once for the loss: a checked intp copy of class indices, or an aligned
+        C-contiguous array of the model's dtype."""
+        y = _as_data(name, y)
         if y.shape[:1] != (n,):
             raise ValueError("%s has shape %s but x has %d rows" % (name, y.shape, n))
         if self.loss == "softmax_cross_entropy":
             if y.dtype.kind in "iu" and y.ndim == 1:
-                if n and (y.min() < 0 or y.max() >= self.out_features):
-                    raise ValueError("%s must hold class indices in [0, %d)" % (name, self.out_features))
-                return np.ascontiguousarray(y, dtype=np.intp)
+                return _class_indices(name, y, n, self.out_features, "the model has %d outputs" % self.out_features)
             if y.dtype.kind == "f" and y.shape == (n, self.out_features):
-                return np.ascontiguousarray(y, dtype=self.dtype)
+                return np.require(y, self.dtype, ["C", "A"])
             raise ValueError("%s must be integer class indices (n,) or one-hot rows (n, %d); got dtype %s, "
                              "shape %s" % (name, self.out_features, y.dtype, y.shape))
         if y.ndim == 1 and self.out_features == 1:
@@ -659,7 +856,7 @@ class Sequential:
             raise ValueError("%s has shape %s, expected (%d, %d)" % (name, y.shape, n, self.out_features))
         if y.dtype.kind not in "iuf":
             raise TypeError("%s must be numeric, got dtype %s" % (name, y.dtype))
-        return np.ascontiguousarray(y, dtype=self.dtype)
+        return np.require(y, self.dtype, ["C", "A"])
 
     def _loss(self, out, y, kernels):
         """(loss, grad buffer) for an output and prepared targets."""
@@ -678,20 +875,25 @@ class Sequential:
     def _n_predictions(self, n):
         return n if self.loss == "softmax_cross_entropy" else n * self.out_features
 
-    def _data(self, x, y, name="x"):
-        if not isinstance(x, np.ndarray):
-            x = np.asarray(x)
+    def _data(self, x, y, name="x", y_name="y"):
+        x = _as_data(name, x)
         if x.ndim != 2 or x.shape[1] != self.in_features:
             raise ValueError("%s has shape %s, expected (n, %d)" % (name, x.shape, self.in_features))
         if x.dtype.kind not in "iuf":
             raise TypeError("%s must be numeric, got dtype %s" % (name, x.dtype))
-        x = np.ascontiguousarray(x, dtype=self.dtype)
-        return x, (None if y is None else self._targets(y, x.shape[0], "y" if name == "x" else name + "[1]"))
+        x = np.require(x, self.dtype, ["C", "A"])  # the model's dtype, native, C-contiguous, aligned
+        return x, (None if y is None else self._targets(y, x.shape[0], y_name))
 
     # -- training ------------------------------------------------------------------------
     def train_step(self, x, y, optimizer):
-        """One step on a batch: forward, loss, backward, ``optimizer.step(gradients())``.
-        ``x`` and ``y`` as prepared by ``fit`` (model dtype, C-contiguous); returns the loss."""
+        """One step on a batch: forward, loss, backward, ``optimizer.step(gradients())``;
+        returns the loss.  ``x``: a numpy.ndarray (n, in_features) of the model's dtype,
+        C-contiguous (as ``fit`` prepares it); ``y``: targets as ``fit`` takes them (checked and,
+        where needed, converted on every call).  ``optimizer``: an object with ``step(grads)``."""
+        self._check_x(x)
+        y = self._targets(y, x.shape[0])
+        if not callable(getattr(optimizer, "step", None)):
+            raise TypeError("optimizer must have a step(grads) method, got %s" % type(optimizer).__name__)
         kernels = _kernels(self.backend)
         out = self._forward(x, kernels)
         loss, g = self._loss(out, y, kernels)
@@ -724,6 +926,8 @@ class Sequential:
         shuffle = V.flag("shuffle", shuffle)
         verbose = V.flag("verbose", verbose)
         progress = verbose if progress is None else V.flag("progress", progress)
+        if y is None:
+            raise TypeError("y is required, got None")
         x, y = self._data(x, y)
         n = x.shape[0]
         if n == 0:
@@ -731,7 +935,9 @@ class Sequential:
         if validation_data is not None:
             if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
                 raise TypeError("validation_data must be a tuple (x_val, y_val)")
-            xv, yv = self._data(validation_data[0], validation_data[1], "validation_data[0]")
+            if validation_data[1] is None:
+                raise TypeError("validation_data[1] is required, got None")
+            xv, yv = self._data(validation_data[0], validation_data[1], "validation_data[0]", "validation_data[1]")
         rng = np.random.default_rng(seed)
         opt = _make_optimizer(optimizer, self.parameters(), self.backend, hyperparameters)
         kernels = _kernels(self.backend)
@@ -814,6 +1020,8 @@ class Sequential:
         """``{"loss": mean loss, "accuracy": fraction correct}`` on (x, y) (no accuracy for
         mse_loss); the parameters and gradients are left as they are."""
         batch_size = _size("batch_size", batch_size)
+        if y is None:
+            raise TypeError("y is required, got None")
         x, y = self._data(x, y)
         if x.shape[0] == 0:
             raise ValueError("x is empty")

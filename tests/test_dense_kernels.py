@@ -499,3 +499,221 @@ def test_dense_skeleton_computes_the_three_products(backend, dtype):
     assert_within(out, x.astype(np.float64) @ w, 9 * e * (ax @ aw), "x @ weight")
     assert_within(gw, x.T.astype(np.float64) @ g, 11 * e * (ax.T @ ag), "x.T @ grad_z")
     assert_within(gx, g.astype(np.float64) @ w.T, 7 * e * (ag @ aw.T), "grad_z @ weight.T")
+
+
+# ---------------------------------------------------------------------------------------
+# bad arrays that a kernel must never see (None, subclasses, unaligned or byte-swapped data,
+# out-of-range labels): each backend in a subprocess, so a crash fails the test instead of
+# killing pytest.  Every case must raise the named error and leave every output untouched.
+
+BAD_INPUT_HELPERS = r'''
+import re, sys
+import numpy as np
+import fastgd
+from fastgd import nn
+
+BACKEND = sys.argv[1]
+n_ok = 0
+
+
+def case(label, exc, match, fn, *watched):
+    global n_ok
+    before = [np.array(a, copy=True) for a in watched]
+    try:
+        fn()
+    except exc as e:
+        if not re.search(match, str(e)):
+            print("FAIL %s: %s(%r) does not match %r" % (label, type(e).__name__, str(e), match))
+            return
+    except Exception as e:
+        print("FAIL %s: %s(%r), expected %s" % (label, type(e).__name__, str(e), exc.__name__))
+        return
+    else:
+        print("FAIL %s: no exception, expected %s" % (label, exc.__name__))
+        return
+    for i, (a, b) in enumerate(zip(watched, before)):
+        if not np.array_equal(np.asarray(a), b, equal_nan=True):
+            print("FAIL %s: watched array %d was written" % (label, i))
+            return
+    n_ok += 1
+    print("ok", label, flush=True)
+
+
+def unaligned(a):
+    """A copy of ``a`` whose data starts one byte past an aligned address."""
+    buf = np.zeros(a.nbytes + 1, np.uint8)
+    u = buf[1:].view(a.dtype).reshape(a.shape)
+    u[...] = a
+    assert not u.flags.aligned and u.flags.c_contiguous
+    return u
+
+
+def swapped(a):
+    """The same values with the other byte order."""
+    return a.astype(a.dtype.newbyteorder())
+
+
+def masked(a):
+    return np.ma.masked_array(a, mask=np.zeros(a.shape, bool))
+'''
+
+FUNCTIONAL_BAD_INPUTS = BAD_INPUT_HELPERS + r'''
+T, V = TypeError, ValueError
+rng = np.random.default_rng(0)
+x = rng.standard_normal((4, 3)).astype(np.float32)
+w = rng.standard_normal((3, 2)).astype(np.float32)
+b = rng.standard_normal(2).astype(np.float32)
+out = np.full((4, 2), 7, np.float32)
+f = lambda *a, **k: nn.dense_forward(*a, backend=BACKEND, **k)
+ref = f(x, w, b)
+for lab, xx, ww, bb in (("x", None, w, b), ("weight", x, None, b), ("bias", x, w, None)):
+    case("forward %s None" % lab, T, "%s is required, got None" % lab, lambda: f(xx, ww, bb, out=out), out)
+    case("forward %s None, no out" % lab, T, "%s is required, got None" % lab, lambda: f(xx, ww, bb))
+case("forward x matrix", T, "x must be a numpy.ndarray, not the subclass", lambda: f(np.asmatrix(x), w, b, out=out),
+     out)
+case("forward weight masked", T, "weight must be a numpy.ndarray, not the subclass",
+     lambda: f(x, masked(w), b, out=out), out)
+case("forward bias masked", T, "bias must be a numpy.ndarray, not the subclass", lambda: f(x, w, masked(b), out=out),
+     out)
+case("forward out matrix", T, "out must be a numpy.ndarray, not the subclass", lambda: f(x, w, b, out=np.asmatrix(out)),
+     out)
+case("forward out masked", T, "out must be a numpy.ndarray, not the subclass", lambda: f(x, w, b, out=masked(out)),
+     out)
+case("forward x list", T, "x must be a numpy.ndarray, got list", lambda: f(x.tolist(), w, b, out=out), out)
+for lab, args in (("x", (unaligned(x), w, b)), ("weight", (x, unaligned(w), b)), ("bias", (x, w, unaligned(b)))):
+    case("forward %s unaligned" % lab, V, "%s is not aligned" % lab, lambda: f(*args, out=out), out)
+    case("forward %s unaligned, no out" % lab, V, "%s is not aligned" % lab, lambda: f(*args))
+uo = unaligned(out)
+case("forward out unaligned", V, "out is not aligned", lambda: f(x, w, b, out=uo), uo)
+for lab, args in (("x", (swapped(x), w, b)), ("weight", (x, swapped(w), b)), ("bias", (x, w, swapped(b)))):
+    case("forward %s byte-swapped" % lab, T, "%s has dtype .f4; fastgd needs native byte order" % lab,
+         lambda: f(*args, out=out), out)
+so = swapped(out)
+case("forward out byte-swapped", T, "out has dtype .f4; fastgd needs native byte order", lambda: f(x, w, b, out=so), so)
+ro = out.copy()
+ro.flags.writeable = False
+case("forward out read-only", V, "out must be writeable", lambda: f(x, w, b, out=ro))
+assert np.array_equal(f(x, w, b, out=out), ref)  # the good call still works
+
+# backward
+x, w, b = x.astype(np.float64), w.astype(np.float64), b.astype(np.float64)
+y = nn.dense_forward(x, w, b, backend=BACKEND)
+g = rng.standard_normal((4, 2))
+gx, gw, gb = np.full((4, 3), 7.0), np.full((3, 2), 7.0), np.full(2, 7.0)
+bw = lambda *a, **k: nn.dense_backward(*a, backend=BACKEND, **k)
+outs = dict(grad_x=gx, grad_weight=gw, grad_bias=gb)
+for lab, args in (("grad_output", (None, x, w, y)), ("x", (g, None, w, y)), ("weight", (g, x, None, y)),
+                  ("output", (g, x, w, None))):
+    case("backward %s None" % lab, T, "%s is required, got None" % lab, lambda: bw(*args, **outs), gx, gw, gb)
+    case("backward %s None, no outputs" % lab, T, "%s is required, got None" % lab, lambda: bw(*args))
+for lab, args in (("grad_output", (np.asmatrix(g), x, w, y)), ("x", (g, masked(x), w, y)),
+                  ("weight", (g, x, np.asmatrix(w), y)), ("output", (g, x, w, masked(y)))):
+    case("backward %s subclass" % lab, T, "%s must be a numpy.ndarray, not the subclass" % lab,
+         lambda: bw(*args, **outs), gx, gw, gb)
+for lab in ("grad_x", "grad_weight", "grad_bias"):
+    bad = dict(outs)
+    bad[lab] = masked(outs[lab]) if lab == "grad_bias" else np.asmatrix(outs[lab])
+    case("backward %s subclass" % lab, T, "%s must be a numpy.ndarray, not the subclass" % lab,
+         lambda: bw(g, x, w, y, **bad), gx, gw, gb)
+    bad[lab] = unaligned(outs[lab])
+    case("backward %s unaligned" % lab, V, "%s is not aligned" % lab, lambda: bw(g, x, w, y, **bad), gx, gw, gb,
+         bad[lab])
+    bad[lab] = swapped(outs[lab])
+    case("backward %s byte-swapped" % lab, T, "%s has dtype .f8; fastgd needs native byte order" % lab,
+         lambda: bw(g, x, w, y, **bad), gx, gw, gb, bad[lab])
+for lab, args in (("grad_output", (unaligned(g), x, w, y)), ("x", (g, unaligned(x), w, y)),
+                  ("weight", (g, x, unaligned(w), y)), ("output", (g, x, w, unaligned(y)))):
+    case("backward %s unaligned" % lab, V, "%s is not aligned" % lab, lambda: bw(*args, **outs), gx, gw, gb)
+    case("backward %s unaligned, overwrite" % lab, V, "%s is not aligned" % lab,
+         lambda: bw(*args, overwrite_grad_output=True, **outs), gx, gw, gb, args[0])
+for lab, args in (("grad_output", (swapped(g), x, w, y)), ("x", (g, swapped(x), w, y)),
+                  ("weight", (g, x, swapped(w), y)), ("output", (g, x, w, swapped(y)))):
+    case("backward %s byte-swapped" % lab, T, "%s has dtype .f8; fastgd needs native byte order" % lab,
+         lambda: bw(*args, **outs), gx, gw, gb)
+
+# softmax cross-entropy: labels are indices a compiled kernel reads memory with
+z = rng.standard_normal((4, 3)).astype(np.float32)
+labels = np.array([0, 2, 1, 2])
+gout = np.full((4, 3), 7, np.float32)
+sce = lambda *a, **k: nn.softmax_cross_entropy(*a, backend=BACKEND, **k)
+loss_ref, g_ref = sce(z, labels)
+case("sce labels None", T, "labels is required, got None", lambda: sce(z, None, out=gout), gout)
+case("sce logits None", T, "logits is required, got None", lambda: sce(None, labels, out=gout), gout)
+case("sce labels masked", T, "labels must be a numpy.ndarray, not the subclass",
+     lambda: sce(z, masked(labels), out=gout), gout)
+case("sce labels list", T, "labels must be a numpy.ndarray, got list", lambda: sce(z, [0, 1, 2, 0], out=gout), gout)
+for bad in (np.array([0, 1, 10 ** 9, 0]), np.array([0, 1, 3, 0]), np.array([0, -1, 2, 0]),
+            np.array([0, 1, 2, -2 ** 62]), np.array([0, 1, 2, 2 ** 63], np.uint64), np.array([0, 255, 1, 1], np.uint8),
+            np.array([0, -1, 1, 1], np.int8), np.array([0, 1, 2, 2 ** 31], np.int64),
+            np.array([0, 1, 2, -2 ** 63], np.int64)):
+    case("sce labels %s %s" % (bad.dtype, bad.tolist()), V, r"labels must be class indices in \[0, 3\)",
+         lambda: sce(z, bad, out=gout), gout)
+case("sce labels too long", V, r"labels has shape \(5,\) but logits has shape \(4, 3\)",
+     lambda: sce(z, np.array([0, 1, 2, 0, 1]), out=gout), gout)
+case("sce labels too short", V, r"labels has shape \(3,\)", lambda: sce(z, labels[:3], out=gout), gout)
+case("sce labels 2-D int", V, r"labels has shape \(4, 1\)", lambda: sce(z, labels.reshape(4, 1), out=gout), gout)
+case("sce labels bool", T, "labels must be integer class indices or float", lambda: sce(z, labels > 0, out=gout), gout)
+onehot = np.eye(3, dtype=np.float32)[labels]
+for lab, args in (("logits", (np.asmatrix(z), labels)), ("logits", (masked(z), labels)),
+                  ("labels", (z, np.asmatrix(onehot)))):
+    case("sce %s subclass" % lab, T, "%s must be a numpy.ndarray, not the subclass" % lab, lambda: sce(*args, out=gout),
+         gout)
+for lab, args in (("logits", (unaligned(z), labels)), ("labels", (z, unaligned(onehot)))):
+    case("sce %s unaligned" % lab, V, "%s is not aligned" % lab, lambda: sce(*args, out=gout), gout)
+for lab, args in (("logits", (swapped(z), labels)), ("labels", (z, swapped(onehot)))):
+    case("sce %s byte-swapped" % lab, T, "%s has dtype .f4; fastgd needs native byte order" % lab,
+         lambda: sce(*args, out=gout), gout)
+ug = unaligned(gout)
+case("sce out unaligned", V, "out is not aligned", lambda: sce(z, labels, out=ug), ug)
+case("sce out matrix", T, "out must be a numpy.ndarray, not the subclass",
+     lambda: sce(z, labels, out=np.asmatrix(gout)), gout)
+# labels of any integer dtype, byte order or layout are read through a checked copy
+for good in (labels.astype(np.uint8), labels.astype(">i8"), np.repeat(labels, 2)[::2], unaligned(labels)):
+    loss, gg = sce(z, good)
+    assert loss == loss_ref and np.array_equal(gg, g_ref), good.dtype
+
+# mse / bce
+p = rng.standard_normal((4, 3)).astype(np.float32)
+t = rng.random((4, 3)).astype(np.float32)
+for name, fn, an, bn in (("mse", nn.mse_loss, "pred", "target"), ("bce", nn.binary_cross_entropy_with_logits,
+                                                                   "logits", "targets")):
+    l = lambda *a, **k: fn(*a, backend=BACKEND, **k)
+    for lab, args in ((an, (None, t)), (bn, (p, None))):
+        case("%s %s None" % (name, lab), T, "%s is required, got None" % lab, lambda: l(*args, out=gout), gout)
+    for lab, args in ((an, (np.asmatrix(p), t)), (bn, (p, masked(t)))):
+        case("%s %s subclass" % (name, lab), T, "%s must be a numpy.ndarray, not the subclass" % lab,
+             lambda: l(*args, out=gout), gout)
+    for lab, args in ((an, (unaligned(p), t)), (bn, (p, unaligned(t)))):
+        case("%s %s unaligned" % (name, lab), V, "%s is not aligned" % lab, lambda: l(*args, out=gout), gout)
+    for lab, args in ((an, (swapped(p), t)), (bn, (p, swapped(t)))):
+        case("%s %s byte-swapped" % (name, lab), T, "%s has dtype .f4; fastgd needs native byte order" % lab,
+             lambda: l(*args, out=gout), gout)
+    case("%s out unaligned" % name, V, "out is not aligned", lambda: l(p, t, out=ug), ug)
+    case("%s out masked" % name, T, "out must be a numpy.ndarray, not the subclass", lambda: l(p, t, out=masked(gout)),
+         gout)
+print("DONE", n_ok)
+'''
+
+
+def run_script(code, backend):
+    """Run ``code`` with argv[1] = backend in a fresh interpreter; a crash is a failed test.
+    It runs in the directory that holds the fastgd package this process imported, so ``-c``'s
+    sys.path[0] (the working directory) finds that same package."""
+    import os
+    import subprocess
+    import sys
+    home = os.path.dirname(os.path.dirname(os.path.abspath(fastgd.__file__)))
+    proc = subprocess.run([sys.executable, "-c", code, backend], env=os.environ, cwd=home, capture_output=True,
+                          text=True, timeout=600)
+    tail = "\n".join(proc.stdout.splitlines()[-5:])
+    assert proc.returncode == 0, "exit status %d (a crash?) after:\n%s\n%s" % (proc.returncode, tail,
+                                                                               proc.stderr[-3000:])
+    fails = [line for line in proc.stdout.splitlines() if line.startswith("FAIL")]
+    assert not fails, "\n".join(fails)
+    assert "DONE" in proc.stdout, proc.stdout[-2000:] + proc.stderr[-2000:]
+    return proc.stdout
+
+
+def test_bad_arrays_never_reach_a_kernel(backend):
+    out = run_script(FUNCTIONAL_BAD_INPUTS, backend)
+    assert int(out.split("DONE")[1]) >= 100

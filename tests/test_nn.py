@@ -242,9 +242,9 @@ def test_fit_shuffles_every_epoch():
     first = model.layers[0]
     orig = first._forward
 
-    def spy(xb, kernels):
+    def spy(xb, kernels, params=None):
         seen.append(xb[:, 0].astype(int).tolist())
-        return orig(xb, kernels)
+        return orig(xb, kernels, params)
     first._forward = spy
     model.fit(x, y, epochs=3, batch_size=5, optimizer=RecordingSGD(model.parameters(), 0.0), seed=3, verbose=False)
     assert [len(b) for b in seen] == [5, 5, 2] * 3
@@ -379,6 +379,274 @@ def test_progress_output(capsys):
     model.fit(x, y, epochs=2)
     err = capsys.readouterr().err
     assert "loss=" in err and "accuracy=" in err  # tqdm's bar, or one line per epoch without tqdm
+
+
+# ---------------------------------------------------------------------------------------
+# bad arrays through the layers and models: in a subprocess per backend, so a crash fails the
+# test instead of killing pytest; every case must raise the named error and write nothing
+
+LAYER_BAD_INPUTS = r"""
+import re, sys
+import numpy as np
+import fastgd
+from fastgd import nn
+
+BACKEND = sys.argv[1]
+T, V, R = TypeError, ValueError, RuntimeError
+n_ok = 0
+
+
+def case(label, exc, match, fn, *watched):
+    global n_ok
+    before = [np.array(a, copy=True) for a in watched]
+    try:
+        fn()
+    except exc as e:
+        if not re.search(match, str(e)):
+            print("FAIL %s: %s(%r) does not match %r" % (label, type(e).__name__, str(e), match))
+            return
+    except Exception as e:
+        print("FAIL %s: %s(%r), expected %s" % (label, type(e).__name__, str(e), exc.__name__))
+        return
+    else:
+        print("FAIL %s: no exception, expected %s" % (label, exc.__name__))
+        return
+    for i, (a, b) in enumerate(zip(watched, before)):
+        if not np.array_equal(np.asarray(a), b, equal_nan=True):
+            print("FAIL %s: watched array %d was written" % (label, i))
+            return
+    n_ok += 1
+    print("ok", label, flush=True)
+
+
+def unaligned(a):
+    buf = np.zeros(a.nbytes + 1, np.uint8)
+    u = buf[1:].view(a.dtype).reshape(a.shape)
+    u[...] = a
+    assert not u.flags.aligned
+    return u
+
+
+def masked(a):
+    return np.ma.masked_array(a, mask=np.zeros(a.shape, bool))
+
+
+rng = np.random.default_rng(0)
+layer = nn.Dense(3, 2, "tanh", dtype=np.float64, rng=0, backend=BACKEND)
+params = layer.parameters() + layer.gradients()
+x = rng.standard_normal((4, 3))
+g = rng.standard_normal((4, 2))
+case("Dense.forward None", T, "x is required, got None", lambda: layer.forward(None), *params)
+case("Dense.forward matrix", T, "x must be a numpy.ndarray, not the subclass", lambda: layer.forward(np.asmatrix(x)),
+     *params)
+case("Dense.forward masked", T, "x must be a numpy.ndarray, not the subclass", lambda: layer.forward(masked(x)),
+     *params)
+case("Dense.forward unaligned", V, "x is not aligned", lambda: layer.forward(unaligned(x)), *params)
+case("Dense.forward byte-swapped", T, "native byte order", lambda: layer.forward(x.astype(">f8")), *params)
+y = layer.forward(x).copy()
+case("Dense.backward None", T, "grad_output is required, got None", lambda: layer.backward(None), *params)
+case("Dense.backward matrix", T, "grad_output must be a numpy.ndarray, not the subclass",
+     lambda: layer.backward(np.asmatrix(g)), *params)
+case("Dense.backward unaligned", V, "grad_output is not aligned", lambda: layer.backward(unaligned(g)), *params)
+wide = nn.Dense(8, 2, dtype=np.float64, rng=0, backend=BACKEND)
+wide.forward(rng.standard_normal((4, 8)))
+case("Dense.backward grad_output is grad_weight's memory", V, "grad_output and the layer's grad_weight overlap",
+     lambda: wide.backward(wide.grad_weight.reshape(-1)[:8].reshape(4, 2), overwrite_grad_output=True),
+     *(wide.parameters() + wide.gradients()))
+
+# assigning the layer's arrays: checked like kernel arguments; a refused value changes nothing
+w0 = layer.weight
+for value, exc, match in ((None, T, "weight is required, got None"), (np.asmatrix(w0), T, "not the subclass"),
+                          (masked(w0), T, "not the subclass"), (np.zeros((2, 3)), V, r"weight has shape \(2, 3\)"),
+                          (np.zeros((3, 2), np.float32), T, "weight has dtype float32 but the layer has dtype float64"),
+                          (unaligned(w0), V, "weight is not aligned"), (np.asfortranarray(np.ones((3, 2))), V,
+                                                                          "weight must be C-contiguous"),
+                          (w0.tolist(), T, "weight must be a numpy.ndarray, got list")):
+    def assign(value=value):
+        layer.weight = value
+    case("assign weight %s" % type(value).__name__, exc, match, assign, *params)
+    assert layer.weight is w0
+ro = np.zeros(2)
+ro.flags.writeable = False
+def assign_ro():
+    layer.grad_bias = ro
+case("assign read-only grad_bias", V, "grad_bias must be writeable", assign_ro, *params)
+def assign_overlap():
+    layer.grad_bias = layer.bias
+case("assign grad_bias = bias", V, "grad_bias and the layer's bias overlap", assign_overlap, *params)
+def assign_bias_none():
+    layer.bias = None
+case("assign bias None", T, "bias is required, got None", assign_bias_none, *params)
+for attr in ("in_features", "out_features", "dtype"):
+    def assign_ro_attr(attr=attr):
+        setattr(layer, attr, 5)
+    case("assign %s" % attr, AttributeError, "", assign_ro_attr, *params)
+def bad_activation():
+    layer.activation = "softmax"
+case("assign activation", V, "activation must be one of", bad_activation, *params)
+assert layer.activation == "tanh"
+good = np.array(w0, copy=True)
+layer.weight = good  # a valid array is taken as it is
+assert layer.weight is good and np.array_equal(layer.forward(x), y)
+
+# the layer's arrays changed in place (shape, dtype) since they were checked
+layer.weight.shape = (2, 3)
+case("weight reshaped in place", V, r"weight has shape \(2, 3\), expected \(3, 2\)", lambda: layer.forward(x),
+     *params)
+layer.weight.shape = (3, 2)
+gw = layer.grad_weight
+gw.dtype = np.float32  # (3, 2) float64 -> (3, 4) float32: a kernel would write past it
+for method in (lambda: layer.forward(x), lambda: layer.backward(g)):
+    case("grad_weight retyped in place", T, "grad_weight has dtype float32 but the layer has dtype float64", method,
+         *params)
+gw.dtype = np.float64
+layer.grad_bias.flags.writeable = False
+case("grad_bias made read-only", V, "grad_bias must be writeable", lambda: layer.backward(g), *params)
+layer.grad_bias.flags.writeable = True
+assert np.array_equal(layer.forward(x), y)
+# the input kept by forward changed in place before backward
+xs = rng.standard_normal((4, 3))
+layer.forward(xs)
+xs.shape = (2, 6)
+case("forward input reshaped before backward", V, "the input of the last forward has shape", lambda: layer.backward(g),
+     *params)
+
+# models
+model = nn.MLP([3, 5, 2], rng=0, dtype=np.float64, backend=BACKEND)
+mparams = model.parameters() + model.gradients()
+labels = np.array([0, 1, 1, 0])
+square = nn.Dense(4, 4)
+case("Sequential with a layer twice", V, "layer 1 is layer 0", lambda: nn.Sequential(square, square))
+def replace_layer():
+    model.layers[0] = nn.Dense(3, 5)
+case("replace a layer", T, "", replace_layer)
+def set_loss():
+    model.loss = "mse_loss"
+case("set loss", AttributeError, "", set_loss)
+case("model.forward None", T, "x is required, got None", lambda: model.forward(None), *mparams)
+case("model.forward matrix", T, "not the subclass", lambda: model.forward(np.asmatrix(x)), *mparams)
+case("model.forward unaligned", V, "x is not aligned", lambda: model.forward(unaligned(x)), *mparams)
+out = model.forward(x).copy()
+case("model.backward None", T, "grad_output is required, got None", lambda: model.backward(None), *mparams)
+case("model.backward masked", T, "not the subclass", lambda: model.backward(masked(g)), *mparams)
+# a layer of the model run on another batch between the model's forward and backward
+model.forward(x)
+model[0].forward(rng.standard_normal((9, 3)))
+case("layer reused between forward and backward", R, "last forward was on another batch",
+     lambda: model.backward(g), *mparams)
+model.forward(x)
+model[1].weight.shape = (2, 5)  # the last layer's: the first layer's kernel must not run either
+case("last layer's weight reshaped: model.backward", V, "weight has shape", lambda: model.backward(g), *mparams)
+before_x = model[0]._x
+case("last layer's weight reshaped: model.forward", V, "weight has shape", lambda: model.forward(x.copy()),
+     *mparams)
+assert model[0]._x is before_x  # the first layer did not run
+model[1].weight.shape = (5, 2)
+
+
+class Opt:
+    def step(self, grads):
+        raise AssertionError("step reached")
+
+
+for bad in (np.array([0, 1, 2, 0]), np.array([0, -1, 1, 0]), np.array([0, 1, 2 ** 63, 0], np.uint64),
+            np.array([0, 1, 2 ** 32, 0], np.int64)):
+    case("fit labels %s" % bad.tolist(), V, r"y must be class indices in \[0, 2\)",
+         lambda: model.fit(x, bad, epochs=1, verbose=False), *mparams)
+    case("train_step labels %s" % bad.tolist(), V, r"y must be class indices in \[0, 2\)",
+         lambda: model.train_step(x, bad, Opt()), *mparams)
+    case("evaluate labels %s" % bad.tolist(), V, r"y must be class indices in \[0, 2\)",
+         lambda: model.evaluate(x, bad), *mparams)
+    case("validation labels %s" % bad.tolist(), V, r"validation_data\[1\] must be class indices",
+         lambda: model.fit(x, labels, epochs=1, verbose=False, validation_data=(x, bad)), *mparams)
+case("fit y None", T, "y is required, got None", lambda: model.fit(x, None, epochs=1, verbose=False), *mparams)
+case("fit validation y None", T, r"validation_data\[1\] is required", lambda: model.fit(
+    x, labels, epochs=1, verbose=False, validation_data=(x, None)), *mparams)
+case("fit x None", T, "x is required, got None", lambda: model.fit(None, labels, epochs=1, verbose=False), *mparams)
+case("fit x masked", T, "must not be a numpy.ma", lambda: model.fit(masked(x), labels, epochs=1, verbose=False),
+     *mparams)
+case("fit y masked", T, "must not be a numpy.ma", lambda: model.fit(x, masked(labels), epochs=1, verbose=False),
+     *mparams)
+case("fit x matrix", T, "must not be a numpy.matrix", lambda: model.fit(np.asmatrix(x), labels, epochs=1,
+                                                                        verbose=False), *mparams)
+case("predict x masked", T, "must not be a numpy.ma", lambda: model.predict(masked(x)), *mparams)
+case("train_step x matrix", T, "not the subclass", lambda: model.train_step(np.asmatrix(x), labels, Opt()), *mparams)
+case("train_step x unaligned", V, "x is not aligned", lambda: model.train_step(unaligned(x), labels, Opt()), *mparams)
+case("train_step labels too short", V, r"y has shape \(3,\)", lambda: model.train_step(x, labels[:3], Opt()),
+     *mparams)
+# data arguments are converted: unaligned, byte-swapped or strided data give the same predictions
+p = model.predict(x)
+for xx in (unaligned(x), x.astype(">f8"), np.repeat(x, 2, axis=0)[::2], x.astype(np.float32)):
+    assert np.allclose(model.predict(xx), p, rtol=1e-6), xx.dtype
+print("DONE", n_ok)
+"""
+
+
+def test_bad_arrays_never_reach_a_kernel_through_layers(backend):
+    import os
+    import subprocess
+    import sys
+    home = os.path.dirname(os.path.dirname(os.path.abspath(fastgd.__file__)))  # -c finds this same fastgd
+    proc = subprocess.run([sys.executable, "-c", LAYER_BAD_INPUTS, backend], env=os.environ, cwd=home,
+                          capture_output=True, text=True, timeout=600)
+    lines = proc.stdout.splitlines()
+    assert proc.returncode == 0, "exit status %d (a crash?) after:\n%s\n%s" % (proc.returncode, "\n".join(lines[-5:]),
+                                                                               proc.stderr[-3000:])
+    fails = [line for line in lines if line.startswith("FAIL")]
+    assert not fails, "\n".join(fails)
+    assert lines and lines[-1].startswith("DONE") and int(lines[-1].split()[1]) >= 60, proc.stdout[-2000:]
+
+
+NO_DENSE_KERNELS = r"""
+import sys, warnings
+BACKEND = sys.argv[1]
+if BACKEND == "cython":
+    sys.modules["scipy"] = None  # a plain install without SciPy: the Cython dense kernels do not import
+else:
+    sys.modules["fastgd._numba.dense"] = None
+import numpy as np
+import fastgd
+from fastgd import nn
+
+fastgd.set_backend(BACKEND)
+rng = np.random.default_rng(9)
+x = rng.standard_normal((64, 6))
+y = rng.integers(0, 3, 64)
+runs = []
+for backend in (None, "numpy"):  # the default backend (falls back), then the reference itself
+    with warnings.catch_warnings(record=True) as rec:
+        warnings.simplefilter("always")
+        m = nn.MLP([6, 16, 3], rng=1, dtype=np.float64, backend=backend)
+        h = m.fit(x, y, epochs=3, batch_size=16, optimizer="adam", lr=1e-2, seed=0, verbose=False)
+    runs.append((h, m.parameters(), [str(w.message) for w in rec]))
+(h, p, warned), (h_ref, p_ref, _) = runs
+assert len(warned) == 1 and "no dense kernels here" in warned[0] and "NumPy reference" in warned[0], warned
+if BACKEND == "cython":
+    assert "SciPy" in warned[0], warned
+np.testing.assert_allclose(h["loss"], h_ref["loss"], rtol=1e-10)
+for a, b in zip(p, p_ref):
+    np.testing.assert_allclose(a, b, rtol=1e-8, atol=1e-10)
+try:  # naming the backend explicitly: a clear error, no fallback
+    nn.dense_forward(x, p[0], p[1], backend=BACKEND)
+except RuntimeError as exc:
+    assert "backend %r has no dense kernels here" % BACKEND in str(exc), exc
+    assert BACKEND != "cython" or "SciPy" in str(exc), exc
+else:
+    raise AssertionError("no RuntimeError")
+print("DONE")
+"""
+
+
+def test_layers_fall_back_to_the_reference_without_dense_kernels(compiled_backend):
+    """Without SciPy (Cython) or the numba dense module, fit() on the current backend still works,
+    on the reference's dense kernels, with the reference's results; naming the backend raises."""
+    import os
+    import subprocess
+    import sys
+    home = os.path.dirname(os.path.dirname(os.path.abspath(fastgd.__file__)))
+    proc = subprocess.run([sys.executable, "-c", NO_DENSE_KERNELS, compiled_backend], env=os.environ, cwd=home,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0 and proc.stdout.strip().endswith("DONE"), proc.stdout[-2000:] + proc.stderr[-3000:]
 
 
 # ---------------------------------------------------------------------------------------

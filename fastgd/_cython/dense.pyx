@@ -401,7 +401,8 @@ def dense_skeleton(x, weight, grad_z, out, grad_weight, grad_x):
 
 def arrays_ok(tuple ins, tuple outs):
     """True when every array (``None`` entries skipped) is an exact numpy.ndarray with the dtype
-    of ``ins[0]`` (float32 or float64), C-contiguous, every one of ``outs`` writeable, and no
+    of ``ins[0]`` (float32 or float64), C-contiguous, aligned, in native byte order, every one
+    of ``outs`` writeable, and no
     output shares a byte with any other array.  False means "let the Python checks find and
     name the problem"; it never raises.  Shapes are checked by the caller."""
     cdef Py_ssize_t i, j, n_in = len(ins), n = 0
@@ -423,7 +424,7 @@ def arrays_ok(tuple ins, tuple outs):
                 return False
         elif cnp.PyArray_TYPE(a) != tnum:
             return False
-        if not cnp.PyArray_IS_C_CONTIGUOUS(a):
+        if not cnp.PyArray_IS_C_CONTIGUOUS(a) or not cnp.PyArray_ISALIGNED(a) or not cnp.PyArray_ISNOTSWAPPED(a):
             return False
         written[n] = i >= n_in
         if written[n] and not cnp.PyArray_ISWRITEABLE(a):
