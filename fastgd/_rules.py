@@ -66,11 +66,13 @@ class State:
     ``nonneg``: its values are never negative (a state dict with a negative value is damaged);
     ``init``: the value a new array starts with (a hyperparameter's name, or a number);
     ``scalar``: a float64 array of one element shared by all tensors (NAdam's ``mu_product``)
-    rather than an array of the parameter's shape.
+    rather than an array of the parameter's shape; ``from_grad``: torch creates it from the
+    first gradient (SGD's ``momentum_buffer``), so a state dict may lack it.
     """
-    __slots__ = ("name", "multi", "torch", "when", "nonneg", "init", "scalar")
+    __slots__ = ("name", "multi", "torch", "when", "nonneg", "init", "scalar", "from_grad")
 
-    def __init__(self, name, *, multi=None, torch=None, when=None, nonneg=False, init=0.0, scalar=False):
+    def __init__(self, name, *, multi=None, torch=None, when=None, nonneg=False, init=0.0, scalar=False,
+                 from_grad=False):
         self.name = name
         self.multi = multi or name + "s"
         self.torch = torch or name
@@ -78,6 +80,7 @@ class State:
         self.nonneg = nonneg
         self.init = init
         self.scalar = scalar
+        self.from_grad = from_grad
 
     def needed(self, hyper):
         """Is this array used by a call with these (checked) hyperparameters?"""
@@ -231,7 +234,7 @@ _adam_state = (State("exp_avg"), State("exp_avg_sq", nonneg=True),
 
 RULES = {r.name: r for r in (
     Rule("sgd", "sgd",
-         [State("momentum_buffer", when=("momentum", _nonzero, "momentum != 0"))],
+         [State("momentum_buffer", when=("momentum", _nonzero, "momentum != 0"), from_grad=True)],
          [Hyper("lr", None, "nonneg"), Hyper("momentum", 0.0, "nonneg"), Hyper("dampening", 0.0, "unit_closed"),
           Hyper("nesterov", False, "flag"), Hyper("weight_decay", 0.0, "nonneg"), _MAXIMIZE],
          step="optional", combine=_sgd_combine, optimizer="SGD", optim_defaults={"lr": 1e-3}),
@@ -249,7 +252,7 @@ RULES = {r.name: r for r in (
          optimizer="Adamax", betas=("beta1", "beta2")),
     Rule("nadam", "nadam",
          [State("exp_avg"), State("exp_avg_sq", nonneg=True),
-          State("mu_product", multi="mu_product", init=1.0, scalar=True)],
+          State("mu_product", multi="mu_product", init=1.0, scalar=True, nonneg=True)],
          [Hyper("lr", 2e-3, "nonneg"), *_betas(0.9, 0.999), Hyper("eps", 1e-8, "nonneg"),
           Hyper("weight_decay", 0.0, "nonneg"), Hyper("momentum_decay", 4e-3, "nonneg"), _DECOUPLED, _MAXIMIZE],
          optimizer="NAdam", betas=("beta1", "beta2")),

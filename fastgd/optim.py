@@ -6,64 +6,82 @@
     >>> W = np.zeros((3, 2)); b = np.zeros(2)
     >>> opt = Adam([W, b], lr=1e-2, betas=(0.9, 0.999))
     >>> sched = CosineAnnealingLR(opt, T_max=100)
-    >>> opt.step([dW, db])      # W and b updated in place through fastgd.adam_step
-    >>> sched.step()            # new opt.lr for the next step
+    >>> opt.step([dW, db])      # W and b updated in place through fastgd.multi.adam_step
+    >>> sched.step()            # new lr (every group's) for the next step
+
+Parameter groups, as in torch: pass dicts instead of arrays, each with its ``"params"`` and
+any hyperparameters that differ from the constructor's::
+
+    >>> opt = Adam([{"params": [W]}, {"params": [b], "weight_decay": 0.0}], lr=1e-2, weight_decay=0.1)
+    >>> opt.param_groups[1]["lr"] = 1e-3       # takes effect at the next step
+    >>> opt.add_param_group({"params": [extra], "lr": 1e-4})
 
 Every ``step`` makes one multi-tensor call of :mod:`fastgd.multi` (``adam_step`` on lists
 of arrays, ...; the values are those of the single-tensor kernels of :mod:`fastgd.steps`,
-bit for bit) for all parameters together, so the current backend (or ``backend=`` given to
-the constructor) runs the update, one compiled call per dtype on the cython backend, and
-the same argument validation applies.  Semantics, names and defaults
-are those of the torch optimizer of the same name (``Lion``: the paper / optax).
+bit for bit) per parameter group and dtype, so the current backend (or ``backend=`` given to
+the constructor) runs the update and the same argument validation applies.  Semantics,
+names and defaults are those of the torch optimizer of the same name (``Lion``: the paper /
+optax).
 
 Design notes
 ------------
-* One parameter group.  ``opt.hyper`` is the live dict of hyperparameters; changes take
-  effect at the next ``step`` (``opt.lr`` is a shortcut, ``opt.param_groups[0]["lr"]``
-  works as in torch).  ``opt.defaults`` keeps the constructor's values.  Hyperparameters
-  are validated at construction and again at every ``step``, before any array is written.
-* State arrays are allocated lazily at the first ``step``, as zeros of each parameter's
-  shape and dtype (Adagrad: filled with ``initial_accumulator_value``; NAdam's
-  ``mu_product``: ``numpy.ones(1)``), under torch's names (``exp_avg``, ``exp_avg_sq``,
-  ``momentum_buffer``, ``sum``, ...).  ``opt.state[i]`` is the dict of parameter ``i``.
-* ``step_count`` counts completed steps (every parameter is stepped together, so one
-  count serves the bias corrections of all of them).
-* ``state_dict()`` / ``load_state_dict()`` copy everything needed to resume bit-exactly;
-  :func:`save` / :func:`load` write / read it (and, by default, the parameters) as ``.npz``.
+* ``opt.param_groups`` is a list of real dicts: ``"params"`` (the group's arrays; use
+  :meth:`~Optimizer.add_param_group` to add parameters, the list itself cannot be changed)
+  and every hyperparameter, defaulting to the constructor's values (``opt.defaults``).
+  Hyperparameters may be set between steps and are validated at every ``step`` before any
+  array is written; an unknown key in a group (a misspelling) is an error at that step.
+  ``opt.lr`` reads the first group's lr and sets every group's; ``opt.hyper`` (kept for
+  backwards compatibility) is a live view of the first group's hyperparameters.
+  ``step(grads)`` takes one gradient per parameter in the order of ``opt.parameters()``
+  (group after group).  A parameter may appear in one group only.
+* State arrays are allocated at the first ``step`` of their group, once that step's checks
+  have passed, as zeros of each parameter's shape and dtype (Adagrad: filled with
+  ``initial_accumulator_value``; NAdam's ``mu_product``: ``numpy.ones(1)``, one array shared
+  by the parameters of a group), under torch's names (``exp_avg``, ``exp_avg_sq``,
+  ``momentum_buffer``, ``sum``, ...).  ``opt.state[i]`` is the dict of parameter ``i``; its
+  arrays may be written in place, replaced arrays are picked up at the next step.
+* ``step_count`` counts completed steps.  A group's own count (its bias corrections) starts
+  when it is added: a group added by ``add_param_group`` after 10 steps takes its first step
+  as step 1, as torch's per-parameter ``step`` does.
+* A ``step`` that raises has changed nothing (parameters, state, ``step_count``).  A step is
+  also atomic with respect to ``KeyboardInterrupt``: Ctrl-C during a step is held back (in
+  the main thread, where Python delivers it) until the step is complete, and an interrupt
+  raised by a kernel call itself after other calls of the step have run makes the step
+  finish the remaining calls before it is re-raised.  So an interrupted step leaves the
+  optimizer either as before the step or as after it, never in between.
+* Threads: ``step``, ``state_dict``, ``load_state_dict``, ``add_param_group`` and
+  ``zero_state`` hold a per-optimizer lock, so steps from several threads run one after
+  the other (each counted once).  Which gradient list is applied first is up to the
+  threads; for sensible training give each optimizer one thread.
+* ``state_dict()`` / ``load_state_dict()`` copy everything needed to resume bit-exactly
+  (torch-like: ``param_groups`` with hyperparameters and parameter indices, ``state`` per
+  parameter); loading checks everything first.  :func:`save` / :func:`load` write / read it
+  (and, by default, the parameters) as ``.npz`` with JSON metadata (no pickle).
 """
+import inspect
 import json
 import math
-from collections.abc import MutableMapping
+import os
+import threading
+from collections.abc import Mapping, MutableMapping
 
 import numpy as np
 
 from . import _validate as V
 from . import multi as _multi
+from ._rules import RULES
 from .backends import backend_module
 
 __all__ = ["Optimizer", "SGD", "Adam", "AdamW", "Adamax", "NAdam", "RAdam", "Adagrad", "Adadelta", "RMSprop",
            "Lion", "OPTIMIZERS", "save", "load", "LRScheduler", "StepLR", "ExponentialLR", "CosineAnnealingLR",
            "LambdaLR"]
 
+_FORMAT = "fastgd.optim/2"
+_READABLE_FORMATS = ("fastgd.optim/1", _FORMAT)
+
 
 # ---------------------------------------------------------------------------------------
 # hyperparameter validators: (name, value) -> normalized value, raising TypeError/ValueError
-
-def _nonneg(name, v):
-    return V.nonneg(name, v)
-
-
-def _unit(name, v):
-    return V.unit_interval(name, v)
-
-
-def _unit_closed(name, v):
-    return V.unit_interval(name, v, closed_right=True)
-
-
-def _flag(name, v):
-    return V.flag(name, v)
-
 
 def _betas(closed):
     def check(name, v):
@@ -74,49 +92,304 @@ def _betas(closed):
     return check
 
 
-class _GroupView(MutableMapping):
-    """``param_groups[0]``: reads and writes go to ``opt.hyper``; ``"params"`` gives the parameters."""
+def _with_prefix(exc, prefix):
+    """``exc`` with ``prefix`` before its message (same type), for errors of one group."""
+    try:
+        new = type(exc)(prefix + str(exc))
+    except Exception:  # pragma: no cover - an exception type with another signature
+        return exc
+    new.__cause__ = exc.__cause__
+    return new
+
+
+# ---------------------------------------------------------------------------------------
+# the containers behind param_groups[i]["params"] and opt.state
+
+class _ParamList(list):
+    """A group's ``"params"``: a list that cannot be changed in place (add parameters with
+    ``add_param_group``; the optimizer's state is indexed by parameter position)."""
+
+    def _refuse(self, *args, **kwargs):
+        raise TypeError("the parameters of a group cannot be changed; use add_param_group to add parameters")
+
+    __setitem__ = __delitem__ = __iadd__ = __imul__ = _refuse
+    append = extend = insert = pop = remove = clear = sort = reverse = _refuse
+
+    def __reduce__(self):
+        return (_ParamList, (list(self),))
+
+
+class _StateList(list):
+    """``opt.state``: one dict per parameter; the list itself cannot be changed."""
+
+    def _refuse(self, *args, **kwargs):
+        raise TypeError("opt.state holds one dict per parameter and cannot be changed; change the arrays in "
+                        "opt.state[i], or use load_state_dict / zero_state")
+
+    __setitem__ = __delitem__ = __iadd__ = __imul__ = _refuse
+    append = extend = insert = pop = remove = clear = sort = reverse = _refuse
+
+    def __reduce__(self):
+        return (_StateList, (list(self),))
+
+
+class _ParamState(dict):
+    """``opt.state[i]``: a dict whose changes (an array replaced, added or removed) tell the
+    optimizer to rebuild its cached lists of state arrays at the next step."""
+    __slots__ = ("_version",)
+
+    def __init__(self, version, items=()):
+        dict.__init__(self, items)
+        self._version = version  # a one-element list shared with the optimizer
+
+    def _changed(self):
+        self._version[0] += 1
+
+    def __setitem__(self, key, value):
+        dict.__setitem__(self, key, value)
+        self._changed()
+
+    def __delitem__(self, key):
+        dict.__delitem__(self, key)
+        self._changed()
+
+    def __ior__(self, other):
+        dict.update(self, other)
+        self._changed()
+        return self
+
+    def _mutator(name):
+        method = getattr(dict, name)
+
+        def run(self, *args, **kwargs):
+            try:
+                return method(self, *args, **kwargs)
+            finally:
+                self._changed()
+        run.__name__ = name
+        return run
+
+    clear = _mutator("clear")
+    pop = _mutator("pop")
+    popitem = _mutator("popitem")
+    setdefault = _mutator("setdefault")
+    update = _mutator("update")
+    del _mutator
+
+    def __reduce__(self):
+        return (_ParamState, (self._version, dict(self)))
+
+
+class _HyperView(MutableMapping):
+    """``opt.hyper``: the hyperparameters of ``param_groups[0]`` (live; ``"params"`` hidden)."""
 
     def __init__(self, opt):
         self._opt = opt
 
+    def _group(self):
+        return self._opt.param_groups[0]
+
     def __getitem__(self, key):
         if key == "params":
-            return self._opt.parameters()
-        return self._opt.hyper[key]
+            raise KeyError(key)
+        return self._group()[key]
 
     def __setitem__(self, key, value):
         if key == "params":
             raise ValueError("the parameters of an optimizer cannot be replaced")
-        if key not in self._opt.hyper:
-            raise KeyError("unknown hyperparameter %r for %s" % (key, type(self._opt).__name__))
-        self._opt.hyper[key] = value
+        self._group()[key] = value
 
     def __delitem__(self, key):
-        raise TypeError("hyperparameters cannot be deleted")
+        if key == "params":
+            raise KeyError(key)
+        del self._group()[key]
 
     def __iter__(self):
-        return iter(["params"] + list(self._opt.hyper))
+        return (k for k in self._group() if k != "params")
 
     def __len__(self):
-        return len(self._opt.hyper) + 1
+        return len(self._group()) - ("params" in self._group())
 
     def __repr__(self):
         return repr(dict(self.items()))
 
 
-class Optimizer:
-    """Base class: a list of parameter arrays, the hyperparameters, lazily allocated state.
+# ---------------------------------------------------------------------------------------
+# Ctrl-C held back while the kernels of a step run
 
-    Subclasses define ``_defaults`` (torch's defaults, in constructor order), ``_spec``
-    (a validator per hyperparameter), ``_state_names(hyper)`` and ``_update``.
+_MAIN_THREAD = threading.main_thread()
+try:  # the C functions behind signal.signal / getsignal, without their enum conversions (~5 us)
+    from _signal import SIGINT as _SIGINT, getsignal as _getsignal, signal as _setsignal
+except ImportError:  # pragma: no cover - not CPython
+    from signal import SIGINT as _SIGINT, getsignal as _getsignal, signal as _setsignal
+
+
+class _HoldInterrupt:
+    """In the main thread, hold SIGINT back while the block runs and deliver it afterwards
+    (the previous handler is called then: Python's default raises KeyboardInterrupt).
+    Elsewhere (other threads never receive SIGINT), or when the handler is not a Python
+    callable (ignored, default action, set from C), a no-op."""
+    __slots__ = ("old", "hit")
+
+    def __enter__(self):
+        self.old = None
+        self.hit = False
+        if threading.current_thread() is _MAIN_THREAD:
+            old = _getsignal(_SIGINT)
+            if callable(old):
+                try:
+                    _setsignal(_SIGINT, self._held)
+                except ValueError:  # pragma: no cover - not the main interpreter
+                    return self
+                self.old = old
+        return self
+
+    def _held(self, signum, frame):
+        self.hit = True
+
+    def __exit__(self, *exc):
+        old = self.old
+        if old is not None:
+            self.old = None
+            _setsignal(_SIGINT, old)
+            if self.hit:
+                old(_SIGINT, None)  # the default handler raises KeyboardInterrupt here
+        return False
+
+
+# ---------------------------------------------------------------------------------------
+# one multi-tensor call of a step
+
+_ALL = slice(None)
+_ABSENT = object()
+
+
+class _Call:
+    """The tensors of one group and one dtype (SGD: and whether their buffers are new),
+    stepped by one multi-tensor call: positions ``sel`` of the flat parameter list."""
+    __slots__ = ("group", "sel", "idx", "params", "arrays", "shared", "copy_shared", "first", "names", "lists",
+                 "dtype")
+
+    def grads(self, grads):
+        """This call's gradients out of the step's list (in flat parameter order)."""
+        sel = self.sel
+        if sel is _ALL:
+            return grads
+        if type(sel) is slice:
+            return grads[sel]
+        return [grads[i] for i in sel]
+
+    def where(self):
+        """Prefix for an error of this call's own arrays (their indices count within the call)."""
+        idx = self.idx
+        if idx == list(range(idx[0], idx[-1] + 1)):
+            which = "%d..%d" % (idx[0], idx[-1]) if len(idx) > 1 else str(idx[0])
+        else:
+            which = ", ".join(map(str, idx))
+        return "param_groups[%d], the %s call over parameters %s (indices below count within the call): " % (
+            self.group, self.dtype, which)
+
+
+# ---------------------------------------------------------------------------------------
+# parameters
+
+def _check_param(name, p):
+    """One parameter array: exactly numpy.ndarray, native float32/float64, C-contiguous,
+    aligned, writeable (the kernels update it in place through a raw pointer)."""
+    if type(p) is not np.ndarray:
+        if isinstance(p, np.ndarray):
+            raise TypeError("%s must be a numpy.ndarray, not the subclass %s.%s" % (name, type(p).__module__,
+                                                                                  type(p).__name__))
+        raise TypeError("%s must be a numpy.ndarray, got %s" % (name, type(p).__name__))
+    if p.dtype not in V.FLOAT_DTYPES or not p.dtype.isnative:
+        raise TypeError("%s must have dtype float32 or float64 (native byte order), got %s" % (name, p.dtype.str
+                        if p.dtype.kind == "f" else p.dtype))
+    flags = p.flags
+    if not flags.c_contiguous:
+        raise ValueError("%s must be C-contiguous (use numpy.ascontiguousarray)" % name)
+    if not flags.aligned:
+        raise ValueError("%s is not aligned to its dtype in memory; the kernels need aligned data" % name)
+    if not flags.writeable:
+        raise ValueError("%s must be writeable (it is updated in place)" % name)
+
+
+def _check_disjoint(params, names):
+    """No array twice, no two arrays sharing memory (byte ranges; O(n log n))."""
+    seen = {}
+    for k, p in enumerate(params):
+        j = seen.setdefault(id(p), k)
+        if j != k:
+            raise ValueError("%s and %s are the same array: a parameter may appear only once (in one group)"
+                             % (names[j], names[k]))
+    ranges = []
+    for k, p in enumerate(params):
+        if p.size:
+            lo = p.__array_interface__["data"][0]
+            ranges.append((lo, lo + p.nbytes, k))
+    ranges.sort()
+    far = None  # (end, k) of the earlier range reaching furthest
+    for lo, hi, k in ranges:
+        if far is not None and lo < far[0]:
+            raise ValueError("%s and %s overlap in memory" % (names[far[1]], names[k]))
+        if far is None or hi > far[0]:
+            far = (hi, k)
+
+
+def _as_array_list(value, what):
+    """A group's parameters as a list: an array, or a list/tuple/iterable of arrays (not a
+    set: its order is not defined)."""
+    if isinstance(value, np.ndarray):
+        return [value]
+    if not isinstance(value, (dict, set, frozenset, str, bytes)):
+        try:
+            return list(value)
+        except TypeError:
+            pass
+    raise TypeError("%s must be a list of numpy arrays, got %s" % (what, type(value).__name__))
+
+
+def _as_int(name, v, low=0):
+    if type(v) is bool or not isinstance(v, (int, np.integer)):
+        raise TypeError("%s must be an integer, got %s" % (name, type(v).__name__))
+    if v < low:
+        raise ValueError("%s must be >= %d, got %d" % (name, low, v))
+    return int(v)
+
+
+# ---------------------------------------------------------------------------------------
+# the base class
+
+class Optimizer:
+    """Base class: parameter groups, their hyperparameters, the state, the step.
+
+    Subclasses define ``_defaults`` (torch's defaults, in constructor order), ``_spec`` (a
+    validator per hyperparameter), ``_state_names(hyper)`` (the state arrays a step with
+    these hyperparameters uses), ``_init_state(name, param, hyper)`` (a new state array) and
+    ``_call`` (one multi-tensor call), and describe their state: ``_all_state_names`` (every
+    name the rule can keep), ``_nonneg_state`` (names whose values are never negative),
+    ``_shared_state`` (one float64 array of one element per group, NAdam's ``mu_product``),
+    ``_lazy_state`` (arrays a step starts from the gradient, SGD's ``momentum_buffer``) and
+    ``_multi_names`` (each state name's :mod:`fastgd.multi` list argument).
     """
 
+    _rule = None
     _defaults = {}
     _spec = {}
+    _all_state_names = ()
+    _nonneg_state = frozenset()
+    _shared_state = ()
+    _lazy_state = ()
+    _multi_names = {}
+
+    def __init_subclass__(cls, rule=None, **kwargs):
+        """``class Adam(Optimizer, rule="adam")``: every class attribute above comes from the
+        rule table (fastgd/_rules.py); the class writes only its constructor (torch's
+        signature, for editors and help()) and its docstring."""
+        super().__init_subclass__(**kwargs)
+        if rule is not None:
+            _from_table(cls, RULES[rule])
 
     def __init__(self, params, *, backend=None, **hyper):
-        self._params = _check_params(params)
         if backend is not None:
             backend_module(backend)  # unknown / unavailable backend: raise now
         self.backend = backend
@@ -126,275 +399,672 @@ class Optimizer:
                 raise TypeError("%s got an unexpected hyperparameter %r (expected one of %s)"
                                 % (type(self).__name__, k, ", ".join(full)))
             full[k] = v
-        full = self._check_hyper(full)
-        self.defaults = dict(full)
-        self.hyper = full
+        self.defaults = self._check_hyper(full)
         self.step_count = 0
-        self.state = [{} for _ in self._params]
+        self.param_groups = []
+        self._setup()
+        groups, from_dicts = _split_params(params)
+        prepared, names = [], []
+        for gi, group in enumerate(groups):
+            where = "params[%d]" % gi if from_dicts else "params"
+            ps, h = self._prepare_group(group, where, from_dicts)
+            prepared.append((ps, h))
+            names += ["%s[%d]" % (where + ("['params']" if from_dicts else ""), j) for j in range(len(ps))]
+        _check_disjoint([p for ps, _ in prepared for p in ps], names)
+        for ps, h in prepared:
+            self._append_group(ps, h)
+
+    def _setup(self):
+        """The private containers (also rebuilt by __setstate__)."""
+        self._lock = threading.RLock()
+        self._version = [0]  # bumped whenever state arrays or groups change: the cached plan is stale
+        self._plan = None
+        self._params = []
+        self._state = _StateList()
+        self._bounds = []  # (start, stop) of each group in the flat parameter list
+        self._group_params = []  # each group's _ParamList (param_groups[g]["params"] must stay it)
+        self._offsets = []  # step_count when each group was added: its own step is step_count - offset
+
+    def __getstate__(self):
+        d = dict(self.__dict__)
+        del d["_lock"]
+        d["_plan"] = None
+        return d
+
+    def __setstate__(self, d):
+        self.__dict__.update(d)
+        self._lock = threading.RLock()
+
+    def _prepare_group(self, group, where, from_dict=True):
+        """Validate one group: (its parameters, its checked hyperparameters)."""
+        if not from_dict:
+            ps = group
+            overrides = {}
+        else:
+            if not isinstance(group, Mapping):
+                raise TypeError("%s must be a dict with 'params' and hyperparameters, got %s"
+                                % (where, type(group).__name__))
+            if "params" not in group:
+                raise ValueError("%s has no 'params' entry" % where)
+            ps = _as_array_list(group["params"], "%s['params']" % where)
+            overrides = {k: v for k, v in group.items() if k != "params"}
+            where += "['params']"
+        if not ps:
+            raise ValueError("%s is empty" % where)
+        for j, p in enumerate(ps):
+            _check_param("%s[%d]" % (where, j), p)
+        full = dict(self.defaults)
+        for k, v in overrides.items():
+            if k not in full:
+                raise TypeError("%s got an unexpected hyperparameter %r in a parameter group (expected one of %s)"
+                                % (type(self).__name__, k, ", ".join(full)))
+            full[k] = v
+        return ps, self._check_hyper(full)
+
+    def _append_group(self, ps, h):
+        start = len(self._params)
+        plist = _ParamList(ps)
+        group = {"params": plist}
+        group.update(h)
+        self._params.extend(ps)
+        list.extend(self._state, [_ParamState(self._version) for _ in ps])
+        self._bounds.append((start, start + len(ps)))
+        self._group_params.append(plist)
+        self._offsets.append(self.step_count)
+        self.param_groups.append(group)
+        self._version[0] += 1
+
+    def add_param_group(self, param_group):
+        """Add a group: a dict with ``"params"`` (an array or a list of arrays, none already in
+        the optimizer) and any hyperparameters that differ from ``opt.defaults``.  Its
+        parameters come after the existing ones in ``parameters()`` (and in ``step``'s
+        gradient list); its first step is its step 1."""
+        with self._lock:
+            ps, h = self._prepare_group(param_group, "param_group")
+            names = ["param_groups[%d]['params'][%d]" % (g, i - a) for g, (a, b) in enumerate(self._bounds)
+                     for i in range(a, b)]
+            names += ["param_group['params'][%d]" % j for j in range(len(ps))]
+            _check_disjoint(self._params + ps, names)
+            self._append_group(ps, h)
 
     # ---- access -------------------------------------------------------------------------
     def parameters(self):
-        """The parameter arrays (the same objects, updated in place by ``step``)."""
+        """The parameter arrays, group after group (the same objects, updated in place by ``step``)."""
         return list(self._params)
 
     @property
+    def state(self):
+        """One dict of state arrays per parameter (in ``parameters()`` order)."""
+        return self._state
+
+    @property
     def lr(self):
-        return self.hyper["lr"]
+        """The first group's lr; setting it sets every group's."""
+        return self.param_groups[0]["lr"]
 
     @lr.setter
     def lr(self, value):
-        self.hyper["lr"] = V.nonneg("lr", value)
+        value = V.nonneg("lr", value)
+        for group in self.param_groups:
+            group["lr"] = value
 
     @property
-    def param_groups(self):
-        """torch-style access: ``opt.param_groups[0]["lr"] = 0.01``."""
-        return [_GroupView(self)]
+    def hyper(self):
+        """The hyperparameters of ``param_groups[0]`` as a live mapping (kept for backwards
+        compatibility; use ``param_groups``)."""
+        return _HyperView(self)
+
+    @hyper.setter
+    def hyper(self, value):
+        h = self._check_hyper(dict(value))
+        group = self.param_groups[0]
+        for k in [k for k in group if k != "params"]:
+            del group[k]
+        group.update(h)
 
     def __repr__(self):
+        def hyper(g):
+            return ", ".join("%s=%r" % kv for kv in g.items() if kv[0] != "params")
+        if len(self.param_groups) == 1:
+            return "%s(%d params, step_count=%d, %s)" % (type(self).__name__, len(self._params), self.step_count,
+                                                         hyper(self.param_groups[0]))
         return "%s(%d params, step_count=%d, %s)" % (
             type(self).__name__, len(self._params), self.step_count,
-            ", ".join("%s=%r" % kv for kv in self.hyper.items()))
+            ", ".join("group %d: %d params, %s" % (g, len(grp["params"]), hyper(grp))
+                      for g, grp in enumerate(self.param_groups)))
 
     # ---- validation ---------------------------------------------------------------------
     def _check_hyper(self, hyper):
         out = {}
+        spec = self._spec
         for k, v in hyper.items():
-            check = self._spec.get(k)
+            check = spec.get(k)
             if check is None:
                 raise ValueError("unknown hyperparameter %r for %s" % (k, type(self).__name__))
             out[k] = check(k, v)
-        for k in self._defaults:
-            if k not in out:
-                raise ValueError("hyperparameter %r of %s is missing" % (k, type(self).__name__))
+        if len(out) != len(self._defaults):
+            for k in self._defaults:
+                if k not in out:
+                    raise ValueError("hyperparameter %r of %s is missing" % (k, type(self).__name__))
         self._check_combination(out)
         return out
 
-    def _check_combination(self, h):
-        pass
+    def _group_hypers(self):
+        """Every group's hyperparameters, checked (messages name the group when there are several)."""
+        groups = self.param_groups
+        if type(groups) is not list or len(groups) != len(self._bounds):
+            raise ValueError("opt.param_groups was changed: add groups with add_param_group only")
+        out = []
+        several = len(groups) > 1
+        for g, group in enumerate(groups):
+            try:
+                if group["params"] is not self._group_params[g]:
+                    raise ValueError("param_groups[%d]['params'] was replaced; the parameters of a group cannot be "
+                                     "changed (add parameters with add_param_group)" % g)
+                h = self._check_hyper({k: v for k, v in group.items() if k != "params"})
+            except (TypeError, ValueError, KeyError) as exc:
+                if isinstance(exc, KeyError):
+                    raise ValueError("param_groups[%d] has no 'params' entry" % g) from None
+                if several:
+                    raise _with_prefix(exc, "param_groups[%d]: " % g) from None
+                raise
+            out.append(h)
+        return out
 
-    def _check_grads(self, grads):
+    def _as_grads(self, grads):
         if isinstance(grads, np.ndarray) and len(self._params) == 1 and grads.shape == self._params[0].shape:
-            grads = [grads]
+            return [grads]
         if not isinstance(grads, (list, tuple)):
             raise TypeError("grads must be a list of arrays (one per parameter), got %s" % type(grads).__name__)
-        if len(grads) != len(self._params):
-            raise ValueError("grads has %d arrays but the optimizer has %d parameters"
-                             % (len(grads), len(self._params)))
-        out = []
+        return list(grads)
+
+    def _diagnose(self, grads):
+        """After a failed step: name the gradient at fault (global index), or return a copy
+        of the list with C-contiguous, aligned copies of the gradients that are not (they
+        are only read, so a copy is as good), or None (the fault is elsewhere)."""
+        copies = None
         for i, (p, g) in enumerate(zip(self._params, grads)):
-            if not isinstance(g, np.ndarray):
-                raise TypeError("grads[%d] must be a numpy.ndarray, got %s" % (i, type(g).__name__))
+            name = "grads[%d]" % i
+            if type(g) is not np.ndarray:
+                if g is None:
+                    raise TypeError("%s is None: every parameter needs a gradient array" % name)
+                if isinstance(g, np.ndarray):
+                    raise TypeError("%s must be a numpy.ndarray, not the subclass %s.%s (pass numpy.asarray(%s))"
+                                    % (name, type(g).__module__, type(g).__name__, name))
+                raise TypeError("%s must be a numpy.ndarray, got %s" % (name, type(g).__name__))
             if g.shape != p.shape:
-                raise ValueError("grads[%d] has shape %s but parameter %d has shape %s" % (i, g.shape, i, p.shape))
+                raise ValueError("%s has shape %s but parameter %d has shape %s" % (name, g.shape, i, p.shape))
             if g.dtype != p.dtype:
-                raise TypeError("grads[%d] has dtype %s but parameter %d has dtype %s" % (i, g.dtype, i, p.dtype))
+                raise TypeError("%s has dtype %s but parameter %d has dtype %s"
+                                % (name, g.dtype.str if g.dtype.kind == "f" and not g.dtype.isnative else g.dtype,
+                                   i, p.dtype))
             if p.size and np.may_share_memory(g, p):
-                raise ValueError("grads[%d] overlaps parameter %d in memory; pass a separate array" % (i, i))
-            if not g.flags.c_contiguous:
-                g = np.ascontiguousarray(g)
-            out.append(g)
-        return out
+                raise ValueError("%s overlaps parameter %d in memory; pass a separate array" % (name, i))
+            if not (g.flags.c_contiguous and g.flags.aligned):
+                if copies is None:
+                    copies = list(grads)
+                copies[i] = np.array(g, order="C")
+        return copies
 
     # ---- the step -----------------------------------------------------------------------
     def step(self, grads):
-        """Update every parameter in place with its gradient (``grads[i]`` for parameter i).
+        """Update every parameter in place with its gradient (``grads[i]`` for parameter
+        ``i`` of ``parameters()``).  Returns the parameters.
 
-        Everything is validated (gradient count, shapes, dtypes, hyperparameters) before
-        any array is written.  Returns the parameters.
+        Everything (gradient count and arrays, every group's hyperparameters) is checked
+        before any array is written: a step that raises has changed nothing, and new state
+        arrays are kept only once the step has run.  Gradients that are not C-contiguous are
+        copied.  Interrupted (KeyboardInterrupt), a step leaves the optimizer as before it or
+        as after it (see the module docstring); one optimizer is stepped by one thread at a
+        time (a lock).
         """
-        grads = self._check_grads(grads)
-        h = self._check_hyper(self.hyper)
-        t = self.step_count + 1
-        fresh = [self._ensure_state(p, st, h) for p, st in zip(self._params, self.state)]
-        groups = self._groups(h, fresh)
-        if len(groups) == 1:
-            self._update_many(self._params, grads, self.state, h, t, fresh)
-        else:
-            # several calls: check every array of all of them first (a step that raises
-            # has written nothing)
-            names = tuple(n for n in self._state_names(h) if n != "mu_product")
-            _multi._check_arrays(("params", "grads") + names,
-                                 (self._params, grads) + tuple([st[n] for st in self.state] for n in names))
-            for idx in groups:
-                self._update_many([self._params[i] for i in idx], [grads[i] for i in idx],
-                                  [self.state[i] for i in idx], h, t, [fresh[i] for i in idx])
-        self.step_count = t
-        return self.parameters()
+        with self._lock:
+            if type(grads) is not list:
+                grads = self._as_grads(grads)
+            if len(grads) != len(self._params):
+                raise ValueError("grads has %d arrays but the optimizer has %d parameters"
+                                 % (len(grads), len(self._params)))
+            hs = self._group_hypers()
+            plan = self._plan_for(hs)
+            try:
+                self._run(plan, grads, hs)
+            except (TypeError, ValueError):
+                fixed = self._diagnose(grads)  # raises naming the gradient, if one is at fault
+                if fixed is None:
+                    raise
+                self._run(plan, fixed, hs)
+        return list(self._params)
 
-    def _group_key(self, st, new):
-        """Parameters whose keys are equal are stepped by one multi-tensor call."""
-        return None
+    def _plan_for(self, hs):
+        """The multi-tensor calls of a step with these hyperparameters: cached while no state
+        array, group or needed state name changes (O(groups) to check)."""
+        names = tuple([self._state_names(h) for h in hs])
+        plan = self._plan
+        if plan is not None and plan[0] == self._version[0] and plan[1] == names:
+            return plan
+        plan = self._build_plan(hs, names)
+        self._plan = None if plan[3] else plan  # a plan with new arrays is used once
+        return plan
 
-    def _groups(self, h, fresh):
-        groups = {}
-        for i, (st, new) in enumerate(zip(self.state, fresh)):
-            groups.setdefault(self._group_key(st, new), []).append(i)
-        return list(groups.values())
+    def _build_plan(self, hs, names):
+        calls, new = [], []
+        params, states = self._params, self._state
+        shared_names, lazy = self._shared_state, self._lazy_state
+        for g, (h, gnames) in enumerate(zip(hs, names)):
+            start, stop = self._bounds[g]
+            per = tuple(n for n in gnames if n not in shared_names)
+            shared = {}
+            for n in gnames:
+                if n in shared_names:  # one array for the group, in every parameter's dict
+                    arr = states[start].get(n, _ABSENT)
+                    if arr is _ABSENT:
+                        arr = self._init_state(n, params[start], h)
+                    shared[n] = arr
+                    new += [(i, n, arr) for i in range(start, stop) if states[i].get(n) is not arr]
+            buckets = {}
+            for i in range(start, stop):
+                p, st = params[i], states[i]
+                arrs, first = [], False
+                for n in per:
+                    a = st.get(n, _ABSENT)
+                    if a is _ABSENT:
+                        a = self._init_state(n, p, h)
+                        new.append((i, n, a))
+                        first = first or n in lazy
+                    arrs.append(a)
+                buckets.setdefault((p.dtype, first), []).append((i, arrs))
+            for k, ((dtype, first), items) in enumerate(buckets.items()):
+                c = _Call()
+                c.group, c.dtype, c.first = g, dtype.name, first
+                c.idx = [i for i, _ in items]
+                c.params = [params[i] for i in c.idx]
+                c.arrays = {n: [arrs[j] for _, arrs in items] for j, n in enumerate(per)}
+                c.shared = shared
+                c.copy_shared = k > 0 and bool(shared)  # later calls of the group: a copy of the shared state
+                c.names = ("params", "grads") + tuple(self._multi_names[n] for n in per)
+                c.lists = [c.params, None] + [c.arrays[n] for n in per]
+                if c.idx == list(range(c.idx[0], c.idx[-1] + 1)):
+                    c.sel = _ALL if (c.idx[0] == 0 and len(c.idx) == len(params)) else slice(c.idx[0], c.idx[-1] + 1)
+                else:
+                    c.sel = c.idx
+                calls.append(c)
+        return (self._version[0], names, calls, new)
 
-    def _update_many(self, ps, gs, sts, h, t, news):
-        """Step the parameters ``ps`` with gradients ``gs`` and state dicts ``sts`` (``news``:
-        the names of the state arrays allocated at this step) in one multi-tensor call."""
-        raise NotImplementedError
+    def _run(self, plan, grads, hs):
+        """Check, run every call, commit: all or nothing (see ``step``)."""
+        calls, new = plan[2], plan[3]
+        ts = [self.step_count - off + 1 for off in self._offsets]
+        gl = [c.grads(grads) for c in calls]
+        if len(calls) > 1:
+            # several calls: check every array of all of them before the first one writes
+            # (the first call checks its own lists): the parameters with their gradients (one
+            # pass over all of them, overlaps across groups included), then the other calls
+            _multi._check_arrays(("params", "grads"), (self._params, grads))
+            for c, g in zip(calls[1:], gl[1:]):
+                lists = list(c.lists)
+                lists[1] = g
+                try:
+                    _multi._check_arrays(c.names, lists)
+                except (TypeError, ValueError) as exc:
+                    raise _with_prefix(exc, c.where()) from None
+        # a group's later calls read P_{t-1} from copies taken before its first call advances it
+        sh = [{k: v.copy() for k, v in c.shared.items()} if c.copy_shared else c.shared for c in calls]
+        with _HoldInterrupt():
+            done = 0
+            try:
+                for c, g, s in zip(calls, gl, sh):
+                    self._call(c.params, g, c.arrays, s, hs[c.group], ts[c.group], c.first)
+                    done += 1
+            except BaseException as exc:
+                if done == 0:  # nothing written: the optimizer is as before the step
+                    if len(calls) > 1 and isinstance(exc, (TypeError, ValueError)):
+                        raise _with_prefix(exc, calls[0].where()) from None
+                    raise
+                # some calls have written: finish the step (the call that raised wrote nothing,
+                # as every fastgd.multi call that raises), commit it, then re-raise
+                for c, g, s in zip(calls[done:], gl[done:], sh[done:]):
+                    try:
+                        self._call(c.params, g, c.arrays, s, hs[c.group], ts[c.group], c.first)
+                    except BaseException as again:
+                        stepped = sorted(i for c2 in calls[:done] for i in c2.idx)
+                        raise RuntimeError(
+                            "a step of %s was interrupted (%r) and could not be completed: parameters %s are "
+                            "updated, the others are not, and step_count is unchanged; reload a saved state"
+                            % (type(self).__name__, exc, stepped)) from again
+                    done += 1
+                self._commit(new)
+                raise
+            self._commit(new)
+
+    def _commit(self, new):
+        if new:
+            states = self._state
+            for i, n, a in new:
+                dict.__setitem__(states[i], n, a)
+            self._version[0] += 1
+        self.step_count += 1
+
+    def _call(self, params, grads, arrays, shared, h, t, first):
+        """One multi-tensor call of ``fastgd.multi.<rule>_step``: ``arrays`` maps each state
+        name to the list of the call's arrays, ``shared`` each shared state name to its array,
+        ``t`` is the group's step, ``first`` says the call's lazy state arrays were created
+        for this step (SGD then passes step=1: the buffer starts as the gradient)."""
+        rule = self._rule
+        kw = {k: h[k] for k in self._kernel_hyper}
+        if rule.betas:
+            kw[rule.betas[0]], kw[rule.betas[1]] = h["betas"]
+        if rule.step == "required":
+            kw["step"] = t
+        elif rule.step == "optional":
+            kw["step"] = 1 if first else t
+        for st in rule.state:
+            if st.scalar:
+                kw[st.multi] = shared[st.torch]
+            elif st.torch in arrays:
+                kw[st.multi] = arrays[st.torch]
+        getattr(_multi, self._multi_fn)(params, grads, backend=self.backend, **kw)
 
     def _state_names(self, h):
-        raise NotImplementedError
+        """The state arrays (torch's names) a step with hyperparameters ``h`` uses."""
+        return tuple(st.torch for st in self._rule.state if st.needed(h))
 
     def _init_state(self, name, p, h):
-        return np.zeros_like(p)
+        """A new state array: the table's initial value (a number, or a hyperparameter's)."""
+        st = self._by_torch_name[name]
+        value = h[st.init] if isinstance(st.init, str) else st.init
+        if st.scalar:
+            return np.full(1, value, dtype=np.float64)
+        return np.zeros_like(p) if value == 0 else np.full_like(p, value)
 
-    def _ensure_state(self, p, st, h):
-        """Allocate missing state arrays; returns the set of names created now."""
-        new = set()
-        for name in self._state_names(h):
-            if name not in st:
-                st[name] = self._init_state(name, p, h)
-                new.add(name)
-        return new
+    def _check_combination(self, h):
+        if self._rule is not None and self._rule.combine is not None:
+            self._rule.combine(h)
+
+    def _state_like(self, name, p):
+        """(shape, dtype) of state array ``name`` of parameter ``p``."""
+        if name in self._shared_state:
+            return (1,), np.dtype(np.float64)
+        return p.shape, p.dtype
 
     def zero_state(self):
-        """Forget the state and the step count (the parameters are kept)."""
-        self.state = [{} for _ in self._params]
-        self.step_count = 0
+        """Forget the state and the step counts (the parameters and groups are kept)."""
+        with self._lock:
+            self._state = _StateList(_ParamState(self._version) for _ in self._params)
+            self.step_count = 0
+            self._offsets = [0] * len(self._bounds)
+            self._version[0] += 1
+            self._plan = None
 
     # ---- state --------------------------------------------------------------------------
     def state_dict(self):
-        """Everything needed to resume: optimizer name, step count, hyperparameters, and a
-        copy of every state array (the parameters are not included: see :func:`save`)."""
-        return {"optimizer": type(self).__name__, "step_count": self.step_count, "hyper": dict(self.hyper),
-                "state": [{k: v.copy() for k, v in st.items()} for st in self.state]}
+        """Everything needed to resume: ``{"optimizer", "step_count", "param_groups",
+        "state"}``.  ``param_groups``: per group its hyperparameters, ``"params"`` (the
+        indices of its parameters in ``parameters()``) and ``"step"`` (the steps it has
+        taken); ``state``: per parameter a dict with a copy of each state array.  A state
+        array a group's next step would create (its hyperparameters changed since) is
+        included as that step would create it.  The parameters are not included: see
+        :func:`save`."""
+        with self._lock:
+            groups, states = [], []
+            for g, group in enumerate(self.param_groups):
+                start, stop = self._bounds[g]
+                steps = self.step_count - self._offsets[g]
+                entry = {k: v for k, v in group.items() if k != "params"}
+                entry["params"] = list(range(start, stop))
+                entry["step"] = steps
+                groups.append(entry)
+                try:
+                    h = self._check_hyper({k: v for k, v in group.items() if k != "params"})
+                    needed = [n for n in self._state_names(h) if n not in self._lazy_state] if steps else []
+                except (TypeError, ValueError):
+                    h, needed = None, []
+                shared = {}
+                for i in range(start, stop):
+                    st = {k: v.copy() for k, v in self._state[i].items()}
+                    for n in needed:
+                        if n not in st:
+                            if n in self._shared_state:
+                                st[n] = shared.setdefault(n, self._init_state(n, self._params[i], h)).copy()
+                            else:
+                                st[n] = self._init_state(n, self._params[i], h)
+                    states.append(st)
+            return {"optimizer": type(self).__name__, "step_count": self.step_count, "param_groups": groups,
+                    "state": states}
 
     def load_state_dict(self, state_dict):
-        """Restore a ``state_dict()`` (copies the arrays).  Validates everything first: a
-        call that raises has changed nothing."""
-        if not isinstance(state_dict, dict):
-            raise TypeError("state_dict must be a dict, got %s" % type(state_dict).__name__)
-        for key in ("optimizer", "step_count", "hyper", "state"):
-            if key not in state_dict:
+        """Restore a ``state_dict()`` (copies the arrays).  Also accepts the one-group form
+        of earlier versions (``"hyper"`` instead of ``"param_groups"``).  Everything is
+        checked first: the optimizer's name; ``step_count``; per group its parameter indices,
+        hyperparameters and steps; per parameter every state array its group's rule needs
+        (when the group has stepped), each with the right shape and dtype, none unknown and
+        none negative where the rule's values never are.  A call that raises has changed
+        nothing."""
+        with self._lock:
+            self._prepare_load(state_dict)()
+
+    def _prepare_load(self, sd):
+        """Check a state dict; return the function that installs it."""
+        if not isinstance(sd, Mapping):
+            raise TypeError("state_dict must be a dict, got %s" % type(sd).__name__)
+        expected = ("optimizer", "step_count", "hyper", "state") if "hyper" in sd and "param_groups" not in sd \
+            else ("optimizer", "step_count", "param_groups", "state")
+        for key in sd:
+            if key not in expected:
+                raise ValueError("state_dict has an unknown entry %r (expected %s)" % (key, ", ".join(expected)))
+        for key in expected:
+            if key not in sd:
                 raise ValueError("state_dict has no %r entry" % key)
-        if state_dict["optimizer"] != type(self).__name__:
-            raise ValueError("state_dict is for %s, not %s" % (state_dict["optimizer"], type(self).__name__))
-        step_count = state_dict["step_count"]
+        name = type(self).__name__
+        if sd["optimizer"] != name:
+            raise ValueError("state_dict is for %s, not %s" % (sd["optimizer"], name))
+        step_count = sd["step_count"]
         if type(step_count) is bool or not isinstance(step_count, (int, np.integer)) or step_count < 0:
             raise ValueError("state_dict['step_count'] must be an integer >= 0, got %r" % (step_count,))
-        hyper = self._check_hyper(dict(state_dict["hyper"]))
-        states = state_dict["state"]
-        if not isinstance(states, (list, tuple)) or len(states) != len(self._params):
-            raise ValueError("state_dict['state'] must hold one dict per parameter (%d)" % len(self._params))
-        new_state = []
-        for i, (p, st) in enumerate(zip(self._params, states)):
-            if not isinstance(st, dict):
-                raise TypeError("state_dict['state'][%d] must be a dict" % i)
-            if st and step_count == 0:
-                raise ValueError("state_dict has state arrays but step_count 0")
-            out = {}
-            for name, arr in st.items():
-                ref = self._init_state(name, p, hyper)
-                if not isinstance(arr, np.ndarray):
-                    raise TypeError("state_dict['state'][%d][%r] must be a numpy.ndarray" % (i, name))
-                if arr.shape != ref.shape or arr.dtype != ref.dtype:
-                    raise ValueError("state_dict['state'][%d][%r] has shape %s dtype %s, expected shape %s dtype %s"
-                                     % (i, name, arr.shape, arr.dtype, ref.shape, ref.dtype))
-                out[name] = np.array(arr, copy=True, order="C")
-            new_state.append(out)
-        self.hyper = hyper
-        self.step_count = int(step_count)
-        self.state = new_state
+        step_count = int(step_count)
+
+        # the groups: (hyperparameters, steps) each
+        n_groups = len(self.param_groups)
+        entries = []
+        if "hyper" in expected:
+            if n_groups != 1:
+                raise ValueError("state_dict holds one group ('hyper') but the optimizer has %d param groups"
+                                 % n_groups)
+            if not isinstance(sd["hyper"], Mapping):
+                raise TypeError("state_dict['hyper'] must be a dict, got %s" % type(sd["hyper"]).__name__)
+            entries.append(("state_dict['hyper']", dict(sd["hyper"]), step_count))
+        else:
+            pg = sd["param_groups"]
+            if not isinstance(pg, (list, tuple)) or len(pg) != n_groups:
+                raise ValueError("state_dict['param_groups'] must be a list of %d group%s (the optimizer's), got %s"
+                                 % (n_groups, "s" * (n_groups != 1), "%d" % len(pg) if isinstance(pg, (list, tuple))
+                                    else type(pg).__name__))
+            for g, (entry, (start, stop)) in enumerate(zip(pg, self._bounds)):
+                where = "state_dict['param_groups'][%d]" % g
+                if not isinstance(entry, Mapping):
+                    raise TypeError("%s must be a dict, got %s" % (where, type(entry).__name__))
+                if "params" not in entry:
+                    raise ValueError("%s has no 'params' entry" % where)
+                idx = entry["params"]
+                if not isinstance(idx, (list, tuple)) or list(idx) != list(range(start, stop)):
+                    raise ValueError("%s['params'] is %r but the optimizer's group %d holds parameters %d..%d: "
+                                     "the groups must hold as many parameters, in the same order"
+                                     % (where, idx, g, start, stop - 1))
+                steps = entry.get("step", step_count)
+                if type(steps) is bool or not isinstance(steps, (int, np.integer)) or not 0 <= steps <= step_count:
+                    raise ValueError("%s['step'] must be an integer in [0, step_count=%d], got %r"
+                                     % (where, step_count, steps))
+                entries.append((where, {k: v for k, v in entry.items() if k not in ("params", "step")}, int(steps)))
+        hs = []
+        for where, hyper, _ in entries:
+            try:
+                hs.append(self._check_hyper(hyper))
+            except (TypeError, ValueError) as exc:
+                raise _with_prefix(exc, "%s: " % where) from None
+
+        # the state arrays
+        states = sd["state"]
+        n = len(self._params)
+        if isinstance(states, Mapping):  # torch's form: {parameter index: state}
+            for k in states:
+                if type(k) is bool or not isinstance(k, (int, np.integer)) or not 0 <= k < n:
+                    raise ValueError("state_dict['state'] has an entry for %r, not a parameter index (0..%d)"
+                                     % (k, n - 1))
+            states = [states.get(i, {}) for i in range(n)]
+        if not isinstance(states, (list, tuple)) or len(states) != n:
+            raise ValueError("state_dict['state'] must hold one dict per parameter (%d)" % n)
+        known = self._all_state_names
+        new_states = []
+        for g, ((start, stop), h, (_, _, steps)) in enumerate(zip(self._bounds, hs, entries)):
+            needed = [k for k in self._state_names(h) if k not in self._lazy_state] if steps else []
+            shared = {}
+            for i in range(start, stop):
+                where = "state_dict['state'][%d]" % i
+                st, p = states[i], self._params[i]
+                if not isinstance(st, Mapping):
+                    raise TypeError("%s must be a dict, got %s" % (where, type(st).__name__))
+                if st and not steps:
+                    raise ValueError("%s has state arrays but its group has taken no step (step_count 0)" % where)
+                out = {}
+                for k, arr in st.items():
+                    if k not in known:
+                        raise ValueError("%s has an unknown state array %r (%s keeps %s)"
+                                         % (where, k, name, ", ".join(known)))
+                    if type(arr) is not np.ndarray:
+                        raise TypeError("%s[%r] must be a numpy.ndarray, got %s" % (where, k, type(arr).__name__))
+                    shape, dtype = self._state_like(k, p)
+                    if arr.shape != shape or arr.dtype != dtype:
+                        raise ValueError("%s[%r] has shape %s dtype %s, expected shape %s dtype %s"
+                                         % (where, k, arr.shape, arr.dtype, shape, dtype))
+                    if k in self._nonneg_state and arr.size and np.any(arr < 0):
+                        raise ValueError("%s[%r] has negative values, which %s never has: the state is damaged"
+                                         % (where, k, k))
+                    if k in self._shared_state:
+                        first = shared.setdefault(k, (i, arr))
+                        if first[1].tobytes() != arr.tobytes():
+                            raise ValueError("%s[%r] is %r but parameter %d of the same group has %r: a group shares "
+                                             "one %s" % (where, k, arr[0], first[0], first[1][0], k))
+                    out[k] = arr
+                for k in needed:
+                    if k not in out:
+                        raise ValueError("%s has no %r array, but its group has taken %d step%s: %s with these "
+                                         "hyperparameters keeps %s" % (where, k, steps, "s" * (steps != 1), name,
+                                                                       ", ".join(self._state_names(h))))
+                new_states.append(out)
+            for k, (i0, _) in shared.items():
+                missing = [i for i in range(start, stop) if k not in new_states[i]]
+                if missing:
+                    raise ValueError("state_dict['state'][%d] has no %r array but parameter %d of its group has one"
+                                     % (missing[0], k, i0))
+
+        def install():
+            copies = []
+            for g, (start, stop) in enumerate(self._bounds):
+                shared = {}
+                for i in range(start, stop):
+                    st = {}
+                    for k, arr in new_states[i].items():
+                        if k in self._shared_state:
+                            st[k] = shared.setdefault(k, np.array(arr, order="C"))
+                        else:
+                            st[k] = np.array(arr, order="C")  # a copy: aligned, contiguous, our own
+                    copies.append(st)
+            for group, h in zip(self.param_groups, hs):
+                for k in [k for k in group if k != "params"]:
+                    del group[k]
+                group.update(h)
+            self._state = _StateList(_ParamState(self._version, st) for st in copies)
+            self.step_count = step_count
+            self._offsets = [step_count - steps for _, _, steps in entries]
+            self._version[0] += 1
+            self._plan = None
+        return install
 
 
-def _check_params(params):
+def _split_params(params):
+    """The constructor's ``params``: (groups, from_dicts) with groups a list of dicts (the
+    caller's) or a one-element list holding the list of arrays."""
     if isinstance(params, np.ndarray):
-        params = [params]
-    elif not isinstance(params, (list, tuple)):
+        return [[params]], False
+    if isinstance(params, Mapping):
+        return [params], True
+    if isinstance(params, (set, frozenset, str, bytes)):
+        raise TypeError("params must be a list of numpy arrays or of dicts (parameter groups), got %s"
+                        % type(params).__name__)
+    if not isinstance(params, (list, tuple)):
         try:
             params = list(params)
         except TypeError:
-            raise TypeError("params must be a list of numpy arrays, got %s" % type(params).__name__) from None
+            raise TypeError("params must be a list of numpy arrays or of dicts (parameter groups), got %s"
+                            % type(params).__name__) from None
     params = list(params)
     if not params:
         raise ValueError("params is empty")
-    for i, p in enumerate(params):
-        if not isinstance(p, np.ndarray):
-            raise TypeError("params[%d] must be a numpy.ndarray, got %s" % (i, type(p).__name__))
-        if p.dtype not in V.FLOAT_DTYPES:
-            raise TypeError("params[%d] must have dtype float32 or float64, got %s" % (i, p.dtype))
-        if not p.flags.c_contiguous:
-            raise ValueError("params[%d] must be C-contiguous (use numpy.ascontiguousarray)" % i)
-        if not p.flags.writeable:
-            raise ValueError("params[%d] must be writeable (it is updated in place)" % i)
-        for j in range(i):
-            if p.size and params[j].size and np.may_share_memory(p, params[j]):
-                raise ValueError("params[%d] and params[%d] overlap in memory" % (j, i))
-    return params
+    dicts = [isinstance(p, Mapping) for p in params]
+    if all(dicts):
+        return params, True
+    if any(dicts):
+        raise TypeError("params mixes arrays and dicts: pass a list of arrays or a list of parameter groups (dicts)")
+    return [params], False
 
 
 # ---------------------------------------------------------------------------------------
 # the optimizers
 
-class SGD(Optimizer):
+def _from_table(cls, rule):
+    """Set an optimizer class's rule facts from its table entry: the defaults (torch's, in
+    the constructor's order; ``betas=(beta1, beta2)``), a check per hyperparameter, the state
+    names (torch's), which are never negative, shared, or made from the first gradient, each
+    one's fastgd.multi argument, and the multi-tensor function."""
+    hypers = {h.name: h for h in rule.hyper + rule.optim_hyper}
+    defaults, spec = {}, {}
+    for name, h in hypers.items():
+        if rule.betas and name in rule.betas:
+            if name == rule.betas[0]:
+                b1, b2 = (hypers[b] for b in rule.betas)
+                defaults["betas"] = (b1.default, b2.default)
+                spec["betas"] = _betas(b1.check == "unit_closed")
+            continue
+        defaults[name] = rule.optim_defaults.get(name, h.default)
+        spec[name] = lambda n, v, h=h: h(v, n)
+    order = [n for n in inspect.signature(cls.__init__).parameters if n in defaults]
+    cls._rule = rule
+    cls._defaults = {n: defaults[n] for n in order + [n for n in defaults if n not in order]}
+    cls._spec = spec
+    cls._kernel_hyper = tuple(h.name for h in rule.hyper if not (rule.betas and h.name in rule.betas))
+    cls._all_state_names = tuple(st.torch for st in rule.state)
+    cls._by_torch_name = {st.torch: st for st in rule.state}
+    cls._nonneg_state = frozenset(st.torch for st in rule.state if st.nonneg)
+    cls._shared_state = tuple(st.torch for st in rule.state if st.scalar)
+    cls._lazy_state = tuple(st.torch for st in rule.state if st.from_grad)
+    cls._multi_names = {st.torch: st.multi for st in rule.state if not st.scalar}
+    cls._multi_fn = rule.name + "_step"  # looked up in fastgd.multi at each call
+
+
+class SGD(Optimizer, rule="sgd"):
     """``SGD(params, lr=1e-3, momentum=0, dampening=0, weight_decay=0, nesterov=False, *,
     maximize=False, backend=None)`` over :func:`fastgd.sgd_step`, as ``torch.optim.SGD``:
     the momentum buffer starts as a copy of the first gradient (``step=1`` is passed to the
-    kernel on the step that creates it)."""
-
-    _defaults = {"lr": 1e-3, "momentum": 0.0, "dampening": 0.0, "weight_decay": 0.0, "nesterov": False,
-                 "maximize": False}
-    _spec = {"lr": _nonneg, "momentum": _nonneg, "dampening": _unit_closed, "weight_decay": _nonneg,
-             "nesterov": _flag, "maximize": _flag}
+    kernel on the step that creates it; a state dict without a buffer means the same)."""
 
     def __init__(self, params, lr=1e-3, momentum=0.0, dampening=0.0, weight_decay=0.0, nesterov=False, *,
                  maximize=False, backend=None):
         super().__init__(params, backend=backend, lr=lr, momentum=momentum, dampening=dampening,
                          weight_decay=weight_decay, nesterov=nesterov, maximize=maximize)
 
-    def _check_combination(self, h):
-        if h["nesterov"] and (h["momentum"] <= 0 or h["dampening"] != 0):
-            raise ValueError("nesterov=True requires momentum > 0 and dampening == 0")
 
-    def _state_names(self, h):
-        return ("momentum_buffer",) if h["momentum"] != 0 else ()
-
-    def _group_key(self, st, new):
-        return "momentum_buffer" in new  # the buffers created now start as the gradient
-
-    def _update_many(self, ps, gs, sts, h, t, news):
-        bufs = [st["momentum_buffer"] for st in sts] if h["momentum"] != 0 else None
-        _multi.sgd_step(ps, gs, bufs, lr=h["lr"], momentum=h["momentum"], dampening=h["dampening"],
-                        nesterov=h["nesterov"], weight_decay=h["weight_decay"], maximize=h["maximize"],
-                        step=1 if "momentum_buffer" in news[0] else t, backend=self.backend)
-
-
-class Adam(Optimizer):
+class Adam(Optimizer, rule="adam"):
     """``Adam(params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0, amsgrad=False, *,
     maximize=False, backend=None)`` over :func:`fastgd.adam_step`, as ``torch.optim.Adam``."""
-
-    _kernel = staticmethod(_multi.adam_step)
-    _defaults = {"lr": 1e-3, "betas": (0.9, 0.999), "eps": 1e-8, "weight_decay": 0.0, "amsgrad": False,
-                 "maximize": False}
-    _spec = {"lr": _nonneg, "betas": _betas(False), "eps": _nonneg, "weight_decay": _nonneg, "amsgrad": _flag,
-             "maximize": _flag}
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, amsgrad=False, *,
                  maximize=False, backend=None):
         super().__init__(params, backend=backend, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
                          amsgrad=amsgrad, maximize=maximize)
 
-    def _state_names(self, h):
-        return ("exp_avg", "exp_avg_sq", "max_exp_avg_sq") if h["amsgrad"] else ("exp_avg", "exp_avg_sq")
 
-    def _update_many(self, ps, gs, sts, h, t, news):
-        self._kernel(ps, gs, [st["exp_avg"] for st in sts], [st["exp_avg_sq"] for st in sts], step=t, lr=h["lr"],
-                     beta1=h["betas"][0], beta2=h["betas"][1], eps=h["eps"], weight_decay=h["weight_decay"],
-                     amsgrad=h["amsgrad"],
-                     max_exp_avg_sqs=[st["max_exp_avg_sq"] for st in sts] if h["amsgrad"] else None,
-                     maximize=h["maximize"], backend=self.backend)
-
-
-class AdamW(Adam):
+class AdamW(Adam, rule="adamw"):
     """``AdamW(params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2, amsgrad=False, *,
     maximize=False, backend=None)`` over :func:`fastgd.adamw_step`, as ``torch.optim.AdamW``."""
-
-    _kernel = staticmethod(_multi.adamw_step)
-    _defaults = dict(Adam._defaults, weight_decay=1e-2)
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2, amsgrad=False, *,
                  maximize=False, backend=None):
@@ -402,37 +1072,21 @@ class AdamW(Adam):
                          maximize=maximize, backend=backend)
 
 
-class Adamax(Optimizer):
+class Adamax(Optimizer, rule="adamax"):
     """``Adamax(params, lr=2e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0, *, maximize=False,
     backend=None)`` over :func:`fastgd.adamax_step`, as ``torch.optim.Adamax``."""
-
-    _defaults = {"lr": 2e-3, "betas": (0.9, 0.999), "eps": 1e-8, "weight_decay": 0.0, "maximize": False}
-    _spec = {"lr": _nonneg, "betas": _betas(False), "eps": _nonneg, "weight_decay": _nonneg, "maximize": _flag}
 
     def __init__(self, params, lr=2e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, *, maximize=False,
                  backend=None):
         super().__init__(params, backend=backend, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
                          maximize=maximize)
 
-    def _state_names(self, h):
-        return ("exp_avg", "exp_inf")
 
-    def _update_many(self, ps, gs, sts, h, t, news):
-        _multi.adamax_step(ps, gs, [st["exp_avg"] for st in sts], [st["exp_inf"] for st in sts], step=t,
-                           lr=h["lr"], beta1=h["betas"][0], beta2=h["betas"][1], eps=h["eps"],
-                           weight_decay=h["weight_decay"], maximize=h["maximize"], backend=self.backend)
-
-
-class NAdam(Optimizer):
+class NAdam(Optimizer, rule="nadam"):
     """``NAdam(params, lr=2e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0, momentum_decay=4e-3,
     decoupled_weight_decay=False, *, maximize=False, backend=None)`` over
     :func:`fastgd.nadam_step`, as ``torch.optim.NAdam`` (state ``mu_product``: the running
-    product of the momentum schedule, a float64 array of one element)."""
-
-    _defaults = {"lr": 2e-3, "betas": (0.9, 0.999), "eps": 1e-8, "weight_decay": 0.0, "momentum_decay": 4e-3,
-                 "decoupled_weight_decay": False, "maximize": False}
-    _spec = {"lr": _nonneg, "betas": _betas(False), "eps": _nonneg, "weight_decay": _nonneg,
-             "momentum_decay": _nonneg, "decoupled_weight_decay": _flag, "maximize": _flag}
+    product of the momentum schedule, a float64 array of one element, one per group)."""
 
     def __init__(self, params, lr=2e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, momentum_decay=4e-3,
                  decoupled_weight_decay=False, *, maximize=False, backend=None):
@@ -440,150 +1094,57 @@ class NAdam(Optimizer):
                          momentum_decay=momentum_decay, decoupled_weight_decay=decoupled_weight_decay,
                          maximize=maximize)
 
-    def _state_names(self, h):
-        return ("exp_avg", "exp_avg_sq", "mu_product")
 
-    def _init_state(self, name, p, h):
-        if name == "mu_product":
-            return np.ones(1, dtype=np.float64)
-        return np.zeros_like(p)
-
-    def _group_key(self, st, new):
-        return float(st["mu_product"][0])  # equal for all parameters unless a state_dict said otherwise
-
-    def _update_many(self, ps, gs, sts, h, t, news):
-        mu = sts[0]["mu_product"]
-        _multi.nadam_step(ps, gs, [st["exp_avg"] for st in sts], [st["exp_avg_sq"] for st in sts], mu, step=t,
-                          lr=h["lr"], beta1=h["betas"][0], beta2=h["betas"][1], eps=h["eps"],
-                          weight_decay=h["weight_decay"], momentum_decay=h["momentum_decay"],
-                          decoupled_weight_decay=h["decoupled_weight_decay"], maximize=h["maximize"],
-                          backend=self.backend)
-        for st in sts[1:]:
-            st["mu_product"][...] = mu
-
-
-class RAdam(Optimizer):
+class RAdam(Optimizer, rule="radam"):
     """``RAdam(params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0,
     decoupled_weight_decay=False, *, maximize=False, backend=None)`` over
     :func:`fastgd.radam_step`, as ``torch.optim.RAdam``."""
-
-    _defaults = {"lr": 1e-3, "betas": (0.9, 0.999), "eps": 1e-8, "weight_decay": 0.0,
-                 "decoupled_weight_decay": False, "maximize": False}
-    _spec = {"lr": _nonneg, "betas": _betas(False), "eps": _nonneg, "weight_decay": _nonneg,
-             "decoupled_weight_decay": _flag, "maximize": _flag}
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0,
                  decoupled_weight_decay=False, *, maximize=False, backend=None):
         super().__init__(params, backend=backend, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
                          decoupled_weight_decay=decoupled_weight_decay, maximize=maximize)
 
-    def _state_names(self, h):
-        return ("exp_avg", "exp_avg_sq")
 
-    def _update_many(self, ps, gs, sts, h, t, news):
-        _multi.radam_step(ps, gs, [st["exp_avg"] for st in sts], [st["exp_avg_sq"] for st in sts], step=t,
-                          lr=h["lr"], beta1=h["betas"][0], beta2=h["betas"][1], eps=h["eps"],
-                          weight_decay=h["weight_decay"], decoupled_weight_decay=h["decoupled_weight_decay"],
-                          maximize=h["maximize"], backend=self.backend)
-
-
-class Adagrad(Optimizer):
+class Adagrad(Optimizer, rule="adagrad"):
     """``Adagrad(params, lr=1e-2, lr_decay=0, weight_decay=0, initial_accumulator_value=0,
     eps=1e-10, *, maximize=False, backend=None)`` over :func:`fastgd.adagrad_step`, as
     ``torch.optim.Adagrad`` (one of the texts starts the accumulator at 1:
     ``initial_accumulator_value=1``)."""
-
-    _defaults = {"lr": 1e-2, "lr_decay": 0.0, "weight_decay": 0.0, "initial_accumulator_value": 0.0,
-                 "eps": 1e-10, "maximize": False}
-    _spec = {"lr": _nonneg, "lr_decay": _nonneg, "weight_decay": _nonneg, "initial_accumulator_value": _nonneg,
-             "eps": _nonneg, "maximize": _flag}
 
     def __init__(self, params, lr=1e-2, lr_decay=0.0, weight_decay=0.0, initial_accumulator_value=0.0,
                  eps=1e-10, *, maximize=False, backend=None):
         super().__init__(params, backend=backend, lr=lr, lr_decay=lr_decay, weight_decay=weight_decay,
                          initial_accumulator_value=initial_accumulator_value, eps=eps, maximize=maximize)
 
-    def _state_names(self, h):
-        return ("sum",)
 
-    def _init_state(self, name, p, h):
-        return np.full_like(p, h["initial_accumulator_value"])
-
-    def _update_many(self, ps, gs, sts, h, t, news):
-        _multi.adagrad_step(ps, gs, [st["sum"] for st in sts], step=t, lr=h["lr"], lr_decay=h["lr_decay"],
-                            weight_decay=h["weight_decay"], eps=h["eps"], maximize=h["maximize"],
-                            backend=self.backend)
-
-
-class Adadelta(Optimizer):
+class Adadelta(Optimizer, rule="adadelta"):
     """``Adadelta(params, lr=1.0, rho=0.9, eps=1e-6, weight_decay=0, *, maximize=False,
     backend=None)`` over :func:`fastgd.adadelta_step`, as ``torch.optim.Adadelta``."""
-
-    _defaults = {"lr": 1.0, "rho": 0.9, "eps": 1e-6, "weight_decay": 0.0, "maximize": False}
-    _spec = {"lr": _nonneg, "rho": _unit_closed, "eps": _nonneg, "weight_decay": _nonneg, "maximize": _flag}
 
     def __init__(self, params, lr=1.0, rho=0.9, eps=1e-6, weight_decay=0.0, *, maximize=False, backend=None):
         super().__init__(params, backend=backend, lr=lr, rho=rho, eps=eps, weight_decay=weight_decay,
                          maximize=maximize)
 
-    def _state_names(self, h):
-        return ("square_avg", "acc_delta")
 
-    def _update_many(self, ps, gs, sts, h, t, news):
-        _multi.adadelta_step(ps, gs, [st["square_avg"] for st in sts], [st["acc_delta"] for st in sts],
-                             lr=h["lr"], rho=h["rho"], eps=h["eps"], weight_decay=h["weight_decay"],
-                             maximize=h["maximize"], backend=self.backend)
-
-
-class RMSprop(Optimizer):
+class RMSprop(Optimizer, rule="rmsprop"):
     """``RMSprop(params, lr=1e-2, alpha=0.99, eps=1e-8, weight_decay=0, momentum=0,
     centered=False, *, maximize=False, backend=None)`` over :func:`fastgd.rmsprop_step`, as
     ``torch.optim.RMSprop``."""
-
-    _defaults = {"lr": 1e-2, "alpha": 0.99, "eps": 1e-8, "weight_decay": 0.0, "momentum": 0.0,
-                 "centered": False, "maximize": False}
-    _spec = {"lr": _nonneg, "alpha": _unit_closed, "eps": _nonneg, "weight_decay": _nonneg, "momentum": _nonneg,
-             "centered": _flag, "maximize": _flag}
 
     def __init__(self, params, lr=1e-2, alpha=0.99, eps=1e-8, weight_decay=0.0, momentum=0.0, centered=False, *,
                  maximize=False, backend=None):
         super().__init__(params, backend=backend, lr=lr, alpha=alpha, eps=eps, weight_decay=weight_decay,
                          momentum=momentum, centered=centered, maximize=maximize)
 
-    def _state_names(self, h):
-        names = ("square_avg",)
-        if h["momentum"] > 0:
-            names += ("momentum_buffer",)
-        if h["centered"]:
-            names += ("grad_avg",)
-        return names
 
-    def _update_many(self, ps, gs, sts, h, t, news):
-        _multi.rmsprop_step(ps, gs, [st["square_avg"] for st in sts],
-                            momentum_buffers=[st["momentum_buffer"] for st in sts] if h["momentum"] > 0 else None,
-                            grad_avgs=[st["grad_avg"] for st in sts] if h["centered"] else None, lr=h["lr"],
-                            alpha=h["alpha"], eps=h["eps"], momentum=h["momentum"], centered=h["centered"],
-                            weight_decay=h["weight_decay"], maximize=h["maximize"], backend=self.backend)
-
-
-class Lion(Optimizer):
+class Lion(Optimizer, rule="lion"):
     """``Lion(params, lr=1e-4, betas=(0.9, 0.99), weight_decay=0, *, maximize=False,
     backend=None)`` over :func:`fastgd.lion_step` (Chen et al. 2023, decoupled weight decay)."""
-
-    _defaults = {"lr": 1e-4, "betas": (0.9, 0.99), "weight_decay": 0.0, "maximize": False}
-    _spec = {"lr": _nonneg, "betas": _betas(True), "weight_decay": _nonneg, "maximize": _flag}
 
     def __init__(self, params, lr=1e-4, betas=(0.9, 0.99), weight_decay=0.0, *, maximize=False, backend=None):
         super().__init__(params, backend=backend, lr=lr, betas=betas, weight_decay=weight_decay,
                          maximize=maximize)
-
-    def _state_names(self, h):
-        return ("exp_avg",)
-
-    def _update_many(self, ps, gs, sts, h, t, news):
-        _multi.lion_step(ps, gs, [st["exp_avg"] for st in sts], lr=h["lr"], beta1=h["betas"][0],
-                         beta2=h["betas"][1], weight_decay=h["weight_decay"], maximize=h["maximize"],
-                         backend=self.backend)
 
 
 OPTIMIZERS = {"sgd": SGD, "adam": Adam, "adamw": AdamW, "adamax": Adamax, "nadam": NAdam, "radam": RAdam,
@@ -593,59 +1154,116 @@ OPTIMIZERS = {"sgd": SGD, "adam": Adam, "adamw": AdamW, "adamax": Adamax, "nadam
 # ---------------------------------------------------------------------------------------
 # save / load
 
+def _json_default(v):
+    if isinstance(v, (np.floating, np.integer, np.bool_)):
+        return v.item()
+    raise TypeError("%r (%s) cannot be saved as JSON" % (v, type(v).__name__))
+
+
 def save(opt, path, *, params=True):
     """Write ``opt.state_dict()`` (and, with ``params=True``, the parameters) to an ``.npz``
-    file.  Arrays are stored bit-exactly; hyperparameters as JSON (no pickle)."""
+    file.  Arrays are stored bit-exactly; groups and hyperparameters as JSON (no pickle).
+
+    Layout: ``__meta__`` (JSON: ``format`` ``"fastgd.optim/2"``, ``optimizer``,
+    ``step_count``, ``param_groups``, ``n_params``, ``params``, ``state_names``),
+    ``state/<i>/<name>`` per state array, ``param/<i>`` per parameter."""
     if not isinstance(opt, Optimizer):
         raise TypeError("opt must be a fastgd.optim optimizer, got %s" % type(opt).__name__)
-    sd = opt.state_dict()
-    meta = {"format": "fastgd.optim/1", "optimizer": sd["optimizer"], "step_count": sd["step_count"],
-            "hyper": sd["hyper"], "n_params": len(opt.parameters()), "params": bool(params),
-            "state_names": [sorted(st) for st in sd["state"]]}
-    arrays = {"__meta__": np.array(json.dumps(meta))}
-    for i, st in enumerate(sd["state"]):
-        for name, arr in st.items():
-            arrays["state/%d/%s" % (i, name)] = arr
-    if params:
-        for i, p in enumerate(opt.parameters()):
+    with opt._lock:
+        sd = opt.state_dict()
+        values = opt.parameters() if params else []
+        meta = {"format": _FORMAT, "optimizer": sd["optimizer"], "step_count": sd["step_count"],
+                "param_groups": sd["param_groups"], "n_params": len(sd["state"]), "params": bool(params),
+                "state_names": [sorted(st) for st in sd["state"]]}
+        arrays = {"__meta__": np.array(json.dumps(meta, default=_json_default))}
+        for i, st in enumerate(sd["state"]):
+            for name, arr in st.items():
+                arrays["state/%d/%s" % (i, name)] = arr
+        for i, p in enumerate(values):
             arrays["param/%d" % i] = p
-    np.savez(path, **arrays)
+        np.savez(path, **arrays)
+
+
+def _read(path, params):
+    """(state dict, parameter values or None) from a file written by :func:`save`."""
+    if isinstance(path, (str, os.PathLike)):
+        with open(path, "rb") as f:
+            head = f.read(4)
+        if head != b"PK\x03\x04":
+            raise ValueError("it is not an .npz archive (no zip header): not written by fastgd.optim.save")
+    data = np.load(path, allow_pickle=False)
+    if not isinstance(data, np.lib.npyio.NpzFile):
+        raise ValueError("it is a single .npy array, not an .npz archive written by fastgd.optim.save")
+    with data:
+        files = set(data.files)
+        if "__meta__" not in files:
+            raise ValueError("it has no __meta__ entry: not written by fastgd.optim.save")
+        meta = json.loads(data["__meta__"].item())
+        if not isinstance(meta, dict):
+            raise ValueError("its __meta__ is not a JSON object")
+        fmt = meta.get("format")
+        if fmt not in _READABLE_FORMATS:
+            raise ValueError("its format is %r (this version reads %s)" % (fmt, ", ".join(_READABLE_FORMATS)))
+        n = meta["n_params"]
+        names = meta["state_names"]
+        if type(n) is not int or n < 0 or not isinstance(names, list) or len(names) != n or \
+                not all(isinstance(ns, list) and all(isinstance(s, str) for s in ns) for ns in names):
+            raise ValueError("its __meta__ has a bad n_params / state_names")
+        stored = bool(meta["params"])
+        wanted = {"__meta__"} | {"state/%d/%s" % (i, s) for i, ns in enumerate(names) for s in ns}
+        if stored:
+            wanted |= {"param/%d" % i for i in range(n)}
+        for entry in sorted(files - wanted):
+            raise ValueError("it has an entry %r that its __meta__ does not describe" % entry)
+        for entry in sorted(wanted - files):
+            raise ValueError("its entry %r is missing" % entry)
+        state = [{s: data["state/%d/%s" % (i, s)] for s in ns} for i, ns in enumerate(names)]
+        values = [data["param/%d" % i] for i in range(n)] if params and stored else None
+    sd = {"optimizer": meta["optimizer"], "step_count": meta["step_count"], "state": state}
+    if fmt == "fastgd.optim/1":
+        sd["hyper"] = meta["hyper"]
+    else:
+        sd["param_groups"] = meta["param_groups"]
+    return sd, values
 
 
 def load(opt, path, *, params=True):
     """Restore into ``opt`` what :func:`save` wrote: the state (``load_state_dict``) and,
     with ``params=True`` (and if the file has them), the parameter values, copied in place.
-    Everything is checked before anything is written.  Returns ``opt``."""
+    Reads files of this version and of the previous one (format ``fastgd.optim/1``, one
+    group).  Everything is read and checked before anything is written: a file that is
+    damaged (truncated, not an ``.npz``, bad JSON, missing entries) or does not fit ``opt``
+    raises one ValueError naming the file (the cause chained) and changes nothing, neither
+    the optimizer nor the parameters.  Returns ``opt``."""
     if not isinstance(opt, Optimizer):
         raise TypeError("opt must be a fastgd.optim optimizer, got %s" % type(opt).__name__)
-    with np.load(path, allow_pickle=False) as data:
-        if "__meta__" not in data.files:
-            raise ValueError("%s was not written by fastgd.optim.save" % (path,))
-        meta = json.loads(str(data["__meta__"]))
-        hyper = {k: tuple(v) if isinstance(v, list) else v for k, v in meta["hyper"].items()}
-        state = [{name: data["state/%d/%s" % (i, name)] for name in names}
-                 for i, names in enumerate(meta["state_names"])]
-        values = None
-        if params and meta.get("params"):
-            values = [data["param/%d" % i] for i in range(meta["n_params"])]
-    sd = {"optimizer": meta["optimizer"], "step_count": meta["step_count"], "hyper": hyper, "state": state}
-    if values is not None:
-        ps = opt.parameters()
-        if len(values) != len(ps):
-            raise ValueError("the file holds %d parameters, the optimizer has %d" % (len(values), len(ps)))
-        for i, (p, v) in enumerate(zip(ps, values)):
-            if p.shape != v.shape or p.dtype != v.dtype:
-                raise ValueError("saved parameter %d has shape %s dtype %s, the optimizer's has shape %s dtype %s"
-                                 % (i, v.shape, v.dtype, p.shape, p.dtype))
-    backup = opt.state_dict()
-    opt.load_state_dict(sd)  # validates before writing
-    if values is not None:
+    try:
+        sd, values = _read(path, params)
+    except (FileNotFoundError, IsADirectoryError, PermissionError):
+        raise
+    except Exception as exc:
+        raise ValueError("cannot load %s: %s: %s" % (path, type(exc).__name__, exc)) from exc
+    with opt._lock:
         try:
-            for p, v in zip(opt.parameters(), values):
-                p[...] = v
-        except Exception:  # pragma: no cover - defensive: keep opt consistent
-            opt.load_state_dict(backup)
-            raise
+            install = opt._prepare_load(sd)
+            if values is not None:
+                ps = opt.parameters()
+                if len(values) != len(ps):
+                    raise ValueError("the file holds %d parameters, the optimizer has %d" % (len(values), len(ps)))
+                for i, (p, v) in enumerate(zip(ps, values)):
+                    if type(v) is not np.ndarray or p.shape != v.shape or p.dtype != v.dtype:
+                        raise ValueError("saved parameter %d has shape %s dtype %s, the optimizer's has shape %s "
+                                         "dtype %s" % (i, getattr(v, "shape", "?"), getattr(v, "dtype", "?"),
+                                                       p.shape, p.dtype))
+                    if not p.flags.writeable:
+                        raise ValueError("parameter %d is not writeable" % i)
+        except (TypeError, ValueError) as exc:
+            raise ValueError("cannot load %s: %s" % (path, exc)) from exc
+        with _HoldInterrupt():
+            install()
+            if values is not None:
+                for p, v in zip(opt.parameters(), values):
+                    p[...] = v
     return opt
 
 
@@ -654,12 +1272,14 @@ def load(opt, path, *, params=True):
 
 class LRScheduler:
     """Base of the schedules, as ``torch.optim.lr_scheduler``: built over an optimizer, it
-    remembers the optimizer's current ``lr`` as ``base_lr``; ``step()`` advances
-    ``last_epoch`` (call it once per epoch, or once per step: the unit is yours) and sets
-    ``optimizer.lr`` to ``lr_at(last_epoch)``.  Construction performs the first ``step()``,
-    so ``last_epoch`` is 0 and the lr is ``lr_at(0)`` (= ``base_lr`` for the built-in
-    schedules).  The lr is always computed in closed form from ``base_lr`` and
-    ``last_epoch`` (no accumulated round-off, and any epoch can be jumped to)."""
+    remembers each group's current ``lr`` as its base (``base_lrs``; ``base_lr`` is the first
+    group's); ``step()`` advances ``last_epoch`` (call it once per epoch, or once per step:
+    the unit is yours) and sets every group's lr to ``lr_at(last_epoch, base)`` (groups
+    added later start from their lr when first seen).  Construction performs the first
+    ``step()``, so ``last_epoch`` is 0 and the lr is ``lr_at(0)`` (= the base for the
+    built-in schedules).  The lr is always computed in closed form from the base and
+    ``last_epoch`` (no accumulated round-off, and any epoch can be jumped to).  Subclasses
+    define ``lr_at(epoch, base_lr=None)`` (None: ``base_lr``)."""
 
     def __init__(self, optimizer, last_epoch=-1):
         if not isinstance(optimizer, Optimizer):
@@ -667,28 +1287,48 @@ class LRScheduler:
         if type(last_epoch) is bool or not isinstance(last_epoch, (int, np.integer)) or last_epoch < -1:
             raise ValueError("last_epoch must be an integer >= -1, got %r" % (last_epoch,))
         self.optimizer = optimizer
-        self.base_lr = optimizer.lr
+        self.base_lrs = []
         self.last_epoch = int(last_epoch)
         self.step()
 
-    def lr_at(self, epoch):
+    @property
+    def base_lr(self):
+        return self.base_lrs[0]
+
+    def lr_at(self, epoch, base_lr=None):
         raise NotImplementedError
 
+    def _go(self, epoch, bases):
+        """Compute every group's lr at ``epoch`` (groups without a base yet: their current lr),
+        then set them, ``base_lrs`` and ``last_epoch`` (nothing changes if one raises)."""
+        groups = self.optimizer.param_groups
+        bases = list(bases) + [V.nonneg("param_groups[%d]['lr']" % g, groups[g]["lr"])
+                               for g in range(len(bases), len(groups))]
+        lrs = [self.lr_at(epoch, base) for base in bases[:len(groups)]]
+        self.base_lrs, self.last_epoch = bases, epoch
+        for group, lr in zip(groups, lrs):
+            group["lr"] = lr
+        return lrs[0]
+
     def step(self):
-        self.last_epoch += 1
-        self.optimizer.lr = self.lr_at(self.last_epoch)
-        return self.optimizer.lr
+        """Advance one epoch; set (and return the first group's) lr."""
+        return self._go(self.last_epoch + 1, self.base_lrs)
 
     def get_last_lr(self):
-        return [self.optimizer.lr]
+        return [group["lr"] for group in self.optimizer.param_groups]
 
     def state_dict(self):
-        return {"last_epoch": self.last_epoch, "base_lr": self.base_lr}
+        return {"last_epoch": self.last_epoch, "base_lrs": list(self.base_lrs)}
 
     def load_state_dict(self, state_dict):
-        self.base_lr = V.nonneg("base_lr", state_dict["base_lr"])
-        self.last_epoch = int(state_dict["last_epoch"])
-        self.optimizer.lr = self.lr_at(self.last_epoch)
+        if "base_lrs" in state_dict:
+            bases = state_dict["base_lrs"]
+            if not isinstance(bases, (list, tuple)):
+                raise TypeError("base_lrs must be a list, got %s" % type(bases).__name__)
+            bases = [V.nonneg("base_lrs[%d]" % g, b) for g, b in enumerate(bases)]
+        else:  # earlier versions: one base for every group
+            bases = [V.nonneg("base_lr", state_dict["base_lr"])] * len(self.optimizer.param_groups)
+        self._go(_as_int("last_epoch", state_dict["last_epoch"], -1), bases)
 
 
 def _positive_int(name, v):
@@ -707,8 +1347,9 @@ class StepLR(LRScheduler):
         self.gamma = V.nonneg("gamma", gamma)
         super().__init__(optimizer, last_epoch)
 
-    def lr_at(self, epoch):
-        return self.base_lr * self.gamma ** (epoch // self.step_size)
+    def lr_at(self, epoch, base_lr=None):
+        base = self.base_lr if base_lr is None else base_lr
+        return base * self.gamma ** (epoch // self.step_size)
 
 
 class ExponentialLR(LRScheduler):
@@ -718,8 +1359,9 @@ class ExponentialLR(LRScheduler):
         self.gamma = V.nonneg("gamma", gamma)
         super().__init__(optimizer, last_epoch)
 
-    def lr_at(self, epoch):
-        return self.base_lr * self.gamma ** epoch
+    def lr_at(self, epoch, base_lr=None):
+        base = self.base_lr if base_lr is None else base_lr
+        return base * self.gamma ** epoch
 
 
 class CosineAnnealingLR(LRScheduler):
@@ -731,8 +1373,9 @@ class CosineAnnealingLR(LRScheduler):
         self.eta_min = V.nonneg("eta_min", eta_min)
         super().__init__(optimizer, last_epoch)
 
-    def lr_at(self, epoch):
-        return self.eta_min + (self.base_lr - self.eta_min) * (1.0 + math.cos(math.pi * epoch / self.T_max)) / 2.0
+    def lr_at(self, epoch, base_lr=None):
+        base = self.base_lr if base_lr is None else base_lr
+        return self.eta_min + (base - self.eta_min) * (1.0 + math.cos(math.pi * epoch / self.T_max)) / 2.0
 
 
 class LambdaLR(LRScheduler):
@@ -745,6 +1388,7 @@ class LambdaLR(LRScheduler):
         self.lr_lambda = lr_lambda
         super().__init__(optimizer, last_epoch)
 
-    def lr_at(self, epoch):
+    def lr_at(self, epoch, base_lr=None):
+        base = self.base_lr if base_lr is None else base_lr
         factor = V.real("lr_lambda(%d)" % epoch, self.lr_lambda(epoch))
-        return V.nonneg("lr", self.base_lr * factor)
+        return V.nonneg("lr", base * factor)

@@ -7,48 +7,27 @@ import pytest
 
 import fastgd
 from fastgd import optim as O
-from fastgd.backends import backend_module
 from fastgd.reference import rules as R
 from fastgd.steps import nadam_mu_product
 
-KERNEL = {"SGD": "sgd", "Adam": "adam", "AdamW": "adam", "Adamax": "adamax", "NAdam": "nadam", "RAdam": "radam",
-          "Adagrad": "adagrad", "Adadelta": "adadelta", "RMSprop": "rmsprop", "Lion": "lion"}
-
-
-def backends_with(kernel):
-    out = []
-    for b in fastgd.available_backends():
-        has = hasattr(backend_module(b), kernel)
-        out.append(pytest.param(b, id=b, marks=pytest.mark.skipif(
-            not has, reason="the %s kernel is not (yet) in the %s backend" % (kernel, b))))
-    return out
-
-
-def all_cases():
-    """(class name, hyperparameters, backend) for every optimizer on every backend."""
-    configs = [
-        ("SGD", dict(lr=0.1)),
-        ("SGD", dict(lr=0.1, momentum=0.9, dampening=0.3, weight_decay=0.01)),
-        ("SGD", dict(lr=0.1, momentum=0.9, nesterov=True, maximize=True)),
-        ("Adam", dict(lr=0.01)),
-        ("Adam", dict(lr=0.01, betas=(0.8, 0.99), eps=1e-6, weight_decay=0.1, amsgrad=True)),
-        ("AdamW", dict(lr=0.01, amsgrad=True)),
-        ("Adamax", dict(lr=0.01, weight_decay=0.1)),
-        ("NAdam", dict(lr=0.01)),
-        ("NAdam", dict(lr=0.01, weight_decay=0.1, decoupled_weight_decay=True, momentum_decay=0.01)),
-        ("RAdam", dict(lr=0.01, weight_decay=0.1)),
-        ("Adagrad", dict(lr=0.1, lr_decay=0.01, initial_accumulator_value=0.5)),
-        ("Adadelta", dict(lr=1.0, rho=0.8, weight_decay=0.01)),
-        ("RMSprop", dict(lr=0.01)),
-        ("RMSprop", dict(lr=0.01, momentum=0.9, centered=True, weight_decay=0.01)),
-        ("Lion", dict(lr=0.01, betas=(0.9, 0.99), weight_decay=0.1)),
-    ]
-    out = []
-    for name, hyper in configs:
-        for b in backends_with(KERNEL[name]):
-            out.append(pytest.param(name, hyper, b.values[0], marks=b.marks,
-                                    id="%s-%s-%s" % (name, "-".join("%s=%s" % kv for kv in hyper.items()), b.id)))
-    return out
+CONFIGS = [
+    ("SGD", dict(lr=0.1)),
+    ("SGD", dict(lr=0.1, momentum=0.9, dampening=0.3, weight_decay=0.01)),
+    ("SGD", dict(lr=0.1, momentum=0.9, nesterov=True, maximize=True)),
+    ("Adam", dict(lr=0.01)),
+    ("Adam", dict(lr=0.01, betas=(0.8, 0.99), eps=1e-6, weight_decay=0.1, amsgrad=True)),
+    ("AdamW", dict(lr=0.01, amsgrad=True)),
+    ("Adamax", dict(lr=0.01, weight_decay=0.1)),
+    ("NAdam", dict(lr=0.01)),
+    ("NAdam", dict(lr=0.01, weight_decay=0.1, decoupled_weight_decay=True, momentum_decay=0.01)),
+    ("RAdam", dict(lr=0.01, weight_decay=0.1)),
+    ("Adagrad", dict(lr=0.1, lr_decay=0.01, initial_accumulator_value=0.5)),
+    ("Adadelta", dict(lr=1.0, rho=0.8, weight_decay=0.01)),
+    ("RMSprop", dict(lr=0.01)),
+    ("RMSprop", dict(lr=0.01, momentum=0.9, centered=True, weight_decay=0.01)),
+    ("Lion", dict(lr=0.01, betas=(0.9, 0.99), weight_decay=0.1)),
+]
+CONFIG_IDS = ["%s-%s" % (name, "-".join("%s=%s" % kv for kv in hyper.items())) for name, hyper in CONFIGS]
 
 
 def reference_run(name, hyper, params, grads_seq, lr_changes=None):
@@ -128,9 +107,10 @@ def _assert_close(a, b, backend, dtype):
                                    else 1e-14)
 
 
-@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
-@pytest.mark.parametrize("name, hyper, backend", all_cases())
+@pytest.mark.parametrize("name, hyper", CONFIGS, ids=CONFIG_IDS)
 def test_matches_the_reference_rules(name, hyper, backend, dtype):
+    """Every optimizer on every backend (the ``backend`` fixture: a backend that does not
+    import is a visible skip) and both dtypes, against the reference rules."""
     params, grads = _problem(dtype)
     expected = reference_run(name, hyper, params, grads, lr_changes={4: hyper["lr"] * 0.5})
     opt = getattr(O, name)([p.copy() for p in params], backend=backend, **hyper)
@@ -248,7 +228,7 @@ def test_state_dict_copies_and_validates():
     with pytest.raises(ValueError, match="exp_avg"):
         opt.load_state_dict(bad)
     bad = opt.state_dict()
-    bad["hyper"]["lr"] = -1.0
+    bad["param_groups"][0]["lr"] = -1.0
     with pytest.raises(ValueError, match="lr"):
         opt.load_state_dict(bad)
     bad = opt.state_dict()
@@ -256,7 +236,7 @@ def test_state_dict_copies_and_validates():
     with pytest.raises(ValueError, match="one dict per parameter"):
         opt.load_state_dict(bad)
     after = opt.state_dict()  # nothing changed by the failed loads
-    assert after["step_count"] == before["step_count"] == 1 and after["hyper"] == before["hyper"]
+    assert after["step_count"] == before["step_count"] == 1 and after["param_groups"] == before["param_groups"]
     np.testing.assert_array_equal(after["state"][0]["exp_avg"], before["state"][0]["exp_avg"])
 
 
@@ -372,8 +352,12 @@ def test_param_groups_and_defaults():
     assert g["lr"] == 0.1 and g["params"][0] is p and "momentum" in g and len(g) == len(opt.hyper) + 1
     g["lr"] = 0.2
     assert opt.lr == 0.2 and opt.hyper["lr"] == 0.2 and opt.defaults["lr"] == 0.1
-    with pytest.raises(KeyError):
-        g["betas"] = (0.9, 0.9)
+    assert type(g) is dict  # a real dict, as torch's: a misspelled key is an error at the next step
+    g["betas"] = (0.9, 0.9)
+    with pytest.raises(ValueError, match="unknown hyperparameter 'betas'"):
+        opt.step([np.ones(2)])
+    del g["betas"]
+    np.testing.assert_array_equal(p, 1.0)
     assert O.AdamW([p]).defaults["weight_decay"] == 1e-2
     assert O.Adam([p]).defaults == {"lr": 1e-3, "betas": (0.9, 0.999), "eps": 1e-8, "weight_decay": 0.0,
                                     "amsgrad": False, "maximize": False}
@@ -433,3 +417,606 @@ def test_schedule_validation():
         O.StepLR(object(), step_size=1)
     with pytest.raises(ValueError, match="lr must be >= 0"):
         O.LambdaLR(opt, lambda t: -1.0)
+
+
+# ---------------------------------------------------------------------------------------
+# parameter groups
+
+def _arrays(dtype, shapes=((3, 4), (5,), (2, 3), (7,)), seed=1):
+    rng = np.random.default_rng(seed)
+    return [rng.standard_normal(s).astype(dtype) for s in shapes]
+
+
+def _grads_for(params, n_steps, seed=2):
+    rng = np.random.default_rng(seed)
+    return [[rng.standard_normal(p.shape).astype(p.dtype) for p in params] for _ in range(n_steps)]
+
+
+def test_groups_equal_separate_multi_calls(backend, dtype):
+    """Per-group lr / weight_decay: exactly (==) one fastgd.multi.adam_step per group with the
+    group's hyperparameters, step after step, also after a group's lr is changed."""
+    params = _arrays(dtype)
+    grads = _grads_for(params, 5)
+    ours = [p.copy() for p in params]
+    opt = O.Adam([{"params": ours[:2]}, {"params": ours[2:], "lr": 0.003, "weight_decay": 0.0}],
+                 lr=0.01, weight_decay=0.1, backend=backend)
+    assert [g["lr"] for g in opt.param_groups] == [0.01, 0.003]
+    assert [g["weight_decay"] for g in opt.param_groups] == [0.1, 0.0]
+    theirs = [p.copy() for p in params]
+    ms = [np.zeros_like(p) for p in theirs]
+    vs = [np.zeros_like(p) for p in theirs]
+    hyper = [dict(lr=0.01, weight_decay=0.1), dict(lr=0.003, weight_decay=0.0)]
+    for t, g in enumerate(grads, start=1):
+        if t == 3:
+            opt.param_groups[1]["lr"] = 0.0005  # takes effect at the next step
+            hyper[1]["lr"] = 0.0005
+        opt.step(g)
+        for (a, b), h in zip(((0, 2), (2, 4)), hyper):
+            fastgd.multi.adam_step(theirs[a:b], g[a:b], ms[a:b], vs[a:b], step=t, backend=backend, **h)
+    for i, (p, q) in enumerate(zip(ours, theirs)):
+        assert p.dtype == dtype and np.array_equal(p, q), i
+        assert np.array_equal(opt.state[i]["exp_avg"], ms[i]) and np.array_equal(opt.state[i]["exp_avg_sq"], vs[i])
+
+
+GROUP_CASES = [("SGD", dict(lr=0.05, momentum=0.9), dict(lr=0.01, momentum=0.5, dampening=0.2)),
+               ("Adam", dict(lr=0.01), dict(lr=0.002, amsgrad=True, weight_decay=0.1)),
+               ("NAdam", dict(lr=0.01), dict(lr=0.003, momentum_decay=0.01)),
+               ("Adagrad", dict(lr=0.1), dict(lr=0.05, initial_accumulator_value=0.5)),
+               ("RMSprop", dict(lr=0.01), dict(lr=0.002, momentum=0.5, centered=True)),
+               ("Lion", dict(lr=0.01), dict(lr=0.001, weight_decay=0.1))]
+
+
+@pytest.mark.parametrize("name, h0, h1", GROUP_CASES, ids=[c[0] for c in GROUP_CASES])
+def test_groups_equal_one_optimizer_per_group(name, h0, h1, backend):
+    """Two groups (mixed float32 / float64 inside each) step exactly as two optimizers."""
+    cls = getattr(O, name)
+    params = _arrays(np.float32) + _arrays(np.float64, seed=4)
+    order = [0, 4, 1, 5, 2, 6, 3, 7]  # each group mixes the dtypes
+    params = [params[i] for i in order]
+    grads = _grads_for(params, 4)
+    ours = [p.copy() for p in params]
+    opt = cls([{"params": ours[:4], **h0}, {"params": ours[4:], **h1}], backend=backend)
+    a = cls([p.copy() for p in params[:4]], backend=backend, **h0)
+    b = cls([p.copy() for p in params[4:]], backend=backend, **h1)
+    for g in grads:
+        opt.step(g)
+        a.step(g[:4])
+        b.step(g[4:])
+    for i, (p, q) in enumerate(zip(ours, a.parameters() + b.parameters())):
+        assert np.array_equal(p, q), i
+    for st, ref in zip(opt.state, list(a.state) + list(b.state)):
+        assert st.keys() == ref.keys()
+        for k in st:
+            assert np.array_equal(st[k], ref[k]), k
+    if name == "NAdam":  # one mu_product per group, in every parameter's dict
+        assert opt.state[0]["mu_product"] is opt.state[3]["mu_product"]
+        assert opt.state[0]["mu_product"] is not opt.state[4]["mu_product"]
+
+
+def test_constructor_and_add_param_group():
+    W, b, c = np.ones((2, 2)), np.ones(2), np.ones(3)
+    opt = O.Adam([{"params": W}, {"params": [b], "lr": 0.5}], lr=0.1, backend="numpy")
+    assert opt.parameters()[0] is W and opt.parameters()[1] is b
+    assert opt.param_groups[0]["params"] == [W] and opt.param_groups[1]["lr"] == 0.5
+    assert opt.param_groups[0]["lr"] == 0.1 and opt.defaults["lr"] == 0.1
+    assert list(opt.param_groups[1]) == ["params"] + list(O.Adam._defaults)
+    with pytest.raises(TypeError, match="cannot be changed"):
+        opt.param_groups[0]["params"].append(c)
+    for bad, exc, match in [
+        ({"params": [W]}, ValueError, "same array"),
+        ({"params": [W[0]]}, ValueError, "overlap"),
+        ({"params": []}, ValueError, "empty"),
+        ({"lr": 0.1}, ValueError, "no 'params'"),
+        ({"params": [c], "momentum": 0.9}, TypeError, "unexpected hyperparameter 'momentum'"),
+        ({"params": [c], "lr": -1.0}, ValueError, "lr must be >= 0"),
+        ({"params": [c.astype(np.float32)[::2]]}, ValueError, "C-contiguous"),
+        ({"params": [np.ma.masked_array(c)]}, TypeError, "subclass"),
+        ([c], TypeError, "must be a dict"),
+    ]:
+        with pytest.raises(exc, match=match):
+            opt.add_param_group(bad)
+        assert len(opt.param_groups) == 2 and len(opt.parameters()) == 2 and len(opt.state) == 2
+    opt.add_param_group({"params": c, "betas": (0.5, 0.9)})
+    assert opt.param_groups[2]["betas"] == (0.5, 0.9) and opt.param_groups[2]["lr"] == 0.1
+    assert opt.parameters()[2] is c and len(opt.state) == 3
+    with pytest.raises(TypeError, match="mixes arrays and dicts"):
+        O.SGD([W, {"params": [b]}])
+    with pytest.raises(ValueError, match="same array"):
+        O.SGD([{"params": [W]}, {"params": [b, W]}])
+    with pytest.raises(ValueError, match="same array"):
+        O.SGD([W, W])
+    with pytest.raises(TypeError, match=r"params\[1\]\['params'\]\[0\] must be a numpy.ndarray"):
+        O.SGD([{"params": [W]}, {"params": ["x"]}])
+    assert "group 1" in repr(opt)
+
+
+def test_added_group_starts_at_its_step_one(backend):
+    """A group added after k steps takes its own first step (bias corrections from step 1),
+    as torch's per-parameter step; the old group goes on."""
+    p, q = _arrays(np.float64, shapes=((4,), (3,)))
+    grads = _grads_for([p, q], 6)
+    opt = O.Adam([p.copy()], lr=0.01, backend=backend)
+    for g in grads[:3]:
+        opt.step(g[:1])
+    opt.add_param_group({"params": [q.copy()], "lr": 0.05})
+    late = O.Adam([q.copy()], lr=0.05, backend=backend)
+    whole = O.Adam([p.copy()], lr=0.01, backend=backend)
+    for g in grads[:3]:
+        whole.step(g[:1])
+    for g in grads[3:]:
+        opt.step(g)
+        late.step(g[1:])
+        whole.step(g[:1])
+    assert opt.step_count == 6
+    assert np.array_equal(opt.parameters()[0], whole.parameters()[0])
+    assert np.array_equal(opt.parameters()[1], late.parameters()[0])
+    sd = opt.state_dict()
+    assert [g["step"] for g in sd["param_groups"]] == [6, 3] and sd["param_groups"][1]["params"] == [1]
+
+
+def test_lr_hyper_and_group_hyperparameters():
+    opt = O.SGD([{"params": [np.ones(2)]}, {"params": [np.ones(3)], "lr": 0.5}], lr=0.1, backend="numpy")
+    assert opt.lr == 0.1  # the first group's
+    opt.lr = 0.25  # every group's
+    assert [g["lr"] for g in opt.param_groups] == [0.25, 0.25]
+    assert dict(opt.hyper) == {k: v for k, v in opt.param_groups[0].items() if k != "params"}
+    opt.hyper["momentum"] = 0.9  # the first group's, live
+    assert opt.param_groups[0]["momentum"] == 0.9 and opt.param_groups[1]["momentum"] == 0.0
+    opt.param_groups[1]["lr"] = -1.0
+    with pytest.raises(ValueError, match=r"param_groups\[1\]: lr must be >= 0"):
+        opt.step([np.ones(2), np.ones(3)])
+    assert opt.step_count == 0 and opt.state == [{}, {}]
+    np.testing.assert_array_equal(opt.parameters()[0], 1.0)
+    opt.param_groups[1]["lr"] = 0.5
+    opt.param_groups[1]["Lr"] = 0.5
+    with pytest.raises(ValueError, match=r"param_groups\[1\]: unknown hyperparameter 'Lr'"):
+        opt.step([np.ones(2), np.ones(3)])
+    del opt.param_groups[1]["Lr"]
+    opt.param_groups[1]["params"] = [np.ones(3)]
+    with pytest.raises(ValueError, match="was replaced"):
+        opt.step([np.ones(2), np.ones(3)])
+
+
+class _Sub(np.ndarray):
+    pass
+
+
+def test_bad_gradient_in_a_later_group_is_named_by_its_position():
+    opt = O.Adam([{"params": [np.ones(2), np.ones(3, np.float32)]}, {"params": [np.ones(4), np.ones(5)]}],
+                 backend="numpy")
+    good = [np.ones(2), np.ones(3, np.float32), np.ones(4), np.ones(5)]
+    for i, bad, exc, match in [(3, np.ones(6), ValueError, r"grads\[3\] has shape \(6,\)"),
+                               (3, None, TypeError, r"grads\[3\] is None"),
+                               (2, np.ones(4, np.float32), TypeError, r"grads\[2\] has dtype float32"),
+                               (2, np.ma.masked_array(np.ones(4)), TypeError, r"grads\[2\].*subclass"),
+                               (3, np.ones(5).view(_Sub), TypeError, r"grads\[3\].*subclass")]:
+        grads = list(good)
+        grads[i] = bad
+        with pytest.raises(exc, match=match):
+            opt.step(grads)
+        assert opt.step_count == 0 and opt.state == [{}, {}, {}, {}]
+    opt.step(tuple(good))
+    assert opt.step_count == 1
+
+
+# ---------------------------------------------------------------------------------------
+# schedules over groups
+
+def test_schedulers_set_every_group():
+    opt = O.SGD([{"params": [np.ones(1)]}, {"params": [np.ones(1)], "lr": 0.01}], lr=0.1, backend="numpy")
+    sched = O.StepLR(opt, step_size=2, gamma=0.5)
+    assert sched.base_lrs == [0.1, 0.01] and sched.base_lr == 0.1
+    lrs = [sched.get_last_lr()]
+    for _ in range(4):
+        opt.step([np.ones(1), np.ones(1)])
+        sched.step()
+        lrs.append(sched.get_last_lr())
+    assert lrs == [[0.1 * 0.5 ** (e // 2), 0.01 * 0.5 ** (e // 2)] for e in range(5)]
+    st = sched.state_dict()
+    opt2 = O.SGD([{"params": [np.ones(1)]}, {"params": [np.ones(1)], "lr": 7.0}], lr=7.0, backend="numpy")
+    sched2 = O.StepLR(opt2, step_size=2, gamma=0.5)
+    sched2.load_state_dict(st)
+    assert sched2.get_last_lr() == lrs[-1] and sched2.last_epoch == 4
+    sched2.load_state_dict({"last_epoch": 2, "base_lr": 1.0})  # earlier versions: one base for all
+    assert sched2.get_last_lr() == [0.5, 0.5]
+    opt.add_param_group({"params": [np.ones(1)], "lr": 2.0})  # starts from its own lr
+    sched.step()
+    assert sched.get_last_lr() == [0.1 * 0.5 ** 2, 0.01 * 0.5 ** 2, 2.0 * 0.5 ** 2]
+    lam = O.LambdaLR(O.Adam([{"params": [np.ones(1)]}, {"params": [np.ones(1)], "lr": 1.0}], lr=0.5),
+                     lambda t: 1.0 / (t + 1))
+    lam.step()
+    assert lam.get_last_lr() == [0.25, 0.5]
+    now = [g["lr"] for g in opt.param_groups]
+    cos = O.CosineAnnealingLR(opt, T_max=2)
+    assert cos.base_lrs == now and cos.get_last_lr() == now
+    cos.step()
+    assert cos.get_last_lr() == pytest.approx([lr / 2 for lr in now], rel=1e-15)
+
+
+# ---------------------------------------------------------------------------------------
+# state dicts and files
+
+RESUME_GROUPS = [("SGD", dict(lr=0.05, momentum=0.9, nesterov=True), dict(lr=0.01, momentum=0.5)),
+                 ("Adam", dict(lr=0.01, amsgrad=True), dict(lr=0.003, weight_decay=0.1)),
+                 ("AdamW", dict(lr=0.01), dict(lr=0.02, weight_decay=0.0)),
+                 ("Adamax", dict(lr=0.01), dict(lr=0.002)),
+                 ("NAdam", dict(lr=0.01), dict(lr=0.02, decoupled_weight_decay=True, weight_decay=0.1)),
+                 ("RAdam", dict(lr=0.01), dict(lr=0.05)),
+                 ("Adagrad", dict(lr=0.1, lr_decay=0.1), dict(lr=0.05, initial_accumulator_value=1.0)),
+                 ("Adadelta", dict(), dict(lr=0.5, rho=0.8)),
+                 ("RMSprop", dict(momentum=0.5, centered=True), dict(lr=0.001)),
+                 ("Lion", dict(lr=0.01), dict(lr=0.001, betas=(0.95, 0.98)))]
+
+
+def _build(cls, params, h0, h1, backend):
+    return cls([{"params": params[:2], **h0}, {"params": params[2:], **h1}], backend=backend)
+
+
+def _assert_same_optimizer(a, b):
+    assert a.step_count == b.step_count
+    for p, q in zip(a.parameters(), b.parameters()):
+        assert p.dtype == q.dtype and np.array_equal(p, q)
+    for sa, sb in zip(a.state, b.state):
+        assert sa.keys() == sb.keys()
+        for k in sa:
+            assert sa[k].dtype == sb[k].dtype and np.array_equal(sa[k], sb[k]), k
+    assert [{k: v for k, v in g.items() if k != "params"} for g in a.param_groups] == \
+        [{k: v for k, v in g.items() if k != "params"} for g in b.param_groups]
+
+
+@pytest.mark.parametrize("name, h0, h1", RESUME_GROUPS, ids=[c[0] for c in RESUME_GROUPS])
+def test_resume_with_groups_is_bit_exact(name, h0, h1, backend, dtype, tmp_path):
+    """Train 7 steps, save (state_dict and file), load into fresh optimizers over other
+    arrays, continue: == the uninterrupted run, parameters and state."""
+    cls = getattr(O, name)
+    params = _arrays(dtype)
+    grads = _grads_for(params, 12)
+    full = _build(cls, [p.copy() for p in params], h0, h1, backend)
+    for g in grads:
+        full.step(g)
+    first = _build(cls, [p.copy() for p in params], h0, h1, backend)
+    for g in grads[:7]:
+        first.step(g)
+    sd = first.state_dict()
+    O.save(first, tmp_path / "opt.npz")
+    via_dict = _build(cls, [p.copy() for p in first.parameters()], dict(h0, lr=9.0), dict(h1, lr=9.0), backend)
+    via_dict.load_state_dict(sd)
+    via_file = _build(cls, [np.zeros_like(p) for p in params], h0, h1, backend)
+    O.load(via_file, tmp_path / "opt.npz")
+    for opt in (via_dict, via_file):
+        assert opt.step_count == 7 and opt.param_groups[0]["lr"] == first.param_groups[0]["lr"]
+        for g in grads[7:]:
+            opt.step(g)
+        _assert_same_optimizer(opt, full)
+
+
+def test_rejected_first_step_leaves_no_state():
+    """A first step that raises allocates nothing: the state dict still loads (also into the
+    optimizer itself), and the next good step is the first."""
+    p = [np.ones(3), np.ones(2, np.float32)]
+    for opt in (O.NAdam(p, backend="numpy"), O.Adam(p, amsgrad=True, backend="numpy"),
+                O.SGD(p, momentum=0.9, backend="numpy")):
+        for grads in ([np.ones(3), np.ones(3, np.float32)], [np.ones(3), None], [np.ones(3), np.ones(2)]):
+            with pytest.raises((TypeError, ValueError)):
+                opt.step(grads)
+            assert opt.step_count == 0 and opt.state == [{}, {}]
+            sd = opt.state_dict()
+            opt.load_state_dict(sd)
+            type(opt)([np.ones(3), np.ones(2, np.float32)], backend="numpy").load_state_dict(sd)
+        before = [q.copy() for q in p]
+        opt.step([np.ones(3), np.ones(2, np.float32)])
+        assert opt.step_count == 1 and all(opt.state)
+        assert all(np.all(q < b) for q, b in zip(p, before))
+
+
+def test_load_state_dict_refusals():
+    opt = O.NAdam([np.ones(3), np.ones(2)], backend="numpy")
+    opt.step([np.ones(3), np.ones(2)])
+    good = opt.state_dict()
+
+    def edited(fn):
+        sd = opt.state_dict()
+        fn(sd)
+        return sd
+
+    cases = [
+        (lambda sd: sd["state"][1].pop("exp_avg_sq"), ValueError, r"\[1\] has no 'exp_avg_sq' array"),
+        (lambda sd: sd["state"][0].update(exp_avgs=np.zeros(3)), ValueError, "unknown state array 'exp_avgs'"),
+        (lambda sd: sd["state"][0].update(momentum_buffer=np.zeros(3)), ValueError, "unknown state array"),
+        (lambda sd: sd.update(hyper={}), ValueError, "unknown entry 'hyper'"),
+        (lambda sd: sd.update(extra=1), ValueError, "unknown entry 'extra'"),
+        (lambda sd: sd.pop("param_groups"), ValueError, "no 'param_groups' entry"),
+        (lambda sd: sd["state"][0].update(exp_avg=np.zeros(4)), ValueError, "exp_avg'] has shape"),
+        (lambda sd: sd["state"][0].update(exp_avg=np.zeros(3, np.float32)), ValueError, "dtype float32"),
+        (lambda sd: sd["state"][0].update(exp_avg=[0.0, 0.0, 0.0]), TypeError, "must be a numpy.ndarray"),
+        (lambda sd: sd["state"][0]["exp_avg_sq"].__setitem__(1, -1e-30), ValueError, "negative values"),
+        (lambda sd: sd["state"][0].update(mu_product=np.ones(1, np.float32)), ValueError, "mu_product"),
+        (lambda sd: sd["state"][0].update(mu_product=np.ones(2)), ValueError, "mu_product"),
+        (lambda sd: sd["state"][0].update(mu_product=np.ones(())), ValueError, "mu_product"),
+        (lambda sd: sd["state"][0].update(mu_product=np.array([-0.5])), ValueError, "negative"),
+        (lambda sd: sd["state"][1].update(mu_product=np.array([0.5])), ValueError, "shares one mu_product"),
+        (lambda sd: sd["param_groups"][0].update(step=0), ValueError, "taken no step"),
+        (lambda sd: sd["param_groups"][0].update(step=5), ValueError, r"\['step'\] must be an integer"),
+        (lambda sd: sd["param_groups"][0].update(params=[1, 0]), ValueError, "same order"),
+        (lambda sd: sd["param_groups"].append(dict(sd["param_groups"][0])), ValueError, "list of 1 group "),
+        (lambda sd: sd["param_groups"][0].pop("eps"), ValueError, "'eps' of NAdam is missing"),
+        (lambda sd: sd["param_groups"][0].update(betas=(1.5, 0.9)), ValueError, r"betas\[0\]"),
+        (lambda sd: sd.update(step_count=-1), ValueError, "step_count"),
+        (lambda sd: sd.update(optimizer="Adam"), ValueError, "for Adam, not NAdam"),
+    ]
+    for fn, exc, match in cases:
+        with pytest.raises(exc, match=match):
+            opt.load_state_dict(edited(fn))
+        _assert_state_dict_equal(opt.state_dict(), good)
+    # a step count > 0 with no arrays at all: refused too (they would come back as zeros)
+    bare = dict(good, state=[{}, {}])
+    with pytest.raises(ValueError, match="has no 'exp_avg' array"):
+        opt.load_state_dict(bare)
+    # torch's form of "state" (a dict by parameter index) is read too
+    opt.load_state_dict(dict(good, state=dict(enumerate(good["state"]))))
+    _assert_state_dict_equal(opt.state_dict(), good)
+    # the one-group form of earlier versions
+    old = {"optimizer": "NAdam", "step_count": 1, "hyper": {k: v for k, v in good["param_groups"][0].items()
+                                                           if k not in ("params", "step")},
+           "state": good["state"]}
+    opt.load_state_dict(old)
+    _assert_state_dict_equal(opt.state_dict(), good)
+
+
+def _assert_state_dict_equal(a, b):
+    assert a.keys() == b.keys() and a["step_count"] == b["step_count"] and a["param_groups"] == b["param_groups"]
+    for sa, sb in zip(a["state"], b["state"]):
+        assert sa.keys() == sb.keys()
+        for k in sa:
+            assert np.array_equal(sa[k], sb[k])
+
+
+def test_state_dict_includes_state_a_changed_hyperparameter_needs():
+    """amsgrad switched on after some steps: the saved state has max_exp_avg_sq as the next
+    step would create it, so the optimizer's own state dict loads and resumes exactly."""
+    params = _arrays(np.float64, shapes=((3,), (4,)))
+    grads = _grads_for(params, 4)
+    a = O.Adam([p.copy() for p in params], backend="numpy")
+    for g in grads[:2]:
+        a.step(g)
+    a.param_groups[0]["amsgrad"] = True
+    b = O.Adam([p.copy() for p in a.parameters()], backend="numpy")
+    b.load_state_dict(a.state_dict())
+    for g in grads[2:]:
+        a.step(g)
+        b.step(g)
+    _assert_same_optimizer(a, b)
+
+
+def test_replaced_state_arrays_are_used(backend):
+    """The lists of state arrays are cached between steps; replacing an array in opt.state
+    (or writing into one) is seen by the next step."""
+    p = np.ones(3)
+    opt = O.SGD([p], lr=0.1, momentum=0.5, backend=backend)
+    opt.step([np.ones(3)])
+    opt.state[0]["momentum_buffer"] = np.full(3, 4.0)
+    opt.step([np.ones(3)])
+    np.testing.assert_allclose(opt.state[0]["momentum_buffer"], 0.5 * 4.0 + 1.0)
+    opt.state[0]["momentum_buffer"][...] = 0.0
+    opt.step([np.ones(3)])
+    np.testing.assert_allclose(opt.state[0]["momentum_buffer"], 1.0)
+    with pytest.raises(TypeError, match="cannot be changed"):
+        opt.state[0] = {}
+    with pytest.raises(AttributeError):
+        opt.state = []
+
+
+def _saved(tmp_path):
+    opt = O.Adam([{"params": [np.ones(3)]}, {"params": [np.ones(2)], "lr": 0.1}], backend="numpy")
+    opt.step([np.ones(3), np.full(2, 0.5)])
+    path = tmp_path / "opt.npz"
+    O.save(opt, path)
+    return path
+
+
+def _rewrite_meta(path, text_edit=None, json_edit=None):
+    """Rewrite the file's __meta__ entry: edit its text, or its decoded JSON object."""
+    import json
+    with np.load(path) as data:
+        entries = {k: data[k] for k in data.files}
+    meta = str(entries["__meta__"])
+    entries["__meta__"] = np.array(text_edit(meta) if text_edit else json.dumps(json_edit(json.loads(meta))))
+    np.savez(path, **entries)
+
+
+def test_damaged_files_raise_one_clear_error_and_change_nothing(tmp_path):
+    def truncate(path):
+        data = path.read_bytes()
+        path.write_bytes(data[:len(data) // 2])
+
+    def garbage(path):
+        path.write_bytes(b"not a zip file at all" * 10)
+
+    def npy(path):
+        np.save(path.open("wb"), np.ones(3))
+
+    def json_text(path):
+        _rewrite_meta(path, text_edit=lambda meta: meta[:-5])
+
+    def json_edit(key, value):
+        def run(path):
+            _rewrite_meta(path, json_edit=lambda meta: dict(meta, **{key: value}))
+        run.__name__ = "json_%s" % key
+        return run
+
+    def drop_entry(path):
+        with np.load(path) as data:
+            entries = {k: data[k] for k in data.files if k != "state/1/exp_avg_sq"}
+        np.savez(path, **entries)
+
+    def extra_entry(path):
+        with np.load(path) as data:
+            entries = {k: data[k] for k in data.files}
+        np.savez(path, **entries, **{"state/0/foo": np.ones(3)})
+
+    def negative(path):
+        with np.load(path) as data:
+            entries = {k: data[k] for k in data.files}
+        entries["state/0/exp_avg_sq"] = -entries["state/0/exp_avg_sq"] - 1.0
+        np.savez(path, **entries)
+
+    damages = [truncate, garbage, npy, json_text, json_edit("format", "fastgd.optim/9"),
+               json_edit("param_groups", "nonsense"), json_edit("n_params", 5), json_edit("step_count", "1"),
+               json_edit("state_names", [["exp_avg"], ["exp_avg"]]), drop_entry, extra_entry, negative]
+    for damage in damages:
+        path = _saved(tmp_path)
+        damage(path)
+        p, q = np.full(3, 7.0), np.full(2, 7.0)
+        opt = O.Adam([{"params": [p]}, {"params": [q], "lr": 0.1}], backend="numpy")
+        before = opt.state_dict()
+        with pytest.raises(ValueError, match="cannot load %s" % str(path).replace("\\", "\\\\")) as info:
+            O.load(opt, path)
+        assert info.value.__cause__ is not None, damage.__name__
+        _assert_state_dict_equal(opt.state_dict(), before)
+        np.testing.assert_array_equal(p, 7.0)
+        np.testing.assert_array_equal(q, 7.0)
+    with pytest.raises(FileNotFoundError):
+        O.load(O.Adam([np.ones(3)]), tmp_path / "missing.npz")
+
+
+def test_files_of_the_previous_format_load(tmp_path):
+    """A file as the previous save wrote it (format fastgd.optim/1: one group, "hyper")."""
+    import json
+    params = _arrays(np.float64, shapes=((3,), (2,)))
+    grads = _grads_for(params, 4)
+    a = O.RMSprop([p.copy() for p in params], lr=0.01, momentum=0.5, backend="numpy")
+    for g in grads[:2]:
+        a.step(g)
+    sd = a.state_dict()
+    meta = {"format": "fastgd.optim/1", "optimizer": "RMSprop", "step_count": 2,
+            "hyper": {k: v for k, v in sd["param_groups"][0].items() if k not in ("params", "step")},
+            "n_params": 2, "params": True, "state_names": [sorted(st) for st in sd["state"]]}
+    arrays = {"__meta__": np.array(json.dumps(meta))}
+    for i, st in enumerate(sd["state"]):
+        for k, v in st.items():
+            arrays["state/%d/%s" % (i, k)] = v
+    for i, p in enumerate(a.parameters()):
+        arrays["param/%d" % i] = p
+    np.savez(tmp_path / "old.npz", **arrays)
+    b = O.load(O.RMSprop([np.zeros_like(p) for p in params], momentum=0.5, backend="numpy"), tmp_path / "old.npz")
+    for g in grads[2:]:
+        a.step(g)
+        b.step(g)
+    _assert_same_optimizer(a, b)
+
+
+# ---------------------------------------------------------------------------------------
+# atomicity and threads
+
+def _interrupting(monkeypatch, name, on_call, action="raise"):
+    """Patch fastgd.multi.<name> to raise KeyboardInterrupt instead of running on call
+    number ``on_call`` (``action="signal"``: to deliver a real SIGINT while running)."""
+    real = getattr(fastgd.multi, name)
+    calls = [0]
+
+    def patched(*args, **kwargs):
+        calls[0] += 1
+        if calls[0] == on_call:
+            if action == "raise":
+                raise KeyboardInterrupt
+            import signal
+            signal.raise_signal(signal.SIGINT)  # Ctrl-C arrives while the kernel runs
+        return real(*args, **kwargs)
+    monkeypatch.setattr(fastgd.multi, name, patched)
+    return calls
+
+
+@pytest.mark.parametrize("on_call", [1, 2, 3], ids=["first-call", "second-call", "third-call"])
+def test_keyboard_interrupt_leaves_before_or_after(monkeypatch, backend, on_call):
+    """Mixed float32/float64 parameters in two groups: four multi-tensor calls per step.  An
+    interrupt on the first call leaves the optimizer as before the step; on a later call the
+    step is finished first: as after it."""
+    params = _arrays(np.float32, shapes=((3,), (4,))) + _arrays(np.float64, shapes=((5,), (2,)))
+    params = [params[0], params[2], params[1], params[3]]
+    grads = _grads_for(params, 2)
+
+    def make():
+        return O.Adam([{"params": [p.copy() for p in params[:2]]}, {"params": [p.copy() for p in params[2:]],
+                                                                      "lr": 0.1}], backend=backend)
+    ref_before, ref_after = make(), make()
+    opt = make()
+    for o in (ref_before, ref_after, opt):
+        o.step(grads[0])
+    ref_after.step(grads[1])
+    calls = _interrupting(monkeypatch, "adam_step", on_call)
+    with pytest.raises(KeyboardInterrupt):
+        opt.step(grads[1])
+    monkeypatch.undo()
+    assert calls[0] == (1 if on_call == 1 else 5)  # the interrupted call is run again
+    _assert_same_optimizer(opt, ref_before if on_call == 1 else ref_after)
+    opt.step(grads[1])  # and it goes on
+    assert opt.step_count == (2 if on_call == 1 else 3)
+
+
+def test_interrupted_first_step_allocates_nothing(monkeypatch):
+    opt = O.NAdam([np.ones(3, np.float32), np.ones(2)], backend="numpy")
+    _interrupting(monkeypatch, "nadam_step", 1)
+    with pytest.raises(KeyboardInterrupt):
+        opt.step([np.ones(3, np.float32), np.ones(2)])
+    assert opt.step_count == 0 and opt.state == [{}, {}]
+    np.testing.assert_array_equal(opt.parameters()[1], 1.0)
+
+
+def test_ctrl_c_during_a_step_is_delivered_after_it(monkeypatch):
+    """A real SIGINT while a kernel runs: the step completes, then KeyboardInterrupt."""
+    import signal
+    if signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+        pytest.skip("SIGINT is not Python's default handler here")
+    params = [np.ones(3, np.float32), np.ones(2)]
+    ref = O.Adam([p.copy() for p in params], backend="numpy")
+    ref.step([np.ones(3, np.float32), np.ones(2)])
+    opt = O.Adam(params, backend="numpy")
+    _interrupting(monkeypatch, "adam_step", 1, action="signal")
+    with pytest.raises(KeyboardInterrupt):
+        opt.step([np.ones(3, np.float32), np.ones(2)])
+    _assert_same_optimizer(opt, ref)
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_steps_from_several_threads_are_serialized(backend):
+    """4 threads x 25 steps: step_count 100 and the parameters of 100 sequential steps (the
+    same gradients every step, so the order does not matter)."""
+    import threading
+    params = _arrays(np.float32, shapes=((64,), (3, 5), (1000,)))
+    grads = [np.full(p.shape, 0.01, p.dtype) for p in params]
+    opt = O.Adam([p.copy() for p in params], backend=backend)
+    ref = O.Adam([p.copy() for p in params], backend=backend)
+    for _ in range(100):
+        ref.step(grads)
+    errors = []
+
+    def work():
+        try:
+            for _ in range(25):
+                opt.step(grads)
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+    threads = [threading.Thread(target=work) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors and opt.step_count == 100
+    _assert_same_optimizer(opt, ref)
+
+
+def test_deepcopy_and_pickle():
+    import copy
+    import pickle
+    opt = O.NAdam([{"params": [np.ones(3)]}, {"params": [np.ones(2)], "lr": 0.1}], backend="numpy")
+    opt.step([np.ones(3), np.ones(2)])
+    for other in (copy.deepcopy(opt), pickle.loads(pickle.dumps(opt))):
+        assert other.parameters()[0] is not opt.parameters()[0]
+        other.step([np.ones(3), np.ones(2)])
+        opt_copy = copy.deepcopy(opt)
+        opt_copy.step([np.ones(3), np.ones(2)])
+        _assert_same_optimizer(other, opt_copy)
+        fresh = np.zeros(3)
+        other.state[0]["exp_avg"] = fresh  # the copy's state dicts still tell their optimizer
+        other.step([np.ones(3), np.ones(2)])
+        assert other.state[0]["exp_avg"] is fresh and np.all(fresh > 0)
