@@ -139,9 +139,10 @@ class Rule:
         return {h.name: h.default for h in self.hyper}
 
     def arrays(self, kw, given, names=None):
-        """The arrays of a call, in kernel order: ``given`` holds param, grad and every state
-        array (None where the caller passed none).  State that ``kw`` does not use becomes None;
-        state it uses but that is None raises a ValueError naming it."""
+        """The kernel's arrays from a call's (validated) arrays ``given``: param, grad and
+        every state array, None where the caller passed none.  State that ``kw`` uses but that
+        is None is a ValueError naming it; state it does not use becomes None (it was checked
+        all the same when given)."""
         if not self._conditional:
             return given
         out = list(given)

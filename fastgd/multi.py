@@ -232,10 +232,10 @@ def _run(rule, backend, lists, mixed, kw):
 # the kernel
 
 def _go(rule, backend, lists, kw):
-    """Complete and check the lists (params, grads, every state list) as ``Rule.arrays``
-    does for one tensor, then run."""
-    lists = rule.arrays(kw, lists, rule.multi_names)
+    """Check the lists (params, grads, every state list, optional ones included when given),
+    then run on those the call uses (``Rule.arrays``)."""
     lists, mixed = _check_arrays(rule.multi_names, lists, 1, rule.optional)
+    lists = rule.arrays(kw, lists, rule.multi_names)
     return _run(rule.kernel, backend, lists, mixed, kw)
 
 

@@ -39,10 +39,10 @@ _SGD, _ADAM, _ADAMW, _ADAMAX, _NADAM, _RADAM, _ADAGRAD, _ADADELTA, _RMSPROP, _LI
 
 
 def _run(rule, backend, given, kw):
-    """Complete and check the arrays (``given``: param, grad, every state array), then run
-    the backend's kernel (not on empty arrays)."""
+    """Check the arrays (``given``: param, grad, every state array, optional ones included
+    when given), then run the backend's kernel (not on empty arrays) on those the call uses."""
+    V.arrays_ok(given, 1, rule.optional) or V.arrays(rule.array_names, given, 1, rule.optional)
     arrs = rule.arrays(kw, given)
-    V.arrays_ok(arrs, 1, rule.optional) or V.arrays(rule.array_names, arrs, 1, rule.optional)
     impl = backend_module(backend)  # an unknown backend is an error even for empty arrays
     if arrs[0].size == 0:
         return arrs[0]
@@ -112,12 +112,12 @@ def _adam(param, grad, exp_avg, exp_avg_sq, step, lr, beta1, beta2, eps, weight_
     if not V.adam_scalars_ok(step, lr, beta1, beta2, eps, weight_decay, amsgrad, maximize):
         step, lr, beta1, beta2, eps, weight_decay, amsgrad, maximize = _adam_hyper(
             step, lr, beta1, beta2, eps, weight_decay, amsgrad, maximize)
+    arrs = (param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq)  # checked when given, used with amsgrad
+    V.arrays_ok(arrs, 1, _ADAM_OPTIONAL) or V.arrays(_ADAM.array_names, arrs, 1, _ADAM_OPTIONAL)
     if amsgrad:
         V.required("max_exp_avg_sq", max_exp_avg_sq, "amsgrad=True")
     else:
         max_exp_avg_sq = None
-    arrs = (param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq)
-    V.arrays_ok(arrs, 1, _ADAM_OPTIONAL) or V.arrays(_ADAM.array_names, arrs, 1, _ADAM_OPTIONAL)
     impl = backend_module(backend)  # an unknown backend is an error even for empty arrays
     if param.size == 0:
         return param

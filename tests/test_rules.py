@@ -345,9 +345,10 @@ def test_inf_learning_rate_runs_as_in_the_reference(backend):
 def test_cython_kernels_let_other_threads_run(restore_globals):
     """With one thread (the serial loop, which used to hold the GIL) another Python thread
     must make progress *during* a large step.  The switch interval is set to 0.5 s, far
-    longer than the two calls measured (~10 ms each), so the other thread can only run inside
-    them if the kernel released the GIL (the old kernels: 0 increments; each call then costs
-    up to 0.5 s, the time the spinning thread may keep the GIL once it has it)."""
+    longer than one call (~5 ms), so the other thread can only run inside a call if the kernel
+    released the GIL (the old kernels: 0 increments in all calls).  Up to 10 calls, in
+    case the machine is busy and the other thread is not scheduled during one; after the
+    first that lets it run, that call waits up to 0.5 s for the GIL back."""
     fastgd.set_num_threads(1)
     n = 4_000_000
     p, g, m, v = (np.full(n, 0.5, np.float32) for _ in range(4))
@@ -362,16 +363,18 @@ def test_cython_kernels_let_other_threads_run(restore_globals):
             counter[0] += 1
 
     old = sys.getswitchinterval()
+    sys.setswitchinterval(0.5)  # before the thread starts: its first wait for the GIL uses it too
     th = threading.Thread(target=spin, daemon=True)
     th.start()
-    started.wait()
-    sys.setswitchinterval(0.5)
+    started.wait()  # main gets the GIL back after <= 0.5 s; the spinner then waits 0.5 s
     try:
         advanced = 0
-        for t in (2, 3):
+        for t in range(2, 12):
             before = counter[0]
             fastgd.adam_step(p, g, m, v, step=t, backend="cython")
             advanced += counter[0] - before
+            if advanced:
+                break
     finally:
         sys.setswitchinterval(old)
         stop.set()
@@ -391,3 +394,28 @@ def _need_cython(request):
     if "fast" in request.node.name or "let_other_threads" in request.node.name:
         _cython_or_skip()
     yield
+
+
+# (rule, the unused optional array's keyword, hyperparameters that leave it unused)
+_UNUSED = [("sgd", "momentum_buffer", dict(lr=0.1)), ("adam", "max_exp_avg_sq", dict(step=1)),
+           ("rmsprop", "momentum_buffer", dict()), ("rmsprop", "grad_avg", dict())]
+
+
+@pytest.mark.parametrize("rule,name,hyper", _UNUSED, ids=["%s-%s" % c[:2] for c in _UNUSED])
+def test_unused_optional_arrays_are_checked_when_given_and_left_alone(rule, name, hyper, backend):
+    """An optional state array the options do not use is still validated when passed (a
+    wrong one is an error, as it would be with the option on) and is never written."""
+    r = RULES[rule]
+    p, g = np.ones(4), np.ones(4)
+    pos = [np.zeros(4) for s in r.state if s.when is None]
+    fn = getattr(fastgd, rule + "_step")
+    with pytest.raises(ValueError, match="%s has shape" % name):
+        fn(p, g, *pos, **{name: np.zeros(5)}, backend=backend, **hyper)
+    multi_name = next(s.multi for s in r.state if s.name == name)
+    with pytest.raises(TypeError, match=r"%s\[0\] has dtype float32" % multi_name):
+        getattr(M, rule + "_step")([p], [g], *[[a] for a in pos], **{multi_name: [np.zeros(4, np.float32)]},
+                                   backend=backend, **hyper)
+    assert np.array_equal(p, np.ones(4))
+    unused = np.full(4, 7.0)
+    fn(p, g, *pos, **{name: unused}, backend=backend, **hyper)
+    assert np.array_equal(unused, np.full(4, 7.0)) and not np.array_equal(p, np.ones(4))
