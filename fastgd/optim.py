@@ -1147,8 +1147,7 @@ class Lion(Optimizer, rule="lion"):
                          maximize=maximize)
 
 
-OPTIMIZERS = {"sgd": SGD, "adam": Adam, "adamw": AdamW, "adamax": Adamax, "nadam": NAdam, "radam": RAdam,
-              "adagrad": Adagrad, "adadelta": Adadelta, "rmsprop": RMSprop, "lion": Lion}
+OPTIMIZERS = {name: globals()[rule.optimizer] for name, rule in RULES.items()}  # the table's rules, by name
 
 
 # ---------------------------------------------------------------------------------------
