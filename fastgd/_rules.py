@@ -62,14 +62,15 @@ class State:
 
     ``name``: the single-tensor argument (torch's state name unless ``torch`` says otherwise);
     ``multi``: the :mod:`fastgd.multi` list argument; ``when``: ``None`` (always needed) or
-    ``(hyperparameter, test, text)``, the array being needed when ``test(value)``;
+    the condition on the hyperparameters under which it is needed, as a Python expression
+    (``"momentum != 0"``, ``"amsgrad"``), which is also how error messages state it;
     ``nonneg``: its values are never negative (a state dict with a negative value is damaged);
     ``init``: the value a new array starts with (a hyperparameter's name, or a number);
     ``scalar``: a float64 array of one element shared by all tensors (NAdam's ``mu_product``)
     rather than an array of the parameter's shape; ``from_grad``: torch creates it from the
     first gradient (SGD's ``momentum_buffer``), so a state dict may lack it.
     """
-    __slots__ = ("name", "multi", "torch", "when", "nonneg", "init", "scalar", "from_grad")
+    __slots__ = ("name", "multi", "torch", "when", "_when", "nonneg", "init", "scalar", "from_grad")
 
     def __init__(self, name, *, multi=None, torch=None, when=None, nonneg=False, init=0.0, scalar=False,
                  from_grad=False):
@@ -77,6 +78,7 @@ class State:
         self.multi = multi or name + "s"
         self.torch = torch or name
         self.when = when
+        self._when = None if when is None else compile(when, "<when %s>" % name, "eval")
         self.nonneg = nonneg
         self.init = init
         self.scalar = scalar
@@ -84,26 +86,17 @@ class State:
 
     def needed(self, hyper):
         """Is this array used by a call with these (checked) hyperparameters?"""
-        return self.when is None or self.when[1](hyper[self.when[0]])
+        return self._when is None or bool(eval(self._when, {}, hyper))
 
     @property
     def why(self):
-        return self.when[2] if self.when else ""
+        """The condition as an error message says it: "momentum != 0", "amsgrad=True"."""
+        if self.when is None:
+            return ""
+        return self.when + "=True" if self.when.isidentifier() else self.when
 
     def __repr__(self):
         return "State(%r)" % self.name
-
-
-def _nonzero(v):
-    return v != 0
-
-
-def _positive(v):
-    return v > 0
-
-
-def _true(v):
-    return bool(v)
 
 
 class Rule:
@@ -129,30 +122,17 @@ class Rule:
         # positions (in array_names) that may be None: optional state not used by a call
         self.optional = sum(1 << (2 + k) for k, s in enumerate(s for s in self.state if not s.scalar)
                             if s.when is not None)
-        self._conditional = tuple((2 + k, s) for k, s in enumerate(s for s in self.state if not s.scalar)
-                                  if s.when is not None)
         self.check = _compile_check(self)
+        # arrays(kw, given, names=None): the kernel's arrays from a call's (validated) arrays
+        # ``given`` (param, grad, every state array; None where the caller passed none).
+        # State that ``kw`` uses but that is None is a ValueError naming it; state it does not
+        # use becomes None (it was checked all the same when given).
+        self.arrays = _compile_arrays(self)
 
     @property
     def defaults(self):
         """{hyperparameter: default}, in signature order (``step`` not included)."""
         return {h.name: h.default for h in self.hyper}
-
-    def arrays(self, kw, given, names=None):
-        """The kernel's arrays from a call's (validated) arrays ``given``: param, grad and
-        every state array, None where the caller passed none.  State that ``kw`` uses but that
-        is None is a ValueError naming it; state it does not use becomes None (it was checked
-        all the same when given)."""
-        if not self._conditional:
-            return given
-        out = list(given)
-        names = names or self.array_names
-        for k, s in self._conditional:
-            if s.needed(kw):
-                V.required(names[k], out[k], s.why)
-            else:
-                out[k] = None
-        return tuple(out)
 
     def state_names(self, hyper):
         """The state arrays a call with ``hyper`` (checked kernel keywords) uses, in order."""
@@ -208,6 +188,31 @@ def _compile_check(rule):
     return check
 
 
+def _compile_arrays(rule):
+    """Rule.arrays, generated like Rule.check: the ``when`` conditions inlined."""
+    cond = [(2 + k, s) for k, s in enumerate(s for s in rule.state if not s.scalar) if s.when is not None]
+    if not cond:
+        def arrays(kw, given, names=None):
+            return given
+        return arrays
+    used = sorted({n for _, s in cond for n in s._when.co_names})
+    body = ["    %s = kw[%r]" % (n, n) for n in used]
+    body.append("    out = list(given)")
+    for k, s in cond:
+        body.append("    if %s:" % s.when)
+        body.append("        if out[%d] is None:" % k)
+        body.append("            V.required((names or NAMES)[%d], None, %r)" % (k, s.why))
+        body.append("    else:")
+        body.append("        out[%d] = None" % k)
+    body.append("    return tuple(out)")
+    src = "def arrays(kw, given, names=None):\n%s\n" % "\n".join(body)
+    namespace = {"V": V, "NAMES": rule.array_names}
+    exec(compile(src, "<fastgd._rules: %s arrays>" % rule.name, "exec"), namespace)
+    arrays = namespace["arrays"]
+    arrays.source = src
+    return arrays
+
+
 def _sgd_combine(h):
     if h["nesterov"] and (h["momentum"] <= 0 or h["dampening"] != 0):
         raise ValueError("nesterov=True requires momentum > 0 and dampening == 0")
@@ -231,11 +236,11 @@ _MAXIMIZE = Hyper("maximize", False, "flag")
 _DECOUPLED = Hyper("decoupled_weight_decay", False, "flag")
 
 _adam_state = (State("exp_avg"), State("exp_avg_sq", nonneg=True),
-               State("max_exp_avg_sq", when=("amsgrad", _true, "amsgrad=True"), nonneg=True))
+               State("max_exp_avg_sq", when="amsgrad", nonneg=True))
 
 RULES = {r.name: r for r in (
     Rule("sgd", "sgd",
-         [State("momentum_buffer", when=("momentum", _nonzero, "momentum != 0"), from_grad=True)],
+         [State("momentum_buffer", when="momentum != 0", from_grad=True)],
          [Hyper("lr", None, "nonneg"), Hyper("momentum", 0.0, "nonneg"), Hyper("dampening", 0.0, "unit_closed"),
           Hyper("nesterov", False, "flag"), Hyper("weight_decay", 0.0, "nonneg"), _MAXIMIZE],
          step="optional", combine=_sgd_combine, optimizer="SGD", optim_defaults={"lr": 1e-3}),
@@ -271,8 +276,8 @@ RULES = {r.name: r for r in (
          step=None, optimizer="Adadelta"),
     Rule("rmsprop", "rmsprop",
          [State("square_avg", nonneg=True),
-          State("momentum_buffer", when=("momentum", _positive, "momentum > 0")),
-          State("grad_avg", when=("centered", _true, "centered=True"))],
+          State("momentum_buffer", when="momentum > 0"),
+          State("grad_avg", when="centered")],
          [Hyper("lr", 1e-2, "nonneg"), Hyper("alpha", 0.99, "unit_closed"), Hyper("eps", 1e-8, "nonneg"),
           Hyper("momentum", 0.0, "nonneg"), Hyper("centered", False, "flag"), Hyper("weight_decay", 0.0, "nonneg"),
           _MAXIMIZE],
