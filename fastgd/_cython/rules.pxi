@@ -56,6 +56,73 @@ cdef inline floating _sign(floating x) noexcept nogil:
 
 
 # ---------------------------------------------------------------------------------------
+# The scalars of each rule, computed once per call in double exactly as the reference
+# computes them (same expressions, same order; ``**`` is C's pow, see setup.py), shared by the
+# single-tensor and the multi-tensor wrapper.  Where ``step`` is a Python int it stays one:
+# the products with it are the reference's Python arithmetic.
+
+cdef struct _AdamScalars:
+    double step_size
+    double inv_bc2_sqrt
+    double decay
+
+
+cdef inline _AdamScalars _adam_scalars(double step, double lr, double beta1, double beta2,
+                                       double weight_decay) noexcept:
+    cdef _AdamScalars sc
+    sc.step_size = lr / (1.0 - beta1 ** step)
+    sc.inv_bc2_sqrt = 1.0 / sqrt(1.0 - beta2 ** step)
+    sc.decay = 1.0 - lr * weight_decay
+    return sc
+
+
+cdef inline double _adamax_step_size(double step, double lr, double beta1) noexcept:
+    return lr / (1.0 - beta1 ** step)
+
+
+cdef struct _NAdamScalars:
+    double coef_grad
+    double coef_avg
+    double inv_bc2
+
+
+cdef _NAdamScalars _nadam_scalars(step, mu_product, double lr, double beta1, double beta2, double momentum_decay):
+    # nadam_mu of the reference is the schedule; mu_product is P_{t-1}
+    cdef _NAdamScalars sc
+    cdef double mu = beta1 * (1.0 - 0.5 * 0.96 ** (step * momentum_decay))
+    cdef double mu_next = beta1 * (1.0 - 0.5 * 0.96 ** ((step + 1) * momentum_decay))
+    cdef double prod = <double>mu_product * mu
+    sc.coef_grad = lr * (1.0 - mu) / (1.0 - prod)
+    sc.coef_avg = lr * mu_next / (1.0 - prod * mu_next)
+    sc.inv_bc2 = 1.0 / (1.0 - beta2 ** step)
+    return sc
+
+
+cdef struct _RAdamScalars:
+    bint rect
+    double step_size
+
+
+cdef _RAdamScalars _radam_scalars(step, double lr, double beta1, double beta2):
+    cdef _RAdamScalars sc
+    cdef double bias_correction1 = 1.0 - beta1 ** step
+    cdef double bias_correction2 = 1.0 - beta2 ** step
+    cdef double rho_inf = 2.0 / (1.0 - beta2) - 1.0
+    cdef double rho_t = rho_inf - 2.0 * step * (beta2 ** step) / bias_correction2
+    sc.rect = rho_t > 5.0
+    if sc.rect:
+        sc.step_size = (lr * sqrt((rho_t - 4.0) * (rho_t - 2.0) * rho_inf / ((rho_inf - 4.0) * (rho_inf - 2.0) * rho_t))
+                        * sqrt(bias_correction2) / bias_correction1)
+    else:
+        sc.step_size = lr / bias_correction1
+    return sc
+
+
+cdef double _adagrad_clr(step, double lr, double lr_decay) except? -1.0:
+    return lr / (1.0 + (step - 1) * lr_decay)
+
+
+# ---------------------------------------------------------------------------------------
 # SGD with optional (Nesterov) momentum
 
 cdef inline void _sgd_at(Py_ssize_t i, floating* p, const floating* g, floating* b, floating sign, bint has_wd,
@@ -188,9 +255,8 @@ def adam(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, double step, double l
     cdef Py_ssize_t n = cnp.PyArray_SIZE(<cnp.ndarray>param)
     cdef int nt = threads_for(n)
     cdef double sign = -1.0 if maximize else 1.0
-    cdef double step_size = lr / (1.0 - beta1 ** step)
-    cdef double inv_bc2_sqrt = 1.0 / sqrt(1.0 - beta2 ** step)
-    cdef double decay = 1.0 - lr * weight_decay
+    cdef _AdamScalars sc = _adam_scalars(step, lr, beta1, beta2, weight_decay)
+    cdef double step_size = sc.step_size, inv_bc2_sqrt = sc.inv_bc2_sqrt, decay = sc.decay
     cdef bint has_wd = weight_decay != 0
     cdef void* _p_param = _ptr(param)
     cdef void* _p_grad = _ptr(grad)
@@ -249,7 +315,7 @@ def adamax(param, grad, exp_avg, exp_inf, double step, double lr, double beta1, 
     cdef Py_ssize_t n = cnp.PyArray_SIZE(<cnp.ndarray>param)
     cdef int nt = threads_for(n)
     cdef double sign = -1.0 if maximize else 1.0
-    cdef double step_size = lr / (1.0 - beta1 ** step)
+    cdef double step_size = _adamax_step_size(step, lr, beta1)
     cdef bint has_wd = weight_decay != 0
     cdef void* _p_param = _ptr(param)
     cdef void* _p_grad = _ptr(grad)
@@ -319,12 +385,8 @@ def nadam(param, grad, exp_avg, exp_avg_sq, step, mu_product, double lr, double 
     cdef double decay = 1.0 - lr * weight_decay
     cdef bint has_wd = weight_decay != 0
     # the scalars exactly as the reference computes them (nadam_mu is its schedule)
-    cdef double mu = beta1 * (1.0 - 0.5 * 0.96 ** (step * momentum_decay))
-    cdef double mu_next = beta1 * (1.0 - 0.5 * 0.96 ** ((step + 1) * momentum_decay))
-    cdef double prod = <double>mu_product * mu
-    cdef double coef_grad = lr * (1.0 - mu) / (1.0 - prod)
-    cdef double coef_avg = lr * mu_next / (1.0 - prod * mu_next)
-    cdef double inv_bc2 = 1.0 / (1.0 - beta2 ** step)
+    cdef _NAdamScalars sc = _nadam_scalars(step, mu_product, lr, beta1, beta2, momentum_decay)
+    cdef double coef_grad = sc.coef_grad, coef_avg = sc.coef_avg, inv_bc2 = sc.inv_bc2
     cdef void* _p_param = _ptr(param)
     cdef void* _p_grad = _ptr(grad)
     cdef void* _p_exp_avg = _ptr(exp_avg)
@@ -399,17 +461,9 @@ def radam(param, grad, exp_avg, exp_avg_sq, step, double lr, double beta1, doubl
     cdef double sign = -1.0 if maximize else 1.0
     cdef double decay = 1.0 - lr * weight_decay
     cdef bint has_wd = weight_decay != 0
-    cdef double bias_correction1 = 1.0 - beta1 ** step
-    cdef double bias_correction2 = 1.0 - beta2 ** step
-    cdef double rho_inf = 2.0 / (1.0 - beta2) - 1.0
-    cdef double rho_t = rho_inf - 2.0 * step * (beta2 ** step) / bias_correction2
-    cdef bint rect = rho_t > 5.0
-    cdef double step_size
-    if rect:
-        step_size = (lr * sqrt((rho_t - 4.0) * (rho_t - 2.0) * rho_inf / ((rho_inf - 4.0) * (rho_inf - 2.0) * rho_t))
-                     * sqrt(bias_correction2) / bias_correction1)
-    else:
-        step_size = lr / bias_correction1
+    cdef _RAdamScalars sc = _radam_scalars(step, lr, beta1, beta2)
+    cdef bint rect = sc.rect
+    cdef double step_size = sc.step_size
     cdef void* _p_param = _ptr(param)
     cdef void* _p_grad = _ptr(grad)
     cdef void* _p_exp_avg = _ptr(exp_avg)
@@ -463,7 +517,7 @@ def adagrad(param, grad, state_sum, step, double lr, double lr_decay, double wei
     cdef int nt = threads_for(n)
     cdef double sign = -1.0 if maximize else 1.0
     cdef bint has_wd = weight_decay != 0
-    cdef double clr = lr / (1.0 + (step - 1) * lr_decay)
+    cdef double clr = _adagrad_clr(step, lr, lr_decay)
     cdef void* _p_param = _ptr(param)
     cdef void* _p_grad = _ptr(grad)
     cdef void* _p_state_sum = _ptr(state_sum)
@@ -876,9 +930,8 @@ def adam_multi(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, *, double 
     cdef _Batch b = _batch((params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs))
     cdef int nt = _multi_threads(b)
     cdef double sign = -1.0 if maximize else 1.0
-    cdef double step_size = lr / (1.0 - beta1 ** step)
-    cdef double inv_bc2_sqrt = 1.0 / sqrt(1.0 - beta2 ** step)
-    cdef double decay = 1.0 - lr * weight_decay
+    cdef _AdamScalars sc = _adam_scalars(step, lr, beta1, beta2, weight_decay)
+    cdef double step_size = sc.step_size, inv_bc2_sqrt = sc.inv_bc2_sqrt, decay = sc.decay
     cdef bint has_wd = weight_decay != 0
     cdef Py_ssize_t c, t, o, T = b.T
     if b.f32:
@@ -907,7 +960,7 @@ def adamax_multi(params, grads, exp_avgs, exp_infs, *, double step, double lr, d
     cdef _Batch b = _batch((params, grads, exp_avgs, exp_infs))
     cdef int nt = _multi_threads(b)
     cdef double sign = -1.0 if maximize else 1.0
-    cdef double step_size = lr / (1.0 - beta1 ** step)
+    cdef double step_size = _adamax_step_size(step, lr, beta1)
     cdef bint has_wd = weight_decay != 0
     cdef Py_ssize_t c, t, o, T = b.T
     if b.f32:
@@ -934,12 +987,8 @@ def nadam_multi(params, grads, exp_avgs, exp_avg_sqs, *, step, mu_product, doubl
     cdef double sign = -1.0 if maximize else 1.0
     cdef double decay = 1.0 - lr * weight_decay
     cdef bint has_wd = weight_decay != 0
-    cdef double mu = beta1 * (1.0 - 0.5 * 0.96 ** (step * momentum_decay))
-    cdef double mu_next = beta1 * (1.0 - 0.5 * 0.96 ** ((step + 1) * momentum_decay))
-    cdef double prod = <double>mu_product * mu
-    cdef double coef_grad = lr * (1.0 - mu) / (1.0 - prod)
-    cdef double coef_avg = lr * mu_next / (1.0 - prod * mu_next)
-    cdef double inv_bc2 = 1.0 / (1.0 - beta2 ** step)
+    cdef _NAdamScalars sc = _nadam_scalars(step, mu_product, lr, beta1, beta2, momentum_decay)
+    cdef double coef_grad = sc.coef_grad, coef_avg = sc.coef_avg, inv_bc2 = sc.inv_bc2
     cdef Py_ssize_t c, t, o, T = b.T
     if b.f32:
         for c in prange(b.nchunks, schedule="static", num_threads=nt, use_threads_if=nt > 1, nogil=True):
@@ -967,18 +1016,10 @@ def radam_multi(params, grads, exp_avgs, exp_avg_sqs, *, step, double lr, double
     cdef double sign = -1.0 if maximize else 1.0
     cdef double decay = 1.0 - lr * weight_decay
     cdef bint has_wd = weight_decay != 0
-    cdef double bias_correction1 = 1.0 - beta1 ** step
-    cdef double bias_correction2 = 1.0 - beta2 ** step
-    cdef double rho_inf = 2.0 / (1.0 - beta2) - 1.0
-    cdef double rho_t = rho_inf - 2.0 * step * (beta2 ** step) / bias_correction2
-    cdef bint rect = rho_t > 5.0
-    cdef double step_size
+    cdef _RAdamScalars sc = _radam_scalars(step, lr, beta1, beta2)
+    cdef bint rect = sc.rect
+    cdef double step_size = sc.step_size
     cdef Py_ssize_t c, t, o, T = b.T
-    if rect:
-        step_size = (lr * sqrt((rho_t - 4.0) * (rho_t - 2.0) * rho_inf / ((rho_inf - 4.0) * (rho_inf - 2.0) * rho_t))
-                     * sqrt(bias_correction2) / bias_correction1)
-    else:
-        step_size = lr / bias_correction1
     if b.f32:
         for c in prange(b.nchunks, schedule="static", num_threads=nt, use_threads_if=nt > 1, nogil=True):
             t = b.ct[c]
@@ -1004,7 +1045,7 @@ def adagrad_multi(params, grads, state_sums, *, step, double lr, double lr_decay
     cdef int nt = _multi_threads(b)
     cdef double sign = -1.0 if maximize else 1.0
     cdef bint has_wd = weight_decay != 0
-    cdef double clr = lr / (1.0 + (step - 1) * lr_decay)
+    cdef double clr = _adagrad_clr(step, lr, lr_decay)
     cdef Py_ssize_t c, t, o, T = b.T
     if b.f32:
         for c in prange(b.nchunks, schedule="static", num_threads=nt, use_threads_if=nt > 1, nogil=True):
