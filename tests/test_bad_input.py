@@ -63,27 +63,44 @@ BATCH_TIMEOUT = float(os.environ.get("FASTGD_BAD_INPUT_TIMEOUT", 300))
 # needed).  Keys: id, api, backend, expect ("error" | "ok"), names (for errors: the message
 # must name one of them), plus what the builders below need (rule, cfg, pos, kind, set, ...).
 
+# The rules, their arrays and hyperparameters come from the rule table (fastgd/_rules.py; it
+# imports nothing compiled); the test data here are the hyperparameter sets that switch every
+# optional state array on (FULL) or off (MIN).
+from fastgd._rules import RULES as _TABLE  # noqa: E402
+
+_ALL_STATE = {"sgd": dict(lr=0.1, momentum=0.9, step=2), "adam": dict(step=3, amsgrad=True),
+              "adamw": dict(step=3, amsgrad=True), "rmsprop": dict(momentum=0.9, centered=True)}
+_NO_STATE = {"sgd": dict(lr=0.1), "adam": dict(step=3), "adamw": dict(step=3), "rmsprop": dict()}
+
+
+def _arrays(rule, optional):
+    """(positional array names, keyword array names) of fastgd.<rule>_step: param, grad and the
+    state arrays in the table's order, by keyword where the signature has them keyword-only;
+    without ``optional``, the state an option switches on (``when``) and NAdam's optional
+    ``mu_product`` are left out."""
+    import inspect
+    import fastgd.steps
+    params = inspect.signature(getattr(fastgd.steps, rule.name + "_step")).parameters
+    pos, kw = ["param", "grad"], []
+    for st in rule.state:
+        if (st.when is not None or st.scalar) and not optional:
+            continue
+        (pos if params[st.name].kind is inspect.Parameter.POSITIONAL_OR_KEYWORD else kw).append(st.name)
+    return pos, kw
+
+
+def _hyper(rule, full):
+    hp = dict((_ALL_STATE if full else _NO_STATE).get(rule.name, {}))
+    if rule.step == "required":
+        hp.setdefault("step", 3)
+    return hp
+
+
 # rule -> (positional arrays, keyword arrays, hyperparameters using every state array)
-STEP_FULL = {
-    "sgd": (["param", "grad", "momentum_buffer"], [], dict(lr=0.1, momentum=0.9, step=2)),
-    "adam": (["param", "grad", "exp_avg", "exp_avg_sq"], ["max_exp_avg_sq"], dict(step=3, amsgrad=True)),
-    "adamw": (["param", "grad", "exp_avg", "exp_avg_sq"], ["max_exp_avg_sq"], dict(step=3, amsgrad=True)),
-    "adamax": (["param", "grad", "exp_avg", "exp_inf"], [], dict(step=3)),
-    "nadam": (["param", "grad", "exp_avg", "exp_avg_sq", "mu_product"], [], dict(step=3)),
-    "radam": (["param", "grad", "exp_avg", "exp_avg_sq"], [], dict(step=3)),
-    "adagrad": (["param", "grad", "state_sum"], [], dict(step=3)),
-    "adadelta": (["param", "grad", "square_avg", "acc_delta"], [], dict()),
-    "rmsprop": (["param", "grad", "square_avg"], ["momentum_buffer", "grad_avg"], dict(momentum=0.9, centered=True)),
-    "lion": (["param", "grad", "exp_avg"], [], dict()),
-}
+STEP_FULL = {name: _arrays(r, True) + (_hyper(r, True),) for name, r in _TABLE.items()}
 # the same rules with the optional state off (other compiled specializations / code paths)
-STEP_MIN = {
-    "sgd": (["param", "grad"], [], dict(lr=0.1)),
-    "adam": (["param", "grad", "exp_avg", "exp_avg_sq"], [], dict(step=3)),
-    "adamw": (["param", "grad", "exp_avg", "exp_avg_sq"], [], dict(step=3)),
-    "nadam": (["param", "grad", "exp_avg", "exp_avg_sq"], [], dict(step=3)),
-    "rmsprop": (["param", "grad", "square_avg"], [], dict()),
-}
+STEP_MIN = {name: _arrays(r, False) + (_hyper(r, False),) for name, r in _TABLE.items()
+            if any(st.when is not None for st in r.state) or name == "nadam"}
 RULES = tuple(STEP_FULL)
 
 # bad array kinds; RELATIONAL ones are bad relative to another array (the message may name either)
@@ -107,26 +124,21 @@ SCALAR_BAD = {
     "unit_closed": ["-0.1", "1.5", "nan"],
     "flag": ["'yes'", "None", "1"],
 }
-# rule -> hyperparameter -> kind of check
-HYPER = {
-    "sgd": dict(step="step", lr="lr", momentum="nonneg", dampening="unit_closed", weight_decay="nonneg",
-                nesterov="flag", maximize="flag"),
-    "adam": dict(step="step", lr="lr", beta1="beta", beta2="beta", eps="nonneg", weight_decay="nonneg",
-                 amsgrad="flag", maximize="flag"),
-    "adamw": dict(step="step", lr="lr", beta1="beta", beta2="beta", eps="nonneg", weight_decay="nonneg",
-                  amsgrad="flag", maximize="flag"),
-    "adamax": dict(step="step", lr="lr", beta1="beta", beta2="beta", eps="nonneg", weight_decay="nonneg",
-                   maximize="flag"),
-    "nadam": dict(step="step", lr="lr", beta1="beta", beta2="beta", eps="nonneg", weight_decay="nonneg",
-                  momentum_decay="nonneg", decoupled_weight_decay="flag", maximize="flag"),
-    "radam": dict(step="step", lr="lr", beta1="beta", beta2="beta", eps="nonneg", weight_decay="nonneg",
-                  decoupled_weight_decay="flag", maximize="flag"),
-    "adagrad": dict(step="step", lr="lr", lr_decay="nonneg", eps="nonneg", weight_decay="nonneg", maximize="flag"),
-    "adadelta": dict(lr="lr", rho="unit_closed", eps="nonneg", weight_decay="nonneg", maximize="flag"),
-    "rmsprop": dict(lr="lr", alpha="unit_closed", eps="nonneg", weight_decay="nonneg", momentum="nonneg",
-                    centered="flag", maximize="flag"),
-    "lion": dict(lr="lr", beta1="beta_closed", beta2="beta_closed", weight_decay="nonneg", maximize="flag"),
-}
+# rule -> hyperparameter -> kind of check (from the table's checks)
+
+
+def _kind(h):
+    if h.name == "lr":
+        return "lr"
+    if h.check == "unit":
+        return "beta"
+    if h.check == "unit_closed":
+        return "beta_closed" if h.name.startswith("beta") else "unit_closed"
+    return h.check  # nonneg, flag
+
+
+HYPER = {name: dict(({"step": "step"} if r.step else {}), **{h.name: _kind(h) for h in r.hyper})
+         for name, r in _TABLE.items()}
 # values that are valid for one rule although bad in general
 SCALAR_VALID = {("sgd", "step", "None")}
 
