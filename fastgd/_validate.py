@@ -103,11 +103,12 @@ def _not_plain(name, a):
     return TypeError("%s must be a numpy.ndarray, got %s" % (name, type(a).__name__))
 
 
-def array(name, a, dtype=None, shape=None, writeable=False):
+def array(name, a, dtype=None, shape=None, writeable=False, elementwise=False):
     """Check one array a kernel will read (and, with ``writeable``, write) through a raw
     pointer: exactly ``numpy.ndarray`` (no None, no subclass), native float32/float64 (or
     ``dtype``), ``shape`` if given, C-contiguous, aligned, writeable if written.  Every
-    problem is a TypeError/ValueError naming ``name``."""
+    problem is a TypeError/ValueError naming ``name``.  ``elementwise``: the array is stepped
+    element by element (the update rules), so a Fortran-order one can be passed transposed."""
     if type(a) is not np.ndarray:
         raise _not_plain(name, a)
     dt = a.dtype
@@ -126,9 +127,16 @@ def array(name, a, dtype=None, shape=None, writeable=False):
         raise ValueError("%s has shape %s but param has shape %s" % (name, a.shape, shape))
     flags = a.flags
     if not flags.c_contiguous:
+        if elementwise and flags.f_contiguous:
+            # accepting F order would mean agreeing on a layout across every array of a call and
+            # every backend; its transpose is the same memory in C order, which the rules (all
+            # elementwise) step exactly alike
+            raise ValueError("%s is in Fortran order, and fastgd steps C-contiguous arrays: pass its transpose "
+                             "(%s.T is a C-contiguous view of the same memory) and the transposes of the call's "
+                             "other arrays" % (name, name))
         raise ValueError("%s must be C-contiguous: the step updates its arrays in place, so a contiguous copy "
-                         "would not be your array; allocate it C-contiguous (a strided view or a Fortran-order "
-                         "array cannot be stepped in place)" % name)
+                         "would not be your array; step the whole array it is a view of, or allocate it "
+                         "C-contiguous" % name)
     if not flags.aligned:
         raise ValueError("%s is not aligned to its dtype in memory (made from a buffer at an odd offset?); "
                          "the kernels need aligned data" % name)
@@ -149,14 +157,14 @@ def arrays(names, arrs, n_readonly=0, optional=0):
     """
     if arrays_ok(arrs, n_readonly, optional):
         return arrs[0].dtype
-    dtype = array(names[0], arrs[0], None, None, True)
+    dtype = array(names[0], arrs[0], None, None, True, True)
     shape = arrs[0].shape
     present = [0]
     for k in range(1, len(arrs)):
         a = arrs[k]
         if a is None and optional >> k & 1:
             continue
-        array(names[k], a, dtype, shape, k > n_readonly)
+        array(names[k], a, dtype, shape, k > n_readonly, True)
         present.append(k)
     if arrs[0].size:
         for i in range(len(present)):
