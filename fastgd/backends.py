@@ -7,7 +7,7 @@ thread settings from here: kernels on arrays smaller than ``serial_cutoff()`` el
 on one thread, larger ones on ``get_num_threads()`` threads (OpenMP static schedule in
 Cython, a ``parallel=True`` variant in numba).
 
-Environment, read once at import: ``FASTGD_NUM_THREADS`` (whole number in [1, 2**15]) and
+Environment, read once at import: ``FASTGD_NUM_THREADS`` (whole number in [1, 1024]) and
 ``FASTGD_SERIAL_CUTOFF`` (whole number in [0, 2**62]); blank means unset, anything else makes
 ``import fastgd`` raise a ValueError naming the variable and its value.  ``OMP_NUM_THREADS``
 (the default thread count when FASTGD_NUM_THREADS is unset) belongs to OpenMP and BLAS too: a
@@ -40,11 +40,11 @@ _override = contextvars.ContextVar("fastgd_backend", default=None)
 
 
 def _load(name):
+    if type(name) is not str:  # exactly str, before any lookup: a subclass's __hash__/__eq__ is never run
+        raise TypeError("backend must be a str, got %s" % type(name).__name__)
     mod = _loaded.get(name)
     if mod is not None:
         return mod
-    if type(name) is not str:
-        raise TypeError("backend must be a str, got %s" % type(name).__name__)
     if name not in _KNOWN:
         raise ValueError("backend must be one of %s, got %r" % (sorted(_KNOWN), name))
     if name in _errors:
@@ -110,12 +110,14 @@ def backend_module(name=None):
 # ---------------------------------------------------------------------------------------
 # threads
 #
-# Limits: num_threads in [1, MAX_NUM_THREADS], serial_cutoff in [0, MAX_SERIAL_CUTOFF].  2**15
-# threads is far above any machine's core count (oversubscribing more makes no sense) and fits
-# the C int the compiled kernels keep; 2**62 elements (or sys.maxsize on a 32-bit build) fits
+# Limits: num_threads in [1, MAX_NUM_THREADS], serial_cutoff in [0, MAX_SERIAL_CUTOFF].  1024
+# threads is above any current machine's core count (oversubscribing more makes no sense), and
+# a limit is needed: OpenMP cannot always start the team asked for, and libgomp then ends the
+# process ("Thread creation failed") instead of raising (seen with 2**15 on a 2-core machine
+# with 24 GiB); 2**62 elements (or sys.maxsize on a 32-bit build) fits
 # their Py_ssize_t with room, and is larger than any array, i.e. "always serial".
 
-MAX_NUM_THREADS = 2 ** 15
+MAX_NUM_THREADS = 1024
 MAX_SERIAL_CUTOFF = min(2 ** 62, sys.maxsize)
 _DEFAULT_SERIAL_CUTOFF = 24576
 
@@ -185,15 +187,15 @@ _threads = {"n": _env_threads(),
 def get_num_threads():
     """Threads the compiled kernels use on large arrays.
 
-    Default, read once at import: ``FASTGD_NUM_THREADS`` (a whole number in [1, 2**15]; any
+    Default, read once at import: ``FASTGD_NUM_THREADS`` (a whole number in [1, 1024]; any
     other value makes ``import fastgd`` raise a ValueError naming the variable), else the first
-    entry of ``OMP_NUM_THREADS`` (a value outside [1, 2**15] or not a number is ignored with a
+    entry of ``OMP_NUM_THREADS`` (a value outside [1, 1024] or not a number is ignored with a
     RuntimeWarning), else all cores."""
     return _threads["n"]
 
 
 def set_num_threads(n):
-    """Set the thread count of the compiled kernels: an int in [1, MAX_NUM_THREADS] (2**15).
+    """Set the thread count of the compiled kernels: an int in [1, MAX_NUM_THREADS] (1024).
     TypeError for a non-int (bool included), ValueError out of range; either way nothing
     changes."""
     _set("n", _count("n", n, 1, MAX_NUM_THREADS))

@@ -112,8 +112,10 @@ class _Names:
 
 
 def _as_lists(names, lists, optional=0):
-    """Lists (tuples are copied to lists), all of len(params); None stays None where
-    ``optional`` allows it (bit k for ``lists[k]``)."""
+    """New lists (of the same arrays), all of len(params); None stays None where
+    ``optional`` allows it (bit k for ``lists[k]``).  Always copies: what is checked and what
+    the kernel reads are then the same objects, whatever the caller's code (another thread, a
+    gc callback) does to its own lists in between."""
     out = []
     n = None
     for k, (name, lst) in enumerate(zip(names, lists)):
@@ -122,10 +124,9 @@ def _as_lists(names, lists, optional=0):
                 raise TypeError("%s is required, got None" % name)
             out.append(None)
             continue
-        if type(lst) is not list:
-            if not isinstance(lst, (list, tuple)):
-                raise TypeError("%s must be a list of numpy arrays, got %s" % (name, type(lst).__name__))
-            lst = list(lst)
+        if type(lst) is not list and not isinstance(lst, (list, tuple)):
+            raise TypeError("%s must be a list of numpy arrays, got %s" % (name, type(lst).__name__))
+        lst = list(lst)
         if n is None:
             n = len(lst)
         elif len(lst) != n:
@@ -211,8 +212,8 @@ def _loop(single):
     return run
 
 
-def _run(rule, backend, lists, mixed, kw):
-    f = _kernel(backend_module(backend), rule)
+def _run(rule, impl, lists, mixed, kw):
+    f = _kernel(impl, rule)
     params = lists[0]
     if not params:
         return params
@@ -233,10 +234,13 @@ def _run(rule, backend, lists, mixed, kw):
 
 def _go(rule, backend, lists, kw):
     """Check the lists (params, grads, every state list, optional ones included when given),
-    then run on those the call uses (``Rule.arrays``)."""
-    lists, mixed = _check_arrays(rule.multi_names, lists, 1, rule.optional)
-    lists = rule.arrays(kw, lists, rule.multi_names)
-    return _run(rule.kernel, backend, lists, mixed, kw)
+    then run on those the call uses (``Rule.arrays``).  The backend is resolved first, so that
+    no code of the caller's runs between the checks and the kernel.  Returns ``params``."""
+    impl = backend_module(backend)
+    checked, mixed = _check_arrays(rule.multi_names, lists, 1, rule.optional)
+    checked = rule.arrays(kw, checked, rule.multi_names)
+    _run(rule.kernel, impl, checked, mixed, kw)
+    return lists[0]
 
 
 def sgd_step(params, grads, momentum_buffers=None, *, lr, momentum=0.0, dampening=0.0, nesterov=False,
@@ -292,7 +296,7 @@ def nadam_step(params, grads, exp_avgs, exp_avg_sqs, mu_product=None, *, step, l
     lists = _as_lists(S._NADAM.multi_names, (params, grads, exp_avgs, exp_avg_sqs))
     kw["mu_product"] = S._mu_product_before(mu_product, kw, lambda k, t: "%s[%d]" % (S._NADAM.multi_names[k], t),
                                             lists)
-    params = _go(S._NADAM, backend, lists, kw)
+    _go(S._NADAM, backend, lists, kw)
     S._mu_product_after(mu_product, kw)
     return params
 

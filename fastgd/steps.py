@@ -41,9 +41,9 @@ _SGD, _ADAM, _ADAMW, _ADAMAX, _NADAM, _RADAM, _ADAGRAD, _ADADELTA, _RMSPROP, _LI
 def _run(rule, backend, given, kw):
     """Check the arrays (``given``: param, grad, every state array, optional ones included
     when given), then run the backend's kernel (not on empty arrays) on those the call uses."""
+    impl = backend_module(backend)  # first: no code of the caller's runs between the checks and the kernel
     V.arrays_ok(given, 1, rule.optional) or V.arrays(rule.array_names, given, 1, rule.optional)
     arrs = rule.arrays(kw, given)
-    impl = backend_module(backend)  # an unknown backend is an error even for empty arrays
     if arrs[0].size == 0:
         return arrs[0]
     return getattr(impl, rule.kernel)(*arrs, **kw)
@@ -68,6 +68,9 @@ def _mu_product_before(mu_product, kw, names, lists):
     if mu_product is None:
         return nadam_mu_product(kw["step"] - 1, beta1=kw["beta1"], momentum_decay=kw["momentum_decay"])
     value = V.one_element_f64("mu_product", mu_product)
+    if not 0.0 <= value <= 1.0:  # a product of mu_i in [0, beta1): above 1, 1 - P mu can be 0
+        raise ValueError("mu_product must be in [0, 1] (the running product of the momentum schedule, "
+                         "numpy.ones(1) before the first step), got %r" % value)
     hit = V.first_overlap(mu_product, lists)
     if hit is not None:
         raise ValueError("mu_product and %s overlap in memory; every array must be a separate buffer"
@@ -112,13 +115,13 @@ def _adam(param, grad, exp_avg, exp_avg_sq, step, lr, beta1, beta2, eps, weight_
     if not V.adam_scalars_ok(step, lr, beta1, beta2, eps, weight_decay, amsgrad, maximize):
         step, lr, beta1, beta2, eps, weight_decay, amsgrad, maximize = _adam_hyper(
             step, lr, beta1, beta2, eps, weight_decay, amsgrad, maximize)
+    impl = backend_module(backend)  # first: no code of the caller's runs between the checks and the kernel
     arrs = (param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq)  # checked when given, used with amsgrad
     V.arrays_ok(arrs, 1, _ADAM_OPTIONAL) or V.arrays(_ADAM.array_names, arrs, 1, _ADAM_OPTIONAL)
     if amsgrad:
         V.required("max_exp_avg_sq", max_exp_avg_sq, "amsgrad=True")
     else:
         max_exp_avg_sq = None
-    impl = backend_module(backend)  # an unknown backend is an error even for empty arrays
     if param.size == 0:
         return param
     return impl.adam(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, step, lr, beta1, beta2, eps, weight_decay,
@@ -201,11 +204,27 @@ def nadam_step(param, grad, exp_avg, exp_avg_sq, mu_product=None, *, step, lr=2e
 
 def nadam_mu_product(step, *, beta1=0.9, momentum_decay=4e-3):
     """:math:`P_t = \\prod_{i=1}^{t} \\beta_1 (1 - \\tfrac12 0.96^{i\\psi})` (1.0 for ``step=0``),
-    multiplied in the same order as torch so that the result is bit-identical to its running product."""
+    multiplied in the same order as torch so that the result is bit-identical to its running product.
+    At most 10**7 steps (pass the running product to nadam_step beyond that)."""
+    step = 0 if type(step) is int and step == 0 else V.step(step)
+    beta1 = V.unit_interval("beta1", beta1)
+    momentum_decay = V.nonneg("momentum_decay", momentum_decay)
     prod = 1.0
-    for i in range(1, int(step) + 1):
-        prod = prod * nadam_mu(i, beta1, momentum_decay)
+    for i in range(1, min(step, _MU_PRODUCT_MAX_STEPS) + 1):
+        new = prod * nadam_mu(i, beta1, momentum_decay)
+        if new == prod:
+            # underflowed to 0 or to where a factor < 1 no longer changes it: mu_i only grows
+            # with i (towards beta1), so no later factor can change it either
+            return prod
+        prod = new
+    if step > _MU_PRODUCT_MAX_STEPS:
+        raise ValueError("recomputing mu_product takes one multiplication per step; beyond %d steps pass the "
+                         "running product (nadam_step's mu_product array) instead, got step %d"
+                         % (_MU_PRODUCT_MAX_STEPS, step))
     return prod
+
+
+_MU_PRODUCT_MAX_STEPS = 10_000_000  # a few seconds of Python
 
 
 def radam_step(param, grad, exp_avg, exp_avg_sq, *, step, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8,

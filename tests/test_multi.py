@@ -190,7 +190,9 @@ def test_hand_computed_adam_first_step(backend):
 
 def test_empty_list_and_tuples(backend):
     assert M.adam_step([], [], [], [], step=1, backend=backend) == []
-    assert M.sgd_step((), (), lr=0.1, backend=backend) == []
+    assert M.sgd_step((), (), lr=0.1, backend=backend) == ()  # the caller's own params object
+    ps = [np.ones(2)]
+    assert M.adam_step(ps, [np.ones(2)], [np.zeros(2)], [np.zeros(2)], step=1, backend=backend) is ps
     with pytest.raises(ValueError, match="lr"):
         M.adam_step([], [], [], [], step=1, lr=-1.0, backend=backend)
     p = (np.ones(2),)

@@ -419,3 +419,96 @@ def test_unused_optional_arrays_are_checked_when_given_and_left_alone(rule, name
     unused = np.full(4, 7.0)
     fn(p, g, *pos, **{name: unused}, backend=backend, **hyper)
     assert np.array_equal(unused, np.full(4, 7.0)) and not np.array_equal(p, np.ones(4))
+
+
+# ---------------------------------------------------------------------------------------
+# found by a hostile tester: each of these crashed, hung, or wrote before raising
+
+_GC_SWAP = r"""
+import gc, numpy as np, fastgd
+params = [np.zeros(16)]; grads = [np.ones(16)]; good = grads[0]; n = [0]
+def cb(phase, info):
+    n[0] += 1
+    grads[0] = None if n[0] % 4 == 0 else good          # the caller's list changes under the call
+gc.callbacks.append(cb); gc.set_threshold(1)
+for i in range(3000):
+    try:
+        fastgd.multi.sgd_step(params, grads, lr=0.1, backend=BACKEND)
+    except TypeError as exc:
+        assert "grads[0] is required" in str(exc), exc
+print("ok")
+"""
+
+
+def test_multi_reads_what_it_checked_even_if_the_callers_lists_change(backend):
+    """A gc callback (or another thread) swapping entries of the caller's lists between the
+    checks and the kernel: the kernel must see the checked arrays (the lists are copied)."""
+    import os
+    import subprocess
+    proc = subprocess.run([sys.executable, "-c", _GC_SWAP.replace("BACKEND", repr(backend))], capture_output=True, text=True,
+                          env=dict(os.environ), timeout=300)
+    assert proc.returncode == 0 and proc.stdout.strip() == "ok", (proc.returncode, proc.stderr[-2000:])
+
+
+def test_backend_name_must_be_exactly_a_str():
+    class Name(str):
+        def __hash__(self):  # would run between the checks and the kernel
+            raise AssertionError("user code ran")
+    p = np.ones(3)
+    with pytest.raises(TypeError, match="backend must be a str, got Name"):
+        fastgd.sgd_step(p, np.ones(3), lr=0.1, backend=Name("numpy"))
+    assert np.array_equal(p, np.ones(3))
+
+
+@pytest.mark.parametrize("value", [1.0 / fastgd.reference.rules.nadam_mu(1, 0.9, 4e-3), 1.5, -0.1, float("nan")])
+def test_mu_product_outside_its_range_is_refused(value, backend):
+    """P_{t-1} is a product of mu_i in [0, beta1): a value above 1 can make 1 - P mu zero (the
+    backends then disagreed: inf, ZeroDivisionError, or a write before the error)."""
+    p, g, m, v = (np.full(3, 0.5) for _ in range(4))
+    before = [a.copy() for a in (p, m, v)]
+    with pytest.raises(ValueError, match=r"mu_product must be in \[0, 1\]"):
+        fastgd.nadam_step(p, g, m, v, np.array([value]), step=1, weight_decay=0.5, decoupled_weight_decay=True,
+                          backend=backend)
+    assert all(np.array_equal(a, b) for a, b in zip((p, m, v), before))
+    fastgd.nadam_step(p, g, m, v, np.zeros(1), step=1, backend=backend)  # 0 is a valid product (beta1=0)
+
+
+def test_reference_runs_ieee_whatever_the_numpy_error_state():
+    """np.seterr(all="raise") or warnings-as-errors must not stop the reference halfway (it
+    wrote exp_avg, then raised): it computes inf/NaN as the compiled kernels do."""
+    import warnings
+    out = {}
+    for b in ("cython", "numpy"):
+        p = np.ones(4, np.float32)
+        g = np.array([1e30, -1e30, 0.0, 3e38], np.float32)
+        m, v = np.zeros(4, np.float32), np.zeros(4, np.float32)
+        with np.errstate(all="raise"), warnings.catch_warnings():
+            warnings.simplefilter("error")
+            fastgd.adam_step(p, g, m, v, step=1, eps=0.0, backend=b)
+        out[b] = (p, m, v)
+    for x, y in zip(out["cython"], out["numpy"]):
+        assert np.array_equal(x, y, equal_nan=True)
+
+
+def test_nan_sign_is_the_same_on_every_backend(backend):
+    """maximize negates by multiplying with -1 (sign * g), as the kernels do: NaN keeps its sign."""
+    g = np.array([np.nan, -np.nan, 1.0])
+    p = np.zeros(3)
+    fastgd.sgd_step(p, g, lr=1.0, maximize=True, backend=backend)
+    q = np.zeros(3)
+    fastgd.sgd_step(q, g, lr=1.0, maximize=True, backend="numpy")
+    assert np.array_equal(np.signbit(p), np.signbit(q)) and list(np.signbit(p[:2])) == [False, True]
+
+
+def test_recomputed_mu_product_is_bounded(monkeypatch):
+    """Without mu_product NAdam recomputes P_{t-1} in a loop of step - 1 multiplications:
+    it stops once the product no longer changes (underflowed), and refuses more than 10**7 steps
+    that it would really have to loop over (it used to hang at step=2**53)."""
+    assert fastgd.nadam_mu_product(10 ** 6) == fastgd.nadam_mu_product(20_000) <= 5e-324  # underflowed by then
+    p = np.zeros(0)
+    fastgd.nadam_step(p, p.copy(), p.copy(), p.copy(), step=2 ** 53)  # returns soon: the product underflowed
+    from fastgd import steps
+    monkeypatch.setattr(steps, "_MU_PRODUCT_MAX_STEPS", 1000)  # 10**7 takes seconds to reach
+    with pytest.raises(ValueError, match="beyond 1000 steps pass the running product"):
+        fastgd.nadam_mu_product(2 ** 53, beta1=1 - 1e-12, momentum_decay=float("inf"))  # mu_i = beta1: no underflow
+    assert fastgd.nadam_mu_product(1000, beta1=0.5, momentum_decay=float("inf")) == 0.5 ** 1000

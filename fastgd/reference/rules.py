@@ -19,6 +19,7 @@ Shared conventions (as in torch.optim):
   * ``weight_decay`` (L2, coupled): ``g = g + weight_decay * param`` before anything else;
     with ``decoupled_weight_decay`` instead ``param *= 1 - lr * weight_decay`` (AdamW).
 """
+import functools
 import math
 
 import numpy as np
@@ -27,10 +28,22 @@ __all__ = ["sgd", "adam", "adamax", "nadam", "radam", "adagrad", "adadelta", "rm
            "nadam_mu", "copy_skeleton"]
 
 
+def _ieee(kernel):
+    """Run a kernel under IEEE arithmetic whatever the caller's numpy error state: overflow,
+    division by zero and invalid operations give inf/NaN as in the compiled kernels, and never
+    an exception or a warning (``np.seterr(all="raise")`` or ``-W error`` would otherwise stop
+    a step halfway, after some of its arrays were written)."""
+    @functools.wraps(kernel)
+    def run(*args, **kwargs):
+        with np.errstate(all="ignore"):
+            return kernel(*args, **kwargs)
+    return run
+
+
 def _prologue(param, grad, lr, weight_decay, maximize, decoupled_weight_decay=False):
     """maximize / weight decay, shared by every rule.  Returns the effective gradient."""
     if maximize:
-        grad = -grad
+        grad = grad * -1.0  # as the kernels do (sign * g): -grad would also flip the sign bit of NaN
     if weight_decay != 0:
         if decoupled_weight_decay:
             param *= 1.0 - lr * weight_decay
@@ -39,6 +52,7 @@ def _prologue(param, grad, lr, weight_decay, maximize, decoupled_weight_decay=Fa
     return grad
 
 
+@_ieee
 def sgd(param, grad, momentum_buffer, lr, momentum, dampening, nesterov, weight_decay, maximize,
         first_step):
     """g = g + wd*p;  b = g (first step) | mu*b + (1-dampening)*g;  d = g + mu*b (nesterov) | b;
@@ -58,6 +72,7 @@ def sgd(param, grad, momentum_buffer, lr, momentum, dampening, nesterov, weight_
     return param
 
 
+@_ieee
 def adam(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, step, lr, beta1, beta2, eps,
          weight_decay, amsgrad, maximize, decoupled_weight_decay):
     """m = b1*m + (1-b1)*g;  v = b2*v + (1-b2)*g*g;  vmax = max(vmax, v) (amsgrad);
@@ -78,6 +93,7 @@ def adam(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, step, lr, beta1, beta
     return param
 
 
+@_ieee
 def adamax(param, grad, exp_avg, exp_inf, step, lr, beta1, beta2, eps, weight_decay, maximize):
     """m = b1*m + (1-b1)*g;  u = max(b2*u, |g| + eps);  p = p - lr/(1-b1^t) * m / u."""
     grad = _prologue(param, grad, lr, weight_decay, maximize)
@@ -94,6 +110,7 @@ def nadam_mu(step, beta1, momentum_decay):
     return beta1 * (1.0 - 0.5 * 0.96 ** (step * momentum_decay))
 
 
+@_ieee
 def nadam(param, grad, exp_avg, exp_avg_sq, step, mu_product, lr, beta1, beta2, eps, weight_decay,
           momentum_decay, maximize, decoupled_weight_decay):
     """mu_t = b1*(1 - 0.5*0.96^(t*psi)), P_t = mu_product*mu_t (the running product);
@@ -120,6 +137,7 @@ def nadam(param, grad, exp_avg, exp_avg_sq, step, mu_product, lr, beta1, beta2, 
     return param
 
 
+@_ieee
 def radam(param, grad, exp_avg, exp_avg_sq, step, lr, beta1, beta2, eps, weight_decay, maximize,
           decoupled_weight_decay):
     """m = b1*m + (1-b1)*g;  v = b2*v + (1-b2)*g*g;  rho_inf = 2/(1-b2) - 1;
@@ -144,6 +162,7 @@ def radam(param, grad, exp_avg, exp_avg_sq, step, lr, beta1, beta2, eps, weight_
     return param
 
 
+@_ieee
 def adagrad(param, grad, state_sum, step, lr, lr_decay, weight_decay, eps, maximize):
     """s = s + g*g;  p = p - lr/(1 + (t-1)*lr_decay) * g / (sqrt(s) + eps)."""
     grad = _prologue(param, grad, lr, weight_decay, maximize)
@@ -153,6 +172,7 @@ def adagrad(param, grad, state_sum, step, lr, lr_decay, weight_decay, eps, maxim
     return param
 
 
+@_ieee
 def adadelta(param, grad, square_avg, acc_delta, lr, rho, eps, weight_decay, maximize):
     """s = rho*s + (1-rho)*g*g;  d = sqrt(a + eps)/sqrt(s + eps) * g;
     a = rho*a + (1-rho)*d*d;  p = p - lr*d."""
@@ -166,6 +186,7 @@ def adadelta(param, grad, square_avg, acc_delta, lr, rho, eps, weight_decay, max
     return param
 
 
+@_ieee
 def rmsprop(param, grad, square_avg, momentum_buffer, grad_avg, lr, alpha, eps, weight_decay, momentum,
             centered, maximize):
     """s = a*s + (1-a)*g*g;  (centered) ga = a*ga + (1-a)*g, avg = sqrt(s - ga*ga) + eps,
@@ -188,6 +209,7 @@ def rmsprop(param, grad, square_avg, momentum_buffer, grad_avg, lr, alpha, eps, 
     return param
 
 
+@_ieee
 def lion(param, grad, exp_avg, lr, beta1, beta2, weight_decay, maximize):
     """c = b1*m + (1-b1)*g;  p = p*(1 - lr*wd) - lr*sign(c);  m = b2*m + (1-b2)*g.
     (Chen et al. 2023, "Symbolic Discovery of Optimization Algorithms", decoupled decay as in optax.)"""
