@@ -32,6 +32,8 @@ Backends:
   * ``numba`` and ``numpy``: a Python loop over the tensors calling the backend's
     single-tensor kernel (validation is still done once, up front).
 """
+import math
+
 import numpy as np
 
 from . import _validate as V
@@ -76,16 +78,23 @@ def flat_buffer(shapes, dtype=np.float32):
         raise TypeError("shapes must be a list of shapes, got %s" % type(shapes).__name__)
     norm = []
     for k, shape in enumerate(shapes):
-        shape = (shape,) if isinstance(shape, (int, np.integer)) and not isinstance(shape, bool) else shape
-        try:
-            shape = tuple(int(d) for d in shape)
-        except (TypeError, ValueError):
-            raise TypeError("shapes[%d] must be a tuple of ints, got %r" % (k, shape)) from None
-        if any(d < 0 for d in shape):
+        if isinstance(shape, (int, np.integer)) and not isinstance(shape, (bool, np.bool_)):
+            shape = (shape,)
+        if isinstance(shape, (str, bytes)) or not isinstance(shape, (tuple, list)):
+            raise TypeError("shapes[%d] must be a tuple of ints, got %r" % (k, shape))
+        dims = []
+        for d in shape:
+            if isinstance(d, (bool, np.bool_)) or not isinstance(d, (int, np.integer)):
+                raise TypeError("shapes[%d] must be a tuple of ints, got %r" % (k, shape))
+            dims.append(int(d))
+        if any(d < 0 for d in dims):
             raise ValueError("shapes[%d] has a negative dimension: %r" % (k, shape))
-        norm.append(shape)
+        norm.append(tuple(dims))
     per_line = _LINE // dtype.itemsize
-    sizes = [int(np.prod(shape, dtype=np.int64)) for shape in norm]
+    sizes = [math.prod(shape) for shape in norm]  # Python ints: no wrap-around
+    total_bytes = sum(-(-size // per_line) * _LINE for size in sizes) + _LINE
+    if total_bytes > np.iinfo(np.intp).max:
+        raise ValueError("shapes need %d bytes, more than an array can hold" % total_bytes)
     offsets, total = [], 0
     for size in sizes:
         offsets.append(total)

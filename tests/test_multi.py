@@ -532,3 +532,13 @@ def test_whole_flat_buffer_step_keeps_param_gaps_zero(rule, backend):
         off = (v.ctypes.data - bufs[0].ctypes.data) // v.itemsize
         in_view[off:off + v.size] = True
     assert not bufs[0][~in_view].any()
+
+
+@pytest.mark.parametrize("shapes,exc,msg", [
+    ([(2.7, 3)], TypeError, r"shapes\[0\] must be a tuple of ints"), (["12"], TypeError, "tuple of ints"),
+    ([(3,), (True, 3)], TypeError, r"shapes\[1\] must be a tuple of ints"), ([(-1,)], ValueError, "negative"),
+    ([(10 ** 20,)], ValueError, "more than an array can hold"),
+    ([(2 ** 32, 2 ** 32)], ValueError, "more than an array can hold")])  # int64 product wraps to 0
+def test_flat_buffer_refuses_bad_shapes(shapes, exc, msg):
+    with pytest.raises(exc, match=msg):
+        M.flat_buffer(shapes)
