@@ -28,6 +28,8 @@ Design notes
 * ``opt.param_groups`` is a list of real dicts: ``"params"`` (the group's arrays; use
   :meth:`~Optimizer.add_param_group` to add parameters, the list itself cannot be changed)
   and every hyperparameter, defaulting to the constructor's values (``opt.defaults``).
+  ``param_groups`` itself cannot be changed either (``param_groups[i] = ...``, ``del``,
+  ``append``: TypeError); change a group's dict in place, add groups with ``add_param_group``.
   Hyperparameters may be set between steps and are validated at every ``step`` before any
   array is written; an unknown key in a group (a misspelling) is an error at that step.
   ``opt.lr`` reads the first group's lr and sets every group's; ``opt.hyper`` (kept for
@@ -39,11 +41,21 @@ Design notes
   ``initial_accumulator_value``; NAdam's ``mu_product``: ``numpy.ones(1)``, one array shared
   by the parameters of a group), under torch's names (``exp_avg``, ``exp_avg_sq``,
   ``momentum_buffer``, ``sum``, ...).  ``opt.state[i]`` is the dict of parameter ``i``; its
-  arrays may be written in place, replaced arrays are picked up at the next step.
-* ``step_count`` counts completed steps.  A group's own count (its bias corrections) starts
+  arrays may be written in place, replaced arrays are picked up at the next step.  An array
+  deleted from it after its group has stepped is not silently restarted: the next step
+  raises ValueError naming it (assign a new array, or ``zero_state()``); SGD's
+  ``momentum_buffer`` is the exception (as in torch, a missing buffer starts as the next
+  gradient).  Every array a step writes (the parameters and state arrays of every group)
+  must be a separate buffer and no gradient may overlap one, across groups too.
+  NAdam's ``mu_product`` must hold a value in [0, 1] (a product of factors in [0, 1); 0
+  once it underflows); other values would make the bias corrections divide by zero.
+* ``step_count`` counts completed steps, at most 2**53 (fastgd's step limit: a step past
+  it, or a state dict beyond it, is refused).  A group's own count (its bias corrections) starts
   when it is added: a group added by ``add_param_group`` after 10 steps takes its first step
   as step 1, as torch's per-parameter ``step`` does.
-* A ``step`` that raises has changed nothing (parameters, state, ``step_count``).  A step is
+* A ``step`` that raises has changed nothing (parameters, state, ``step_count``): what any
+  of its multi-tensor calls would refuse is checked for all of them before the first one
+  runs (with several calls, one combined check of every array of the step).  A step is
   also atomic with respect to ``KeyboardInterrupt``: Ctrl-C during a step is held back (in
   the main thread, where Python delivers it) until the step is complete, and an interrupt
   raised by a kernel call itself after other calls of the step have run makes the step
@@ -61,6 +73,7 @@ Design notes
 import inspect
 import json
 import math
+import operator
 import os
 import threading
 from collections.abc import Mapping, MutableMapping
@@ -71,6 +84,11 @@ from . import _validate as V
 from . import multi as _multi
 from ._rules import RULES
 from .backends import backend_module
+
+try:  # the C check of a whole multi-tensor call's arrays (the Cython backend's; Python checks otherwise)
+    from ._cython import multi_arrays_ok as _arrays_ok
+except ImportError:  # pragma: no cover - compiled part missing
+    _arrays_ok = None
 
 __all__ = ["Optimizer", "SGD", "Adam", "AdamW", "Adamax", "NAdam", "RAdam", "Adagrad", "Adadelta", "RMSprop",
            "Lion", "OPTIMIZERS", "save", "load", "LRScheduler", "StepLR", "ExponentialLR", "CosineAnnealingLR",
@@ -133,51 +151,101 @@ class _StateList(list):
         return (_StateList, (list(self),))
 
 
+class _GroupList(list):
+    """``opt.param_groups``: the group dicts (change their hyperparameters in place); the list
+    itself cannot be changed (the state is indexed by parameter position)."""
+
+    def _refuse(self, *args, **kwargs):
+        raise TypeError("param_groups cannot be replaced or removed; change a group's hyperparameters in place "
+                        "(opt.param_groups[i]['lr'] = ...) and add groups with add_param_group")
+
+    __setitem__ = __delitem__ = __iadd__ = __imul__ = _refuse
+    append = extend = insert = pop = remove = clear = sort = reverse = _refuse
+
+    def __reduce__(self):
+        return (_GroupList, (list(self),))
+
+
 class _ParamState(dict):
     """``opt.state[i]``: a dict whose changes (an array replaced, added or removed) tell the
-    optimizer to rebuild its cached lists of state arrays at the next step."""
-    __slots__ = ("_version",)
+    optimizer to rebuild its cached lists of state arrays at the next step.  It remembers
+    the names deleted from it (until set again): a step refuses to restart such an array at
+    its initial value once the group has stepped (see ``Optimizer.step``)."""
+    __slots__ = ("_version", "_deleted")
 
-    def __init__(self, version, items=()):
+    def __init__(self, version, items=(), deleted=None):
         dict.__init__(self, items)
         self._version = version  # a one-element list shared with the optimizer
+        self._deleted = set(deleted) if deleted else None  # names deleted and not set since
 
     def _changed(self):
         self._version[0] += 1
 
+    def _mark(self, keys):
+        if self._deleted is None:
+            self._deleted = set()
+        self._deleted.update(keys)
+
+    def _unmark(self):
+        if self._deleted:
+            self._deleted.difference_update(dict.keys(self))
+
     def __setitem__(self, key, value):
         dict.__setitem__(self, key, value)
+        if self._deleted:
+            self._deleted.discard(key)
         self._changed()
 
     def __delitem__(self, key):
         dict.__delitem__(self, key)
+        self._mark((key,))
         self._changed()
 
     def __ior__(self, other):
         dict.update(self, other)
+        self._unmark()
         self._changed()
         return self
 
-    def _mutator(name):
-        method = getattr(dict, name)
+    def pop(self, key, *default):
+        present = key in self
+        try:
+            return dict.pop(self, key, *default)
+        finally:
+            if present:
+                self._mark((key,))
+            self._changed()
 
-        def run(self, *args, **kwargs):
-            try:
-                return method(self, *args, **kwargs)
-            finally:
-                self._changed()
-        run.__name__ = name
-        return run
+    def popitem(self):
+        try:
+            key, value = dict.popitem(self)
+            self._mark((key,))
+            return key, value
+        finally:
+            self._changed()
 
-    clear = _mutator("clear")
-    pop = _mutator("pop")
-    popitem = _mutator("popitem")
-    setdefault = _mutator("setdefault")
-    update = _mutator("update")
-    del _mutator
+    def clear(self):
+        keys = list(dict.keys(self))
+        dict.clear(self)
+        self._mark(keys)
+        self._changed()
+
+    def setdefault(self, key, default=None):
+        try:
+            return dict.setdefault(self, key, default)
+        finally:
+            self._unmark()
+            self._changed()
+
+    def update(self, *args, **kwargs):
+        try:
+            dict.update(self, *args, **kwargs)
+        finally:
+            self._unmark()
+            self._changed()
 
     def __reduce__(self):
-        return (_ParamState, (self._version, dict(self)))
+        return (_ParamState, (self._version, dict(self), self._deleted))
 
 
 class _HyperView(MutableMapping):
@@ -335,6 +403,27 @@ def _check_disjoint(params, names):
             far = (hi, k)
 
 
+def _first_overlap(entries):
+    """The names of two arrays of ``entries`` ((array, name, written) each) that overlap in
+    memory where one of them is written, or None (O(n log n), byte ranges)."""
+    ranges = []
+    for a, name, written in entries:
+        if a.size:
+            lo = a.__array_interface__["data"][0]
+            ranges.append((lo, lo + a.nbytes, written, name))
+    ranges.sort(key=lambda r: r[0])
+    far_any = far_w = None  # (end, name) of the earlier range (written one) reaching furthest
+    for lo, hi, written, name in ranges:
+        other = far_any if written else far_w
+        if other is not None and lo < other[0]:
+            return other[1], name
+        if far_any is None or hi > far_any[0]:
+            far_any = (hi, name)
+        if written and (far_w is None or hi > far_w[0]):
+            far_w = (hi, name)
+    return None
+
+
 def _as_array_list(value, what):
     """A group's parameters as a list: an array, or a list/tuple/iterable of arrays (not a
     set: its order is not defined)."""
@@ -346,14 +435,6 @@ def _as_array_list(value, what):
         except TypeError:
             pass
     raise TypeError("%s must be a list of numpy arrays, got %s" % (what, type(value).__name__))
-
-
-def _as_int(name, v, low=0):
-    if type(v) is bool or not isinstance(v, (int, np.integer)):
-        raise TypeError("%s must be an integer, got %s" % (name, type(v).__name__))
-    if v < low:
-        raise ValueError("%s must be >= %d, got %d" % (name, low, v))
-    return int(v)
 
 
 # ---------------------------------------------------------------------------------------
@@ -401,7 +482,7 @@ class Optimizer:
             full[k] = v
         self.defaults = self._check_hyper(full)
         self.step_count = 0
-        self.param_groups = []
+        self.param_groups = _GroupList()
         self._setup()
         groups, from_dicts = _split_params(params)
         prepared, names = [], []
@@ -434,6 +515,8 @@ class Optimizer:
     def __setstate__(self, d):
         self.__dict__.update(d)
         self._lock = threading.RLock()
+        if type(self.param_groups) is list:  # pickled by an earlier version
+            self.param_groups = _GroupList(self.param_groups)
 
     def _prepare_group(self, group, where, from_dict=True):
         """Validate one group: (its parameters, its checked hyperparameters)."""
@@ -471,7 +554,7 @@ class Optimizer:
         self._bounds.append((start, start + len(ps)))
         self._group_params.append(plist)
         self._offsets.append(self.step_count)
-        self.param_groups.append(group)
+        list.append(self.param_groups, group)
         self._version[0] += 1
 
     def add_param_group(self, param_group):
@@ -552,11 +635,16 @@ class Optimizer:
     def _group_hypers(self):
         """Every group's hyperparameters, checked (messages name the group when there are several)."""
         groups = self.param_groups
-        if type(groups) is not list or len(groups) != len(self._bounds):
-            raise ValueError("opt.param_groups was changed: add groups with add_param_group only")
+        if not isinstance(groups, list) or len(groups) != len(self._bounds):
+            raise ValueError("opt.param_groups was changed: param_groups cannot be replaced; add groups with "
+                             "add_param_group only")
         out = []
         several = len(groups) > 1
         for g, group in enumerate(groups):
+            if not isinstance(group, dict):
+                raise TypeError("param_groups[%d] is a %s, not its group's dict: param_groups cannot be replaced; "
+                                "change hyperparameters in place and add groups with add_param_group"
+                                % (g, type(group).__name__))
             try:
                 if group["params"] is not self._group_params[g]:
                     raise ValueError("param_groups[%d]['params'] was replaced; the parameters of a group cannot be "
@@ -611,8 +699,10 @@ class Optimizer:
         """Update every parameter in place with its gradient (``grads[i]`` for parameter
         ``i`` of ``parameters()``).  Returns the parameters.
 
-        Everything (gradient count and arrays, every group's hyperparameters) is checked
-        before any array is written: a step that raises has changed nothing, and new state
+        Everything (gradient count and arrays, every group's hyperparameters, step and
+        state arrays, overlaps across groups) is checked before any array is written; a
+        state array deleted after its group has stepped is refused (ValueError; SGD's
+        ``momentum_buffer`` excepted).  A step that raises has changed nothing, and new state
         arrays are kept only once the step has run.  Gradients that are not C-contiguous are
         copied.  Interrupted (KeyboardInterrupt), a step leaves the optimizer as before it or
         as after it (see the module docstring); one optimizer is stepped by one thread at a
@@ -646,18 +736,31 @@ class Optimizer:
         self._plan = None if plan[3] else plan  # a plan with new arrays is used once
         return plan
 
+    def _lost(self, i, n, steps):
+        """Raise if state ``n`` of parameter ``i`` was deleted after its group has stepped (a
+        step would silently restart it at its initial value).  SGD's ``momentum_buffer`` is
+        exempt: as in torch, a missing buffer starts from the next gradient."""
+        deleted = getattr(self._state[i], "_deleted", None)
+        if steps and deleted and n in deleted and n not in self._lazy_state:
+            raise ValueError("state of parameter %d has no %r after %d step%s (it was deleted from opt.state[%d]); "
+                             "a step will not restart it at its initial value: assign an array to "
+                             "opt.state[%d][%r], or call zero_state() to restart every state"
+                             % (i, n, steps, "s" * (steps != 1), i, i, n))
+
     def _build_plan(self, hs, names):
         calls, new = [], []
         params, states = self._params, self._state
         shared_names, lazy = self._shared_state, self._lazy_state
         for g, (h, gnames) in enumerate(zip(hs, names)):
             start, stop = self._bounds[g]
+            steps = self.step_count - self._offsets[g]
             per = tuple(n for n in gnames if n not in shared_names)
             shared = {}
             for n in gnames:
                 if n in shared_names:  # one array for the group, in every parameter's dict
                     arr = states[start].get(n, _ABSENT)
                     if arr is _ABSENT:
+                        self._lost(start, n, steps)
                         arr = self._init_state(n, params[start], h)
                     shared[n] = arr
                     new += [(i, n, arr) for i in range(start, stop) if states[i].get(n) is not arr]
@@ -668,6 +771,7 @@ class Optimizer:
                 for n in per:
                     a = st.get(n, _ABSENT)
                     if a is _ABSENT:
+                        self._lost(i, n, steps)
                         a = self._init_state(n, p, h)
                         new.append((i, n, a))
                         first = first or n in lazy
@@ -688,25 +792,106 @@ class Optimizer:
                 else:
                     c.sel = c.idx
                 calls.append(c)
-        return (self._version[0], names, calls, new)
+        return (self._version[0], names, calls, new, self._combined(calls) if len(calls) > 1 else None)
+
+    def _combined(self, calls):
+        """For a step of several calls: the lists of one check (``multi_arrays_ok``, C) that
+        every array the step writes (every call's parameters and state arrays, each group's
+        shared array) is valid and overlaps no other array of the step, gradients included,
+        which fastgd.multi checks only within each call.  Returns ``(head, tail, dummies,
+        gather)``: the lists are ``head + (gradients,) + tail`` with the gradient list
+        ``grads + dummies`` (or ``gather(...)`` of it).  When every call keeps the same state
+        names the lists are the step's own layout (parameters, gradients, one list per
+        state name, in parameter order); otherwise every written array is a "tensor" of its
+        own, paired with its parameter's gradient.  A shared one-element array is a tensor
+        paired with one-element arrays of our own (never written, disjoint from all)."""
+        n = len(self._params)
+        mus = [a for c in calls if not c.copy_shared for a in c.shared.values()]  # each group's
+        dummies = [np.zeros(1) for _ in mus]
+        pers = {tuple(c.arrays) for c in calls}
+        if len(pers) == 1:
+            per = pers.pop()
+            cols = {name: [None] * n for name in per}
+            for c in calls:
+                for name in per:
+                    col = cols[name]
+                    for i, a in zip(c.idx, c.arrays[name]):
+                        col[i] = a
+            head = (list(self._params) + mus,)
+            tail = tuple(cols[name] + [np.zeros(1) for _ in mus] for name in per)
+            return head, tail, dummies, None
+        written, which = list(self._params), list(range(n))
+        for c in calls:
+            for arrs in c.arrays.values():
+                written += arrs
+                which += c.idx
+        written += mus
+        which += range(n, n + len(mus))
+        return (written,), (), dummies, operator.itemgetter(*which)
+
+    def _explain(self, calls, grads, gl):
+        """The combined check of a step of several calls failed: raise naming the problem
+        (the Python checks, slow but exact), or return if they find none."""
+        _multi._check_arrays(("params", "grads"), (self._params, grads))  # grads[i] named globally
+        for c, g in zip(calls, gl):
+            lists = list(c.lists)
+            lists[1] = g
+            try:
+                _multi._check_arrays(c.names, lists)
+            except (TypeError, ValueError) as exc:
+                raise _with_prefix(exc, c.where()) from None
+        entries = [(p, "parameter %d" % i, True) for i, p in enumerate(self._params)]
+        entries += [(g, "grads[%d]" % i, False) for i, g in enumerate(grads)]
+        for c in calls:
+            for name, arrs in c.arrays.items():
+                entries += [(a, "opt.state[%d][%r]" % (i, name), True) for i, a in zip(c.idx, arrs)]
+            if not c.copy_shared:
+                start = self._bounds[c.group][0]
+                entries += [(a, "opt.state[%d][%r] (param_groups[%d]'s)" % (start, name, c.group), True)
+                            for name, a in c.shared.items()]
+        hit = _first_overlap(entries)
+        if hit is not None:
+            raise ValueError("%s and %s overlap in memory: every array a step writes (the parameters and state "
+                             "arrays of every group) must be a separate buffer, and no gradient may overlap one"
+                             % hit)
+
+    def _check_shared(self, calls):
+        """Each group's shared state (NAdam's mu_product): a writeable float64 array of one
+        element whose value a valid run can hold (a running product of factors in [0, 1): in
+        [0, 1]; 0 once it underflows).  Outside that range the bias corrections divide by
+        zero or change sign."""
+        for c in calls:
+            if c.copy_shared:  # the group's first call has it
+                continue
+            for name, a in c.shared.items():
+                where = "opt.state[%d][%r]" % (self._bounds[c.group][0], name)
+                v = V.one_element_f64(where, a)
+                if not 0.0 <= v <= 1.0:
+                    raise ValueError("%s is %r: %s (the running product of the momentum schedule) must be in "
+                                     "[0, 1]" % (where, v, name))
 
     def _run(self, plan, grads, hs):
         """Check, run every call, commit: all or nothing (see ``step``)."""
-        calls, new = plan[2], plan[3]
+        calls, new, combined = plan[2], plan[3], plan[4]
         ts = [self.step_count - off + 1 for off in self._offsets]
         gl = [c.grads(grads) for c in calls]
-        if len(calls) > 1:
-            # several calls: check every array of all of them before the first one writes
-            # (the first call checks its own lists): the parameters with their gradients (one
-            # pass over all of them, overlaps across groups included), then the other calls
-            _multi._check_arrays(("params", "grads"), (self._params, grads))
-            for c, g in zip(calls[1:], gl[1:]):
-                lists = list(c.lists)
-                lists[1] = g
-                try:
-                    _multi._check_arrays(c.names, lists)
-                except (TypeError, ValueError) as exc:
-                    raise _with_prefix(exc, c.where()) from None
+        # Everything a kernel call would refuse is checked here, for every call, before the
+        # first one writes (the hyperparameters: _group_hypers): each group's step, its shared
+        # state and, with several calls, every array of every call in one combined check
+        # (a single call checks its own arrays, and writes nothing if they fail).
+        if self._rule.step is not None and max(ts) > V.MAX_STEP:
+            g = max(range(len(ts)), key=ts.__getitem__)
+            raise ValueError("param_groups[%d] would take step %d: fastgd's step limit is 2**53 (the bias "
+                             "corrections take the step as a double)" % (g, ts[g]))
+        if self._shared_state:
+            self._check_shared(calls)
+        if combined is not None:
+            head, tail, dummies, gather = combined
+            g_all = grads + dummies if dummies else grads
+            if gather is not None:
+                g_all = list(gather(g_all))
+            if _arrays_ok is None or not _arrays_ok(head + (g_all,) + tail, 1, 0):
+                self._explain(calls, grads, gl)
         # a group's later calls read P_{t-1} from copies taken before its first call advances it
         sh = [{k: v.copy() for k, v in c.shared.items()} if c.copy_shared else c.shared for c in calls]
         with _HoldInterrupt():
@@ -716,6 +901,10 @@ class Optimizer:
                     self._call(c.params, g, c.arrays, s, hs[c.group], ts[c.group], c.first)
                     done += 1
             except BaseException as exc:
+                # What can still fail here was not pre-checkable: KeyboardInterrupt raised by a
+                # kernel, MemoryError, an error of the backend itself (e.g. numba failing to
+                # compile), or arrays changed by another thread (outside the lock) since the
+                # checks above.
                 if done == 0:  # nothing written: the optimizer is as before the step
                     if len(calls) > 1 and isinstance(exc, (TypeError, ValueError)):
                         raise _with_prefix(exc, calls[0].where()) from None
@@ -740,7 +929,11 @@ class Optimizer:
         if new:
             states = self._state
             for i, n, a in new:
-                dict.__setitem__(states[i], n, a)
+                st = states[i]
+                dict.__setitem__(st, n, a)
+                deleted = getattr(st, "_deleted", None)
+                if deleted:
+                    deleted.discard(n)
             self._version[0] += 1
         self.step_count += 1
 
@@ -821,8 +1014,9 @@ class Optimizer:
                 shared = {}
                 for i in range(start, stop):
                     st = {k: v.copy() for k, v in self._state[i].items()}
+                    deleted = getattr(self._state[i], "_deleted", None) or ()
                     for n in needed:
-                        if n not in st:
+                        if n not in st and n not in deleted:  # deleted: left out (a load refuses it, as a step)
                             if n in self._shared_state:
                                 st[n] = shared.setdefault(n, self._init_state(n, self._params[i], h)).copy()
                             else:
@@ -834,8 +1028,9 @@ class Optimizer:
     def load_state_dict(self, state_dict):
         """Restore a ``state_dict()`` (copies the arrays).  Also accepts the one-group form
         of earlier versions (``"hyper"`` instead of ``"param_groups"``).  Everything is
-        checked first: the optimizer's name; ``step_count``; per group its parameter indices,
-        hyperparameters and steps; per parameter every state array its group's rule needs
+        checked first: the optimizer's name; ``step_count`` (at most 2**53); per group its
+        parameter indices, hyperparameters and steps; NAdam's ``mu_product`` in [0, 1];
+        per parameter every state array its group's rule needs
         (when the group has stepped), each with the right shape and dtype, none unknown and
         none negative where the rule's values never are.  A call that raises has changed
         nothing."""
@@ -860,6 +1055,8 @@ class Optimizer:
         step_count = sd["step_count"]
         if type(step_count) is bool or not isinstance(step_count, (int, np.integer)) or step_count < 0:
             raise ValueError("state_dict['step_count'] must be an integer >= 0, got %r" % (step_count,))
+        if step_count > V.MAX_STEP:
+            raise ValueError("state_dict['step_count'] is %d, beyond fastgd's step limit 2**53" % step_count)
         step_count = int(step_count)
 
         # the groups: (hyperparameters, steps) each
@@ -891,8 +1088,8 @@ class Optimizer:
                                      % (where, idx, g, start, stop - 1))
                 steps = entry.get("step", step_count)
                 if type(steps) is bool or not isinstance(steps, (int, np.integer)) or not 0 <= steps <= step_count:
-                    raise ValueError("%s['step'] must be an integer in [0, step_count=%d], got %r"
-                                     % (where, step_count, steps))
+                    raise ValueError("%s['step'] must be an integer in [0, step_count=%d] (at most 2**53, "
+                                     "fastgd's step limit), got %r" % (where, step_count, steps))
                 entries.append((where, {k: v for k, v in entry.items() if k not in ("params", "step")}, int(steps)))
         hs = []
         for where, hyper, _ in entries:
@@ -939,6 +1136,10 @@ class Optimizer:
                         raise ValueError("%s[%r] has negative values, which %s never has: the state is damaged"
                                          % (where, k, k))
                     if k in self._shared_state:
+                        if not 0.0 <= float(arr[0]) <= 1.0:  # NaN too; < 0 is refused above
+                            raise ValueError("%s[%r] is %r: a %s (the running product of the momentum schedule, "
+                                             "factors in [0, 1)) is in [0, 1]; another value would make the bias "
+                                             "corrections divide by zero" % (where, k, float(arr[0]), k))
                         first = shared.setdefault(k, (i, arr))
                         if first[1].tobytes() != arr.tobytes():
                             raise ValueError("%s[%r] is %r but parameter %d of the same group has %r: a group shares "
@@ -1278,16 +1479,21 @@ class LRScheduler:
     ``step()``, so ``last_epoch`` is 0 and the lr is ``lr_at(0)`` (= the base for the
     built-in schedules).  The lr is always computed in closed form from the base and
     ``last_epoch`` (no accumulated round-off, and any epoch can be jumped to).  Subclasses
-    define ``lr_at(epoch, base_lr=None)`` (None: ``base_lr``)."""
+    define ``lr_at(epoch, base_lr=None)`` (None: ``base_lr``).
+
+    ``last_epoch`` given to the constructor or ``load_state_dict`` must be an integer in
+    ``[-1, 2**53]``.  The built-in schedules never raise computing an lr: a factor that
+    overflows is ``inf`` (``gamma > 1`` for many epochs; an lr of ``inf`` passes the lr check,
+    ``lr >= 0``), one that underflows is 0, and ``0 * inf`` is 0 (a zero base lr or a zero
+    factor gives lr 0)."""
 
     def __init__(self, optimizer, last_epoch=-1):
         if not isinstance(optimizer, Optimizer):
             raise TypeError("optimizer must be a fastgd.optim optimizer, got %s" % type(optimizer).__name__)
-        if type(last_epoch) is bool or not isinstance(last_epoch, (int, np.integer)) or last_epoch < -1:
-            raise ValueError("last_epoch must be an integer >= -1, got %r" % (last_epoch,))
+        last_epoch = _epoch("last_epoch", last_epoch)
         self.optimizer = optimizer
         self.base_lrs = []
-        self.last_epoch = int(last_epoch)
+        self.last_epoch = last_epoch
         self.step()
 
     @property
@@ -1327,7 +1533,37 @@ class LRScheduler:
             bases = [V.nonneg("base_lrs[%d]" % g, b) for g, b in enumerate(bases)]
         else:  # earlier versions: one base for every group
             bases = [V.nonneg("base_lr", state_dict["base_lr"])] * len(self.optimizer.param_groups)
-        self._go(_as_int("last_epoch", state_dict["last_epoch"], -1), bases)
+        self._go(_epoch("last_epoch", state_dict["last_epoch"]), bases)
+
+
+def _epoch(name, v):
+    """An epoch number given by the caller: an integer in [-1, 2**53] (ValueError otherwise)."""
+    if type(v) is bool or not isinstance(v, (int, np.integer)):
+        raise ValueError("%s must be an integer in [-1, 2**53], got %r" % (name, v))
+    if not -1 <= v <= V.MAX_STEP:
+        raise ValueError("%s must be an integer in [-1, 2**53], got %s" % (name, v if abs(v) < 10 ** 30 else
+                                                                           "an integer of %d digits" % len(str(v))))
+    return int(v)
+
+
+def _power(x, n):
+    """``x ** n`` for a float ``x >= 0`` and an integer ``n`` of any size, never raising: inf
+    when it overflows (and for ``0 ** -k``), 0 when it underflows."""
+    try:
+        return x ** n
+    except ZeroDivisionError:  # 0 ** -k
+        return math.inf
+    except OverflowError:  # the result, or n as a float
+        if x == 1.0:
+            return 1.0
+        return math.inf if (x > 1.0) == (n > 0) else 0.0
+
+
+def _scaled(base, factor):
+    """``base * factor`` with ``0 * inf == 0`` (a zero base lr or a zero factor gives 0)."""
+    if base == 0.0 or factor == 0.0:
+        return 0.0
+    return base * factor
 
 
 def _positive_int(name, v):
@@ -1348,7 +1584,7 @@ class StepLR(LRScheduler):
 
     def lr_at(self, epoch, base_lr=None):
         base = self.base_lr if base_lr is None else base_lr
-        return base * self.gamma ** (epoch // self.step_size)
+        return _scaled(base, _power(self.gamma, epoch // self.step_size))
 
 
 class ExponentialLR(LRScheduler):
@@ -1360,7 +1596,7 @@ class ExponentialLR(LRScheduler):
 
     def lr_at(self, epoch, base_lr=None):
         base = self.base_lr if base_lr is None else base_lr
-        return base * self.gamma ** epoch
+        return _scaled(base, _power(self.gamma, epoch))
 
 
 class CosineAnnealingLR(LRScheduler):
@@ -1374,7 +1610,12 @@ class CosineAnnealingLR(LRScheduler):
 
     def lr_at(self, epoch, base_lr=None):
         base = self.base_lr if base_lr is None else base_lr
-        return self.eta_min + (base - self.eta_min) * (1.0 + math.cos(math.pi * epoch / self.T_max)) / 2.0
+        if epoch > V.MAX_STEP:  # epoch / T_max may not fit a float: reduce by the period 2 T_max first
+            epoch %= 2 * self.T_max
+        c = 1.0 + math.cos(math.pi * epoch / self.T_max)
+        if math.isinf(base) or math.isinf(self.eta_min):  # as a weighted sum, no inf - inf
+            return _scaled(self.eta_min, 1.0 - c / 2.0) + _scaled(base, c / 2.0)
+        return self.eta_min + (base - self.eta_min) * c / 2.0
 
 
 class LambdaLR(LRScheduler):
@@ -1390,4 +1631,4 @@ class LambdaLR(LRScheduler):
     def lr_at(self, epoch, base_lr=None):
         base = self.base_lr if base_lr is None else base_lr
         factor = V.real("lr_lambda(%d)" % epoch, self.lr_lambda(epoch))
-        return V.nonneg("lr", base * factor)
+        return V.nonneg("lr", _scaled(base, factor))

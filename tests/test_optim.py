@@ -1020,3 +1020,279 @@ def test_deepcopy_and_pickle():
         other.state[0]["exp_avg"] = fresh  # the copy's state dicts still tell their optimizer
         other.step([np.ones(3), np.ones(2)])
         assert other.state[0]["exp_avg"] is fresh and np.all(fresh > 0)
+
+
+# ---------------------------------------------------------------------------------------
+# a step is checked as a whole: across groups and dtype calls, before the first kernel call
+
+def _snapshot(opt):
+    return (opt.step_count, [p.copy() for p in opt.parameters()],
+            [{k: np.array(v, copy=True) for k, v in st.items()} for st in opt.state])
+
+
+def _assert_unchanged(opt, snap):
+    step_count, params, states = snap
+    assert opt.step_count == step_count
+    for p, q in zip(opt.parameters(), params):
+        assert np.array_equal(p, q)
+    for st, st0 in zip(opt.state, states):
+        assert st.keys() == st0.keys()
+        for k in st:
+            assert np.array_equal(st[k], st0[k]), k
+
+
+def _no_c_check(monkeypatch):
+    monkeypatch.setattr(O, "_arrays_ok", None, raising=False)  # the Python checks (no compiled part) must find the same
+
+
+@pytest.mark.parametrize("c_check", [True, False], ids=["C-check", "python-check"])
+def test_arrays_shared_across_groups_or_calls_are_refused(monkeypatch, backend, c_check):
+    """Every array a step writes (parameters and state of all groups and dtype calls) must be
+    disjoint from every other array of the step, gradients included; a refused step has
+    changed nothing.  fastgd.multi checks this within one call only."""
+    if not c_check:
+        _no_c_check(monkeypatch)
+    ones = [np.ones(3), np.ones(3)]
+
+    def two_groups(cls=O.Adam, **h1):
+        opt = cls([{"params": [np.ones(3)]}, {"params": [np.ones(3)], **h1}], lr=0.1, backend=backend)
+        opt.step(ones)
+        return opt
+
+    cases = []
+    opt = two_groups()  # group 0's state is group 1's parameter
+    opt.state[0]["exp_avg"] = opt.parameters()[1]
+    cases.append((opt, ones, r"parameter 1 and opt.state\[0\]\['exp_avg'\] overlap"))
+    opt = two_groups()  # one exp_avg_sq for two groups
+    opt.state[1]["exp_avg_sq"] = opt.state[0]["exp_avg_sq"]
+    cases.append((opt, ones, r"opt.state\[0\]\['exp_avg_sq'\] and opt.state\[1\]\['exp_avg_sq'\] overlap"))
+    opt = two_groups()  # a view into another group's state
+    opt.state[1]["exp_avg"] = opt.state[0]["exp_avg_sq"][:]
+    cases.append((opt, ones, "overlap in memory"))
+    opt = two_groups()  # a gradient that is another group's state
+    cases.append((opt, [np.ones(3), opt.state[0]["exp_avg"]], r"grads\[1\] and opt.state\[0\]\['exp_avg'\]|"
+                                                               r"opt.state\[0\]\['exp_avg'\] and grads\[1\]"))
+    opt = two_groups(amsgrad=True)  # groups keeping different state (the other layout of the check)
+    opt.state[1]["max_exp_avg_sq"] = opt.state[0]["exp_avg"]
+    cases.append((opt, ones, "overlap in memory"))
+    opt = two_groups(amsgrad=True)
+    cases.append((opt, [opt.state[1]["max_exp_avg_sq"], np.ones(3)], "overlap in memory"))
+    opt = two_groups(O.NAdam)  # one mu_product for two groups
+    opt.state[1]["mu_product"] = opt.state[0]["mu_product"]
+    cases.append((opt, ones, r"mu_product.*overlap in memory"))
+    nad = O.NAdam([{"params": [np.ones(3)]}, {"params": [np.ones(1)]}], backend=backend)
+    nad.step([np.ones(3), np.ones(1)])  # a gradient that is another group's mu_product
+    cases.append((nad, [np.ones(3), nad.state[0]["mu_product"]], r"mu_product.*overlap in memory"))
+    # one group, two dtype calls: a float32 gradient viewing the float64 parameter's state
+    mixed = O.Adam([np.ones(4, np.float32), np.ones(2)], backend=backend)
+    mixed.step([np.ones(4, np.float32), np.ones(2)])
+    cases.append((mixed, [mixed.state[1]["exp_avg"].view(np.float32), np.ones(2)], "overlap in memory"))
+    mixed2 = O.Adam([np.ones(4, np.float32), np.ones(2)], backend=backend)
+    mixed2.step([np.ones(4, np.float32), np.ones(2)])
+    mixed2.state[0]["exp_avg"] = mixed2.parameters()[1].view(np.float32)
+    cases.append((mixed2, [np.ones(4, np.float32), np.ones(2)], "overlap in memory"))
+    for opt, grads, match in cases:
+        snap = _snapshot(opt)
+        with pytest.raises(ValueError, match=match):
+            opt.step(grads)
+        _assert_unchanged(opt, snap)
+    # separate arrays again: the step runs
+    opt = cases[0][0]
+    opt.state[0]["exp_avg"] = np.zeros(3)
+    opt.step(ones)
+    assert opt.step_count == 2
+
+
+def _nadam_two_groups(backend="numpy"):
+    opt = O.NAdam([{"params": [np.ones(3)]}, {"params": [np.ones(2)], "lr": 0.1}], backend=backend)
+    opt.step([np.ones(3), np.ones(2)])
+    return opt
+
+
+@pytest.mark.parametrize("c_check", [True, False], ids=["C-check", "python-check"])
+def test_a_later_call_that_would_fail_leaves_every_group_unstepped(monkeypatch, backend, c_check):
+    """Everything a kernel call would refuse is checked for all calls before the first one
+    runs: a bad input in the last group raises its own TypeError/ValueError (not the
+    RuntimeError of a half-done step) and the first group is not stepped."""
+    if not c_check:
+        _no_c_check(monkeypatch)
+    grads = [np.ones(3), np.ones(2)]
+    cases = []
+    opt = _nadam_two_groups(backend)
+    opt.state[1]["mu_product"] = np.ones(1, np.float32)
+    cases.append((opt, grads, TypeError, r"opt.state\[1\]\['mu_product'\] must be a float64"))
+    opt = _nadam_two_groups(backend)
+    opt.state[1]["mu_product"][0] = 5.0
+    cases.append((opt, grads, ValueError, r"opt.state\[1\]\['mu_product'\] is 5.0"))
+    opt = _nadam_two_groups(backend)
+    opt.state[1]["exp_avg"] = np.ones(4)
+    cases.append((opt, grads, ValueError, r"param_groups\[1\].*exp_avgs\[0\] has shape \(4,\)"))
+    opt = _nadam_two_groups(backend)
+    ro = np.ones(2)
+    ro.flags.writeable = False
+    opt.state[1]["exp_avg_sq"] = ro
+    cases.append((opt, grads, ValueError, "writeable"))
+    opt = _nadam_two_groups(backend)
+    cases.append((opt, [np.ones(3), None], TypeError, r"grads\[1\] is None"))
+    opt = _nadam_two_groups(backend)
+    opt.state[1]["exp_avg"] = [0.0, 0.0]
+    cases.append((opt, grads, TypeError, "exp_avgs"))
+    # a group at fastgd's step limit (2**53): its next step is refused before group 0 steps
+    opt = O.Adam([{"params": [np.ones(3)]}, {"params": [np.ones(2)]}], backend=backend)
+    opt.step(grads)
+    sd = opt.state_dict()
+    sd["step_count"] = sd["param_groups"][1]["step"] = 2 ** 53
+    opt.load_state_dict(sd)
+    assert [g["step"] for g in opt.state_dict()["param_groups"]] == [1, 2 ** 53]
+    cases.append((opt, grads, ValueError, r"param_groups\[1\] would take step 9007199254740993.*2\*\*53"))
+    for opt, g, exc, match in cases:
+        snap = _snapshot(opt)
+        with pytest.raises(exc, match=match):
+            opt.step(g)
+        _assert_unchanged(opt, snap)
+
+
+def test_mu_product_outside_0_1_is_refused_at_load_and_at_step(backend):
+    mu1 = R.nadam_mu(1, 0.9, 4e-3)
+    for bad in (1.0 / mu1, 1.5, np.nan, np.inf):  # 1 / mu_1: 1 - P * mu_1 == 0, the next step divides by 0
+        opt = O.NAdam([np.ones(3)], backend=backend)
+        opt.step([np.ones(3)])
+        sd = opt.state_dict()
+        sd["state"][0]["mu_product"] = np.array([bad])
+        snap = _snapshot(opt)
+        with pytest.raises(ValueError, match=r"state_dict\['state'\]\[0\]\['mu_product'\] is .*in \[0, 1\]"):
+            opt.load_state_dict(sd)
+        _assert_unchanged(opt, snap)
+        opt.state[0]["mu_product"][0] = bad  # written in place: refused by the step
+        with pytest.raises(ValueError, match=r"opt.state\[0\]\['mu_product'\] is .*in \[0, 1\]"):
+            opt.step([np.ones(3)])
+        assert opt.step_count == 1
+    # 0 is the value of a valid run once the product underflows (or with beta1 = 0): accepted
+    opt = O.NAdam([np.ones(3)], betas=(0.0, 0.999), backend=backend)
+    opt.step([np.ones(3)])
+    assert opt.state[0]["mu_product"][0] == 0.0
+    opt.load_state_dict(opt.state_dict())
+    opt.step([np.ones(3)])
+    assert np.all(np.isfinite(opt.parameters()[0]))
+
+
+def test_step_counts_beyond_2_53_are_refused_at_load():
+    opt = O.Adam([{"params": [np.ones(3)]}, {"params": [np.ones(2)]}], backend="numpy")
+    opt.step([np.ones(3), np.ones(2)])
+    for edit, match in [(lambda sd: sd.update(step_count=2 ** 62), r"step_count'\] is 4611686018427387904.*2\*\*53"),
+                        (lambda sd: sd.update(step_count=2 ** 53 + 1), r"2\*\*53"),
+                        (lambda sd: sd["param_groups"][1].update(step=2 ** 62), r"\[1\]\['step'\].*2\*\*53")]:
+        sd = opt.state_dict()
+        edit(sd)
+        snap = _snapshot(opt)
+        with pytest.raises(ValueError, match=match):
+            opt.load_state_dict(sd)
+        _assert_unchanged(opt, snap)
+    sd = opt.state_dict()
+    sd["step_count"] = sd["param_groups"][0]["step"] = 2 ** 53
+    sd["param_groups"][1]["step"] = 5
+    opt.load_state_dict(sd)  # the limit itself loads; the next step of group 0 would pass it
+    with pytest.raises(ValueError, match=r"param_groups\[0\] would take step 9007199254740993"):
+        opt.step([np.ones(3), np.ones(2)])
+    assert opt.step_count == 2 ** 53
+
+
+@pytest.mark.parametrize("delete", ["del", "pop", "popitem", "clear"])
+def test_deleted_state_is_refused_at_the_next_step(delete):
+    opt = O.Adam([np.ones(3), np.ones(2)], backend="numpy")
+    for _ in range(2):
+        opt.step([np.ones(3), np.ones(2)])
+    st = opt.state[1]
+    if delete == "del":
+        del st["exp_avg"]
+    elif delete == "pop":
+        st.pop("exp_avg")
+    elif delete == "popitem":
+        while "exp_avg" in st:
+            st.popitem()
+    else:
+        st.clear()
+    snap = _snapshot(opt)
+    with pytest.raises(ValueError, match=r"state of parameter 1 has no 'exp_avg' after 2 steps"):
+        opt.step([np.ones(3), np.ones(2)])
+    _assert_unchanged(opt, snap)
+    with pytest.raises(ValueError, match=r"\[1\] has no 'exp_avg' array"):  # a state_dict leaves it out too
+        O.Adam([np.ones(3), np.ones(2)], backend="numpy").load_state_dict(opt.state_dict())
+    for name in ("exp_avg", "exp_avg_sq"):  # set again: the step runs
+        st.setdefault(name, np.zeros(2))
+    opt.step([np.ones(3), np.ones(2)])
+    assert opt.step_count == 3
+
+
+def test_deleting_state_before_a_step_or_sgd_momentum_buffer_is_fine():
+    opt = O.Adam([np.ones(3)], backend="numpy")
+    opt.state[0]["exp_avg"] = np.zeros(3)
+    del opt.state[0]["exp_avg"]  # no step taken yet: the step creates it
+    opt.step([np.ones(3)])
+    nad = O.NAdam([np.ones(3), np.ones(2)], backend="numpy")
+    nad.step([np.ones(3), np.ones(2)])
+    del nad.state[0]["mu_product"]  # the group's shared product
+    with pytest.raises(ValueError, match=r"state of parameter 0 has no 'mu_product' after 1 step"):
+        nad.step([np.ones(3), np.ones(2)])
+    # a state a changed hyperparameter needs (never deleted) still starts at zeros
+    opt.param_groups[0]["amsgrad"] = True
+    opt.step([np.ones(3)])
+    assert "max_exp_avg_sq" in opt.state[0]
+    # SGD's momentum buffer: as torch, a missing buffer starts from the next gradient
+    sgd = O.SGD([np.zeros(2)], lr=0.1, momentum=0.9, backend="numpy")
+    sgd.step([np.ones(2)])
+    del sgd.state[0]["momentum_buffer"]
+    sgd.step([np.array([3.0, 5.0])])
+    np.testing.assert_array_equal(sgd.state[0]["momentum_buffer"], [3.0, 5.0])
+
+
+def test_param_groups_cannot_be_replaced():
+    opt = O.Adam([{"params": [np.ones(3)]}, {"params": [np.ones(2)]}], backend="numpy")
+    for change in (lambda pg: pg.__setitem__(0, [1]), lambda pg: pg.__delitem__(0), lambda pg: pg.append({}),
+                   lambda pg: pg.pop(), lambda pg: pg.clear(), lambda pg: pg.insert(0, {}), lambda pg: pg.reverse()):
+        with pytest.raises(TypeError, match="param_groups cannot be replaced.*add_param_group"):
+            change(opt.param_groups)
+    assert len(opt.param_groups) == 2
+    opt.param_groups[1]["lr"] = 0.5  # the dicts themselves are changed in place
+    opt.step([np.ones(3), np.ones(2)])
+    list.__setitem__(opt.param_groups, 0, [1])  # going around it: named at the step
+    with pytest.raises(TypeError, match=r"param_groups\[0\] is a list, not its group's dict"):
+        opt.step([np.ones(3), np.ones(2)])
+    opt.param_groups = opt.param_groups[:1]
+    with pytest.raises(ValueError, match="param_groups cannot be replaced"):
+        opt.step([np.ones(3), np.ones(2)])
+
+
+def test_schedules_never_overflow_and_check_last_epoch():
+    opt = O.SGD([np.ones(2)], lr=0.1, backend="numpy")
+    sched = O.ExponentialLR(opt, gamma=1e300)
+    lrs = [sched.step() for _ in range(3)]
+    assert lrs[0] == pytest.approx(1e299) and lrs[1:] == [math.inf, math.inf] and opt.lr == math.inf
+    opt.step([np.ones(2)])  # inf passes the lr check
+    zero = O.SGD([np.ones(2)], lr=0.0, backend="numpy")
+    assert [O.ExponentialLR(zero, gamma=1e300, last_epoch=5).get_last_lr()] == [[0.0]]  # not 0 * inf = nan
+    for make in (lambda o: O.StepLR(o, 1, gamma=1e300, last_epoch=2 ** 53),
+                 lambda o: O.ExponentialLR(o, gamma=1e300, last_epoch=2 ** 53)):
+        o = O.SGD([np.ones(2)], lr=0.1, backend="numpy")
+        s = make(o)
+        assert o.lr == math.inf and s.step() == math.inf
+    o = O.SGD([np.ones(2)], lr=0.1, backend="numpy")
+    assert O.StepLR(o, 3, gamma=0.5, last_epoch=2 ** 53).step() == 0.0
+    o = O.SGD([np.ones(2)], lr=0.1, backend="numpy")
+    cos = O.CosineAnnealingLR(o, T_max=10, eta_min=0.01, last_epoch=2 ** 53)
+    for _ in range(3):
+        lr = cos.step()  # beyond 2**53: reduced by the period first
+        assert 0.01 <= lr <= 0.1
+    o = O.SGD([np.ones(2)], lr=math.inf, backend="numpy")
+    assert O.CosineAnnealingLR(o, T_max=10, eta_min=0.0).step() == math.inf  # no inf - inf
+    for bad in (10 ** 400, 2 ** 53 + 1, -2, "3", 1.0, True):
+        for make in (lambda o: O.StepLR(o, 2, last_epoch=bad), lambda o: O.CosineAnnealingLR(o, 2, last_epoch=bad),
+                     lambda o: O.ExponentialLR(o, 0.5, last_epoch=bad)):
+            o = O.SGD([np.ones(2)], lr=0.1, backend="numpy")
+            with pytest.raises(ValueError, match=r"last_epoch must be an integer in \[-1, 2\*\*53\]"):
+                make(o)
+            assert o.lr == 0.1
+        s = O.StepLR(O.SGD([np.ones(2)], lr=0.1, backend="numpy"), 2)
+        with pytest.raises(ValueError, match="last_epoch must be an integer"):
+            s.load_state_dict({"last_epoch": bad, "base_lrs": [0.1]})
+        assert s.last_epoch == 0
