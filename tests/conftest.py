@@ -55,6 +55,44 @@ def compiled_backend(request):
     return request.param
 
 
+# ---------------------------------------------------------------------------------------
+# torch: optional locally (a skip), required where FASTGD_REQUIRE_TORCH=1 (CI: a failure)
+
+_TRUE, _FALSE = ("1", "true", "yes"), ("", "0", "false", "no")
+
+
+def torch_required():
+    """Does the environment say torch must be importable (``FASTGD_REQUIRE_TORCH=1``)?
+    A value other than 1/true/yes or 0/false/no/unset is itself an error (a typo in CI must
+    not turn the torch comparisons back into silent skips)."""
+    value = os.environ.get("FASTGD_REQUIRE_TORCH", "").strip().lower()
+    if value not in _TRUE + _FALSE:
+        pytest.fail("FASTGD_REQUIRE_TORCH=%r: use 1 (torch required) or 0" % value, pytrace=False)
+    return value in _TRUE
+
+
+def torch_or_skip():
+    """``import torch`` for a test that compares with it.  Without torch the test is skipped
+    (the reason says so), unless ``FASTGD_REQUIRE_TORCH=1`` (CI), where it fails: there a
+    missing torch must not silently drop every comparison with torch.optim."""
+    try:
+        import torch
+        return torch
+    except ImportError as exc:
+        error = exc
+    # outside the except block: the report shows this message, not the chained ImportError
+    if torch_required():
+        pytest.fail("torch is required here (FASTGD_REQUIRE_TORCH=1) but does not import: %s" % error,
+                    pytrace=False)
+    pytest.skip("torch not installed (%s); FASTGD_REQUIRE_TORCH=1 makes this a failure" % error)
+
+
+@pytest.fixture(name="torch")
+def torch_fixture():
+    """The torch module (see ``torch_or_skip``): skip without torch, fail if it is required."""
+    return torch_or_skip()
+
+
 @pytest.fixture(scope="session", params=[pytest.param(d, id=np.dtype(d).name) for d in DTYPES])
 def dtype(request):
     return request.param

@@ -593,11 +593,9 @@ def test_published_momentum_on_two_gaussians(backend, start, lr, steps, end):
 # the reference against torch.optim (float64, foreach=False), when torch is installed
 
 def _torch():
-    try:
-        import torch
-    except ImportError:
-        pytest.skip("torch not installed")
-    return torch
+    """torch, or a skip (a failure under FASTGD_REQUIRE_TORCH=1, as in CI): tests/conftest.py."""
+    import conftest
+    return conftest.torch_or_skip()
 
 
 TORCH_CASES = [
