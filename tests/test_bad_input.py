@@ -506,7 +506,10 @@ def _required(backend):
     return backend in os.environ.get("FASTGD_REQUIRE_BACKENDS", "").split(",")
 
 
-_BOOT = ("import importlib.util, sys; "
+# argv[2]: the folder holding the fastgd the tests imported, first on the path before this
+# module runs (it reads the rule table at import; with ``-c`` the cwd, e.g. an uncompiled
+# checkout, would otherwise come first)
+_BOOT = ("import importlib.util, sys; sys.path.insert(0, sys.argv[2]); "
          "s = importlib.util.spec_from_file_location('_fastgd_bad_input_child', sys.argv[1]); "
          "m = importlib.util.module_from_spec(s); s.loader.exec_module(m); m._supervise()")
 
@@ -518,9 +521,10 @@ def _fastgd_root():
 
 def _spawn(cases, env, case_timeout=CASE_TIMEOUT, batch_timeout=BATCH_TIMEOUT):
     """Run ``cases`` in one supervisor process; returns (results by index, problem or None)."""
-    job = json.dumps({"cases": cases, "root": _fastgd_root(), "case_timeout": case_timeout})
+    root = _fastgd_root()
+    job = json.dumps({"cases": cases, "root": root, "case_timeout": case_timeout})
     try:
-        proc = subprocess.run([sys.executable, "-c", _BOOT, os.path.abspath(__file__)], input=job.encode(),
+        proc = subprocess.run([sys.executable, "-c", _BOOT, os.path.abspath(__file__), root], input=job.encode(),
                               capture_output=True, env=env, timeout=batch_timeout)
         out, err, rc, problem = proc.stdout, proc.stderr, proc.returncode, None
     except subprocess.TimeoutExpired as exc:

@@ -445,8 +445,11 @@ def test_multi_reads_what_it_checked_even_if_the_callers_lists_change(backend):
     checks and the kernel: the kernel must see the checked arrays (the lists are copied)."""
     import os
     import subprocess
-    proc = subprocess.run([sys.executable, "-c", _GC_SWAP.replace("BACKEND", repr(backend))], capture_output=True, text=True,
-                          env=dict(os.environ), timeout=300)
+    # run from the folder holding the fastgd the tests imported: with -c the cwd comes first
+    # on the path, and in CI the cwd is a checkout without the compiled extensions
+    root = os.path.dirname(os.path.dirname(os.path.realpath(fastgd.__file__)))
+    proc = subprocess.run([sys.executable, "-c", _GC_SWAP.replace("BACKEND", repr(backend))], capture_output=True,
+                          text=True, env=dict(os.environ), timeout=300, cwd=root)
     assert proc.returncode == 0 and proc.stdout.strip() == "ok", (proc.returncode, proc.stderr[-2000:])
 
 
