@@ -47,7 +47,12 @@ W1, b1, W2, b2, ...), ``fit``, ``predict`` and ``evaluate``.  ``parameters()`` a
 ``gradients()`` are the arrays themselves, so fastgd's step kernels and ``fastgd.optim``
 optimizers update the model in place.  A layer's shapes and dtype are fixed at construction:
 assigning ``layer.weight = w`` checks ``w`` like a kernel argument, and the layer's arrays are
-checked again (shape, dtype, contiguity) on every call that reaches a kernel.
+checked again (shape, dtype, contiguity) on every call that reaches a kernel.  Layers and
+models reuse their output and gradient buffers from call to call and keep their input by
+reference until ``backward``; an input that shares memory with one of the buffers they write
+(``layer(layer(x))``, ``model(model(x))``) is copied first, and an input that is another layer's
+buffer, rewritten before ``backward``, makes ``backward`` raise (the ``Dense`` and
+``Sequential`` docstrings list which arrays are kept and which buffers are reused).
 """
 import importlib
 import math
@@ -55,6 +60,7 @@ import operator
 import sys
 import time
 import warnings
+import weakref
 
 import numpy as np
 
@@ -446,22 +452,75 @@ def _dtype(dtype):
     return d
 
 
+# The layers' reusable buffers (outputs, grad_x, grad_z, the model's loss gradient) and the arrays
+# that alias them.  A layer keeps a *reference* to its input until backward, so an input that is
+# one of these buffers could be rewritten under it: forward copies an input that shares memory
+# with a buffer the same layer (or model) writes (_apart, exact: every array involved is
+# C-contiguous), and for an input that is another layer's buffer it records the buffer's write
+# count, which backward compares (_WRITES).
+_WRITES = {}  # id(buffer array) -> [times handed out for writing]; entries leave with their array
+_REFS = {}    # id(buffer array) -> weakref whose callback removes both entries
+_layout = [0]  # bumped when a buffer is reallocated or a layer's gradient assigned: cached hazard tuples are stale
+
+
+def _register(a):
+    """A new write counter for the buffer array ``a`` (found again from any view: ``id(view.base)``)."""
+    key = id(a)
+    count = [0]
+    _WRITES[key] = count
+    _REFS[key] = weakref.ref(a, lambda _, key=key, w=_WRITES, r=_REFS: (w.pop(key, None), r.pop(key, None)))
+    _layout[0] += 1
+    return count
+
+
+def _apart(x, arrays):
+    """True when ``x`` shares no byte with any of ``arrays`` (None entries skipped).  Every array
+    here is C-contiguous, so comparing address ranges is exact: arrays_ok (compiled) when
+    present; when it declines (it also declines when two of ``arrays`` overlap each other, e.g.
+    one gradient array assigned to two layers, or for more than 15 arrays) np.may_share_memory,
+    exact for contiguous arrays.  The callers inline the common case, ``_fast_state[0]((x,),
+    arrays)`` being True, and call this only when it is not."""
+    ok = _fast_state[0] if _fast_state[1] else _fast_ok()
+    if ok is not None:
+        ins = (x,)
+        for i in range(0, len(arrays), 15):  # arrays_ok takes at most 16 arrays
+            if not ok(ins, arrays[i:i + 15]):
+                break
+        else:
+            return True
+    for a in arrays:
+        if a is not None and a.size and np.may_share_memory(x, a):
+            return False
+    return True
+
+
 class _Buffer:
     """A (rows, cols) scratch array that grows to the largest batch seen; ``get(n)`` is a
     C-contiguous view of its first n rows (no allocation once the largest batch was seen).
     The view is a new object each time and the array itself never leaves: what callers do to
-    a view's shape or dtype attributes cannot change the buffer."""
+    a view's shape or dtype attributes cannot change the buffer.  Every ``get`` is followed by
+    a write into the view and counts one write of the array (``writes[0]``); a reallocated
+    array gets a new counter (the old one, still seen by views of the old array, stops)."""
 
-    __slots__ = ("cols", "dtype", "array")
+    __slots__ = ("cols", "dtype", "array", "writes")
 
     def __init__(self, cols, dtype):
-        self.cols, self.dtype, self.array = cols, dtype, None
+        self.cols, self.dtype, self.array, self.writes = cols, dtype, None, None
 
     def get(self, n):
         a = self.array
         if a is None or a.shape[0] < n:
             a = self.array = np.empty((n, self.cols), self.dtype)
+            self.writes = _register(a)
+        self.writes[0] += 1
         return a[:n]
+
+    def __getstate__(self):
+        return self.cols, self.dtype, self.array
+
+    def __setstate__(self, state):
+        self.cols, self.dtype, self.array = state
+        self.writes = None if self.array is None else _register(self.array)
 
 
 class Dense:
@@ -473,9 +532,28 @@ class Dense:
     out_features))``, otherwise.  ``bias`` starts at zero.  Weights are drawn in float64 and
     rounded to ``dtype``, so one seed gives the same network in float32 and float64.
 
-    ``forward(x)`` returns an internal buffer (valid until the next ``forward``) and keeps ``x``
-    for ``backward(grad_output)``, which fills ``grad_weight``/``grad_bias`` and returns the
-    gradient with respect to ``x`` (None with ``compute_grad_x=False``).
+    ``forward(x)`` returns the layer's output buffer and keeps ``x`` for ``backward(grad_output)``,
+    which fills ``grad_weight``/``grad_bias`` and returns the gradient with respect to ``x`` (the
+    layer's grad_x buffer; None with ``compute_grad_x=False``).
+
+    Reused buffers and kept references:
+
+    * The output buffer is rewritten by this layer's next ``forward`` and the grad_x buffer by
+      its next ``backward`` (both are views of arrays that grow to the largest batch seen):
+      copy them to keep them.  ``backward`` reads the output buffer, so do not modify it in
+      between.
+    * ``forward`` keeps a *reference* to ``x``, not a copy, until the next ``forward``:
+      ``backward`` reads it, so do not modify ``x`` in place before ``backward``.
+    * Except when ``x`` shares memory with an array this layer writes (its output or grad_x
+      buffer, ``grad_weight``, ``grad_bias``): then ``forward`` copies ``x`` first, so
+      ``layer(layer(x))`` and its ``backward`` give exactly what ``layer(layer(x).copy())``
+      gives.  Detecting this costs a few address comparisons; the common input (an array of
+      the caller's) is never copied.
+    * When ``x`` is another fastgd layer's output or grad_x buffer (a chain ``l2(l1(x))``), it
+      is kept by reference and the buffer's write count is recorded: ``backward`` raises
+      RuntimeError if that layer has rewritten it since (``l2(l1(x)); l1(x2); l2.backward(g)``
+      would otherwise use ``l1``'s new output); pass ``l1(x).copy()`` to keep the input.  An
+      array of the caller's modified in place is not detected: that is the rule above.
 
     ``in_features``, ``out_features`` and ``dtype`` are read-only.  ``weight``, ``bias``,
     ``grad_weight`` and ``grad_bias`` may be assigned (e.g. to load weights or tie them): the
@@ -501,7 +579,14 @@ class Dense:
         self._gx = _Buffer(self._in, self._dtype)
         self._gz = _Buffer(self._outf, self._dtype)
         self._x = self._y = None
+        self._xw, self._xn = None, 0  # the write counter of the buffer x is a view of, and its value at forward
+        self._hz, self._hz_key = (), -1  # _hazards() cache
         self.reset_parameters(rng)
+
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        state["_hz"], state["_hz_key"] = (), -1  # rebuilt from the unpickled buffers
+        return state
 
     # -- attributes -----------------------------------------------------------------------
     in_features = property(lambda self: self._in, doc="Input features (read-only).")
@@ -537,6 +622,8 @@ class Dense:
                 raise ValueError("%s and the layer's %s overlap in memory; gradients must be separate buffers"
                                  % (name, other))
         setattr(self, "_" + name, value)
+        if written:
+            _layout[0] += 1  # the hazard tuples hold the gradient arrays
 
     weight = property(lambda self: self._weight, lambda self, v: self._set("weight", v),
                       doc="(in_features, out_features); optimizers update it in place.")
@@ -587,6 +674,14 @@ class Dense:
         return "Dense(%d, %d, activation=%r%s, dtype=%s)" % (self.in_features, self.out_features, self.activation,
                                                              extra, self.dtype.name)
 
+    def _hazards(self):
+        """The arrays this layer writes in forward or backward (output, grad_x and grad_z
+        buffers, grad_weight, grad_bias): an input sharing memory with one is copied first."""
+        if self._hz_key != _layout[0]:
+            self._hz = (self._out.array, self._gx.array, self._gz.array, self._grad_weight, self._grad_bias)
+            self._hz_key = _layout[0]
+        return self._hz
+
     # the paths to the kernels: x checked by the caller (or a buffer of the layer before), the
     # layer's arrays re-checked (_params), the batch of backward compared with forward's
     # (_backward_ready).  Sequential runs every layer's checks before the first kernel, so a
@@ -598,7 +693,11 @@ class Dense:
                              % (x.shape, x.dtype, self._in, self._dtype))
         out = self._out.get(x.shape[0])
         kernels.dense_forward(x, w, b, out, activation=self._activation, negative_slope=self._slope)
-        self._x, self._y = x, out
+        self._x = x
+        self._y = out
+        self._xw = xw = _WRITES.get(id(x.base))  # x is a view of a layer's buffer: its write count now
+        if xw is not None:
+            self._xn = xw[0]
         return out
 
     def _backward_ready(self, n):
@@ -612,6 +711,11 @@ class Dense:
             raise RuntimeError("the layer's last forward was on another batch (or its input was changed in place "
                                "since): backward of %d rows, the forward input has shape %s and the output %s"
                                % (n, None if x is None else x.shape, None if y is None else y.shape))
+        xw = self._xw
+        if xw is not None and xw[0] != self._xn:
+            raise RuntimeError("the input of the layer's last forward was overwritten since: it is another layer's "
+                               "output (or grad_x) buffer, which that layer has written again; the layer keeps its "
+                               "input by reference until backward (pass a copy, layer(h.copy()), to keep it)")
         return params
 
     def _backward(self, grad_output, kernels, compute_grad_x, overwrite, params=None):
@@ -633,19 +737,27 @@ class Dense:
             raise ValueError("%s has shape %s but the layer takes %d features" % (name, x.shape, self.in_features))
 
     def forward(self, x):
-        """``f(x @ weight + bias)`` for x (n, in_features); returns an internal buffer."""
+        """``f(x @ weight + bias)`` for x (n, in_features); returns the layer's output buffer,
+        rewritten by the next ``forward``.  ``x`` is kept by reference until ``backward`` (copied
+        first when it shares memory with an array the layer writes; see the class)."""
         self._check_x(x)
         if x.shape[0] == 0:
-            self._x, self._y = x, np.empty((0, self.out_features), self.dtype)
+            self._x, self._y, self._xw = x, np.empty((0, self.out_features), self.dtype), None
             return self._y
         _blas_dims(batch=x.shape[0])
+        hz = self._hz if self._hz_key == _layout[0] else self._hazards()
+        ok = _fast_state[0]  # _apart's common case inlined: x overlaps none of hz
+        if (ok is None or not ok((x,), hz)) and not _apart(x, hz):
+            x = x.copy()  # e.g. layer(layer(x)): the kernel would write the output while reading x
         return self._forward(x, _kernels(self.backend))
 
     __call__ = forward
 
     def backward(self, grad_output, *, compute_grad_x=True, overwrite_grad_output=False):
         """Fill ``grad_weight``/``grad_bias`` for the last ``forward``; return the gradient with
-        respect to its input (an internal buffer), or None with ``compute_grad_x=False``."""
+        respect to its input (the layer's grad_x buffer, rewritten by the next ``backward``), or
+        None with ``compute_grad_x=False``.  RuntimeError if the forward input was another
+        layer's buffer and that layer has rewritten it since (see the class)."""
         if self._y is None:
             raise RuntimeError("backward() called before forward()")
         compute_grad_x = V.flag("compute_grad_x", compute_grad_x)
@@ -726,6 +838,24 @@ class Sequential:
     ``backend`` (None: the current backend at each call) runs every kernel of the model.
     ``layers`` (a tuple), ``loss``, ``dtype``, ``in_features`` and ``out_features`` are
     read-only; a layer may appear only once (it keeps the input of its last forward).
+
+    Reused buffers and kept references: ``forward`` returns the last layer's output buffer,
+    rewritten by the next ``forward`` (also by ``train_step``, ``fit``, ``predict`` and
+    ``evaluate``); ``backward(compute_grad_x=True)`` returns the first layer's grad_x buffer,
+    rewritten by the next ``backward``.  Every layer keeps its input by reference until
+    ``backward``: the first layer keeps ``x`` itself, so do not modify ``x`` in place between
+    ``forward`` and ``backward`` (the others keep the previous layer's output buffer, which only
+    this model writes).  An ``x`` (or float targets ``y``) sharing memory with an array the
+    model writes (any layer's output or grad_x buffer or gradients) is copied first, so
+    ``model(model(x))`` and its ``backward``, ``model.train_step(model(x), ...)`` or
+    ``model.fit(x, model(x))`` give exactly what they give on a copy; the check is a few address
+    comparisons and the common input (an array of the caller's) is not copied.  An ``x`` that is
+    another model's or layer's buffer is kept by reference with that buffer's write count:
+    ``backward`` raises RuntimeError if it was rewritten since (``m2(m1(x)); m1(x2);
+    m2.backward(g)``; pass ``m1(x).copy()`` to keep it).  Running one of the model's layers on its
+    own between the model's ``forward`` and ``backward`` replaces that layer's kept input and
+    output (a layer keeps its last forward only); ``backward`` then raises RuntimeError if the
+    batch differs or if that call rewrote the input the next layer kept.
     """
 
     def __init__(self, *layers, loss="softmax_cross_entropy", backend=None):
@@ -754,7 +884,31 @@ class Sequential:
         self._in = layers[0].in_features
         self._outf = layers[-1].out_features
         self._grad = _Buffer(self._outf, self._dtype)
+        self._hz, self._hz_key = (), -1  # _hazards() cache
         self.history = None
+
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        state["_hz"], state["_hz_key"] = (), -1  # rebuilt from the unpickled buffers
+        return state
+
+    def _hazards(self):
+        """The arrays the model writes in forward, backward or a training step (every layer's
+        output and grad_x buffers and gradients, the loss-gradient buffer); cached until a
+        buffer is reallocated or a gradient assigned."""
+        if self._hz_key != _layout[0]:
+            hz = [self._grad.array]
+            for layer in self._layers:
+                hz += (layer._out.array, layer._gx.array, layer._grad_weight, layer._grad_bias)
+            self._hz, self._hz_key = tuple(hz), _layout[0]
+        return self._hz
+
+    def _own(self, a):
+        """``a`` (checked: C-contiguous, of the model's dtype), or a copy when it shares memory
+        with an array the model writes (``model(model(x))``)."""
+        hz = self._hz if self._hz_key == _layout[0] else self._hazards()
+        ok = _fast_state[0]  # _apart's common case inlined
+        return a if (ok is not None and ok((a,), hz)) or _apart(a, hz) else a.copy()
 
     layers = property(lambda self: self._layers, doc="The layers, a tuple (read-only).")
     loss = property(lambda self: self._loss_name, doc="The loss, one of LOSSES (read-only).")
@@ -812,9 +966,11 @@ class Sequential:
 
     def forward(self, x):
         """The output of the last layer for x (n, in_features) of the model's dtype, C-contiguous.
-        Returns an internal buffer, overwritten by the next ``forward``: copy it to keep it."""
+        Returns an internal buffer, overwritten by the next ``forward``: copy it to keep it.
+        ``x`` is kept by reference until ``backward`` (copied first when it shares memory with
+        an array the model writes; see the class)."""
         self._check_x(x)
-        return self._forward(x, _kernels(self.backend))
+        return self._forward(self._own(x), _kernels(self.backend))
 
     __call__ = forward
 
@@ -847,7 +1003,7 @@ class Sequential:
             if y.dtype.kind in "iu" and y.ndim == 1:
                 return _class_indices(name, y, n, self.out_features, "the model has %d outputs" % self.out_features)
             if y.dtype.kind == "f" and y.shape == (n, self.out_features):
-                return np.require(y, self.dtype, ["C", "A"])
+                return self._own(np.require(y, self.dtype, ["C", "A"]))
             raise ValueError("%s must be integer class indices (n,) or one-hot rows (n, %d); got dtype %s, "
                              "shape %s" % (name, self.out_features, y.dtype, y.shape))
         if y.ndim == 1 and self.out_features == 1:
@@ -856,7 +1012,7 @@ class Sequential:
             raise ValueError("%s has shape %s, expected (%d, %d)" % (name, y.shape, n, self.out_features))
         if y.dtype.kind not in "iuf":
             raise TypeError("%s must be numeric, got dtype %s" % (name, y.dtype))
-        return np.require(y, self.dtype, ["C", "A"])
+        return self._own(np.require(y, self.dtype, ["C", "A"]))  # read while forward writes the outputs
 
     def _loss(self, out, y, kernels):
         """(loss, grad buffer) for an output and prepared targets."""
@@ -881,7 +1037,7 @@ class Sequential:
             raise ValueError("%s has shape %s, expected (n, %d)" % (name, x.shape, self.in_features))
         if x.dtype.kind not in "iuf":
             raise TypeError("%s must be numeric, got dtype %s" % (name, x.dtype))
-        x = np.require(x, self.dtype, ["C", "A"])  # the model's dtype, native, C-contiguous, aligned
+        x = self._own(np.require(x, self.dtype, ["C", "A"]))  # the model's dtype, native, C-contiguous, aligned
         return x, (None if y is None else self._targets(y, x.shape[0], y_name))
 
     # -- training ------------------------------------------------------------------------
@@ -891,6 +1047,7 @@ class Sequential:
         C-contiguous (as ``fit`` prepares it); ``y``: targets as ``fit`` takes them (checked and,
         where needed, converted on every call).  ``optimizer``: an object with ``step(grads)``."""
         self._check_x(x)
+        x = self._own(x)
         y = self._targets(y, x.shape[0])
         if not callable(getattr(optimizer, "step", None)):
             raise TypeError("optimizer must have a step(grads) method, got %s" % type(optimizer).__name__)

@@ -185,6 +185,214 @@ def test_sequential_backward_does_not_modify_grad_output_and_gives_grad_x(backen
 
 
 # ---------------------------------------------------------------------------------------
+# inputs that are (or share memory with) the buffers the layers reuse: the result is exactly
+# that of the same computation on a fresh copy of the input
+
+def same(got, want):
+    assert got.shape == want.shape and got.dtype == want.dtype
+    assert np.array_equal(got, want), np.abs(got - want).max()  # ==, bit for bit
+
+
+def dense_pair(act, dtype, backend, n=4):
+    return [nn.Dense(n, n, act, dtype=dtype, rng=1, backend=backend) for _ in range(2)]
+
+
+def layer_state(layer, g):
+    """Backward of the layer's last forward: (grad_x, grad_weight, grad_bias), copied."""
+    gx = layer.backward(g).copy()
+    return [gx, layer.grad_weight.copy(), layer.grad_bias.copy()]
+
+
+@pytest.mark.parametrize("act", ["identity", "tanh"])
+def test_dense_input_that_is_its_own_buffer_is_copied(backend, dtype, act):
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((5, 4)).astype(dtype)
+    g = rng.standard_normal((5, 4)).astype(dtype)
+    cases = {  # input -> the layer's own array it aliases
+        "own output": lambda L: L(x),
+        "rows of own output": lambda L: L(np.vstack([x, x]))[3:8],
+        "own output through a memoryview": lambda L: np.asarray(memoryview(L(x))),
+        "own grad_x buffer": lambda L: (L(x), L.backward(g))[1],
+        "own grad_weight": lambda L: (L(x[:4]), L.backward(g[:4]), L.grad_weight)[2],
+    }
+    for name, make in cases.items():
+        L, R = dense_pair(act, dtype, backend)
+        a, b = make(L), make(R).copy()
+        assert a.base is not None or a is L.grad_weight, name  # the layer's own memory, not a copy
+        n = a.shape[0]
+        same(L(a), R(b))
+        for got, want in zip(layer_state(L, g[:n]), layer_state(R, g[:n])):
+            same(got, want)
+
+
+def test_dense_chain_reusing_a_layer(backend, dtype):
+    """l1(l2(l1(x))): right forward and backward of the last call; l2's input (l1's first
+    output, rewritten by l1's second forward) is refused by l2.backward unless copied."""
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((6, 4)).astype(dtype)
+    g = rng.standard_normal((6, 4)).astype(dtype)
+    l1, r1 = dense_pair("tanh", dtype, backend)
+    l2, r2 = dense_pair("sigmoid", dtype, backend)
+    same(l1(l2(l1(x))), r1(r2(r1(x).copy()).copy()))
+    for got, want in zip(layer_state(l1, g), layer_state(r1, g)):
+        same(got, want)
+    with pytest.raises(RuntimeError, match="input of the layer's last forward was overwritten"):
+        l2.backward(g)
+    l2(l1(x).copy())
+    l1(x[::-1].copy())
+    for got, want in zip(layer_state(l2, g), layer_state(r2, g)):  # r2's input: r1(x), as l2's
+        same(got, want)
+    # the plain chain is not copied and its backward runs through
+    h = l1(x)
+    l2(h)
+    assert l1._x is x and l2._x.base is h.base
+    l1.backward(l2.backward(g))
+    # a rewritten grad_x buffer is refused the same way; a reallocated one (larger batch) is not rewritten
+    l2(l1.backward(g))
+    l1.backward(g)
+    with pytest.raises(RuntimeError, match="overwritten"):
+        l2.backward(g)
+    h = l1(x)
+    l2(h)
+    l1(np.vstack([x, x]))  # l1's output buffer grows: h's memory is left as it was
+    same(l2.backward(g), r2.backward(g))
+
+
+def mlp_pair(sizes, dtype, backend, **kw):
+    return [nn.MLP(sizes, "tanh", dtype=dtype, rng=0, backend=backend, **kw) for _ in range(2)]
+
+
+def model_state(m, g):
+    gx = m.backward(g, compute_grad_x=True).copy()
+    return [gx] + [a.copy() for a in m.gradients()]
+
+
+@pytest.mark.parametrize("sizes", [[4, 4], [4, 4, 4], [4, 3, 5, 4]])
+def test_model_input_that_is_its_own_buffer_is_copied(backend, dtype, sizes):
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((5, 4)).astype(dtype)
+    g = rng.standard_normal((5, 4)).astype(dtype)
+    m, r = mlp_pair(sizes, dtype, backend)
+    same(m(m(x)), r(r(x).copy()))  # the output buffer of the last layer (of the only layer for [4, 4])
+    for got, want in zip(model_state(m, g), model_state(r, g)):
+        same(got, want)
+    # the first layer's grad_x buffer (model.backward(compute_grad_x=True)), rewritten by backward
+    same(m(m.backward(g, compute_grad_x=True)), r(r.backward(g, compute_grad_x=True).copy()))
+    for got, want in zip(model_state(m, g), model_state(r, g)):
+        same(got, want)
+    # a hidden layer's output buffer and a gradient array of the model
+    if sizes == [4, 4, 4]:
+        for pick in (lambda mm: mm[0](x),  # the first layer's output buffer, run on its own
+                     lambda mm: (mm(x[:4]), mm.backward(g[:4]), mm.gradients()[2])[2]):
+            a, b = pick(m), pick(r).copy()
+            same(m(a), r(b))
+            n = a.shape[0]
+            for got, want in zip(model_state(m, g[:n]), model_state(r, g[:n])):
+                same(got, want)
+    # the common input is kept as it is, not copied
+    m(x)
+    assert m[0]._x is x
+
+
+class KeepGrads:
+    def __init__(self):
+        self.seen = []
+
+    def step(self, grads):
+        self.seen.append([a.copy() for a in grads])
+
+
+def test_model_training_on_its_own_buffers(backend, dtype):
+    """train_step / fit / evaluate / predict with x or float targets that are the model's
+    output buffer give what they give on copies."""
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((6, 4)).astype(dtype)
+    t = rng.standard_normal((6, 4)).astype(dtype)
+    m, r = mlp_pair([4, 4, 4], dtype, backend, loss="mse_loss")
+    om, orr = KeepGrads(), KeepGrads()
+    assert m.train_step(m(x), t, om) == r.train_step(r(x).copy(), t, orr)
+    assert m.train_step(x, m(t), om) == r.train_step(x, r(t).copy(), orr)
+    for a, b in zip(om.seen, orr.seen):
+        for ga, gb in zip(a, b):
+            same(ga, gb)
+    assert m.evaluate(m(x), t) == r.evaluate(r(x).copy(), t)
+    assert m.evaluate(x, m(t)) == r.evaluate(x, r(t).copy())
+    same(m.predict(m(x), batch_size=4), r.predict(r(x).copy(), batch_size=4))
+    one, one_r = mlp_pair([4, 4], dtype, backend, loss="mse_loss")
+    same(one.predict(one(x), batch_size=4), one_r.predict(one_r(x).copy(), batch_size=4))
+    kw = dict(epochs=2, batch_size=4, optimizer="sgd", lr=0.1, seed=0, verbose=False)
+    hm = m.fit(m(x), t, **dict(kw, validation_data=(t, x)))
+    hr = r.fit(r(x).copy(), t, **dict(kw, validation_data=(t, x)))
+    assert hm["loss"] == hr["loss"] and hm["val_loss"] == hr["val_loss"]
+    hm = m.fit(x, t, **dict(kw, validation_data=(m(t), x)))
+    hr = r.fit(x, t, **dict(kw, validation_data=(r(t).copy(), x)))
+    assert hm["loss"] == hr["loss"] and hm["val_loss"] == hr["val_loss"]
+    hm, hr = m.fit(x, m(t), **kw), r.fit(x, r(t).copy(), **kw)
+    assert hm["loss"] == hr["loss"]
+    for a, b in zip(m.parameters(), r.parameters()):
+        same(a, b)
+
+
+def test_chained_models_detect_an_overwritten_input(backend):
+    rng = np.random.default_rng(4)
+    x, x2 = rng.standard_normal((2, 5, 4))
+    g = rng.standard_normal((5, 4))
+    m1 = nn.MLP([4, 4, 4], "tanh", dtype=np.float64, rng=0, backend=backend)
+    m2, r2 = mlp_pair([4, 6, 4], np.float64, backend)
+    m2(m1(x))
+    m1(x2)  # rewrites m2's input
+    with pytest.raises(RuntimeError, match="overwritten"):
+        m2.backward(g)
+    m2(m1(x).copy())
+    r2(m1(x).copy())
+    m1(x2)
+    for got, want in zip(model_state(m2, g), model_state(r2, g)):
+        same(got, want)
+    # one of the model's layers run on its own (same batch) between forward and backward
+    m2(x)
+    m2[0](x2)
+    with pytest.raises(RuntimeError, match="overwritten"):
+        m2.backward(g)
+
+
+def test_pickled_layers_still_copy_their_own_buffers(backend):
+    import pickle
+    x = np.random.default_rng(5).standard_normal((5, 4))
+    L, R = dense_pair("identity", np.float64, backend)
+    L(x)
+    L = pickle.loads(pickle.dumps(L))
+    same(L(L(x)), R(R(x).copy()))
+    m, r = mlp_pair([4, 4], np.float64, backend)
+    m(x)
+    m = pickle.loads(pickle.dumps(m))
+    same(m(m(x)), r(r(x).copy()))
+
+
+def test_aliasing_checks_without_the_compiled_accept(backend, monkeypatch):
+    """Without fastgd._cython.dense.arrays_ok (no SciPy) the overlap test is np.may_share_memory
+    (exact here: every array involved is C-contiguous); arrays_ok declining for another reason
+    (two layers sharing one gradient array) falls back to it too."""
+    x = np.random.default_rng(6).standard_normal((5, 4))
+    g = np.random.default_rng(7).standard_normal((5, 4))
+    m = nn.MLP([4, 4, 4], "tanh", dtype=np.float64, rng=0, backend=backend)
+    m[1].grad_bias = m[0].grad_bias  # allowed: the layers' arrays are checked per layer
+    m(x)
+    assert m[0]._x is x  # not copied
+    monkeypatch.setattr(nn, "_fast_state", [None, True])  # as when the Cython dense module does not import
+    m, r = mlp_pair([4, 4, 4], np.float64, backend)
+    same(m(m(x)), r(r(x).copy()))
+    for got, want in zip(model_state(m, g), model_state(r, g)):
+        same(got, want)
+    L, R = dense_pair("identity", np.float64, backend)
+    same(L(L(x)), R(R(x).copy()))
+    for got, want in zip(layer_state(L, g), layer_state(R, g)):
+        same(got, want)
+    m(x)
+    L(x)
+    assert m[0]._x is x and L._x is x
+
+
+# ---------------------------------------------------------------------------------------
 # fit / predict / evaluate
 
 def test_fit_one_full_batch_step_is_plain_gradient_descent(backend):
