@@ -90,6 +90,12 @@ def flag(name, value):
     return bool(value)
 
 
+def plain(name, a):
+    """TypeError naming ``name`` unless ``a`` is exactly a numpy.ndarray (no None, no subclass)."""
+    if type(a) is not np.ndarray:
+        raise _not_plain(name, a)
+
+
 def _not_plain(name, a):
     """The TypeError for anything that is not exactly a numpy.ndarray."""
     if a is None:

@@ -121,18 +121,6 @@ def _activation(activation):
     return activation
 
 
-def _plain(name, a):
-    """TypeError unless ``a`` is exactly a numpy.ndarray (for arrays V.array does not check)."""
-    if type(a) is not np.ndarray:
-        if a is None:
-            raise TypeError("%s is required, got None" % name)
-        if isinstance(a, np.ndarray):
-            raise TypeError("%s must be a numpy.ndarray, not the subclass %s.%s (numpy.matrix and masked arrays "
-                            "change what NumPy's operators do; numpy.asarray(%s) is the plain array)"
-                            % (name, type(a).__module__, type(a).__name__, name))
-        raise TypeError("%s must be a numpy.ndarray, got %s" % (name, type(a).__name__))
-
-
 def _input(name, a, ndim, dtype=None, dtype_of="x", shape=None, written=False):
     """An array a kernel reads (``written``: and writes) through a raw pointer: V.array's checks
     (exactly numpy.ndarray, not None, native float32/float64, C-contiguous, aligned, writeable
@@ -367,7 +355,7 @@ def _labels(labels, logits):
     """Integer class indices (n,) -> a checked intp copy, or probabilities (n, classes) of
     logits' dtype (checked like any kernel input)."""
     n, c = logits.shape
-    _plain("labels", labels)
+    V.plain("labels", labels)
     if labels.dtype.kind in "iu":
         return _class_indices("labels", labels, n, c, "logits has shape %s" % (logits.shape,))
     if labels.dtype.kind == "f":

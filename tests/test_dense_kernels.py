@@ -506,58 +506,10 @@ def test_dense_skeleton_computes_the_three_products(backend, dtype):
 # out-of-range labels): each backend in a subprocess, so a crash fails the test instead of
 # killing pytest.  Every case must raise the named error and leave every output untouched.
 
-BAD_INPUT_HELPERS = r'''
-import re, sys
-import numpy as np
-import fastgd
-from fastgd import nn
-
-BACKEND = sys.argv[1]
-n_ok = 0
+from _subprocess_cases import HELPERS, run_script  # noqa: E402
 
 
-def case(label, exc, match, fn, *watched):
-    global n_ok
-    before = [np.array(a, copy=True) for a in watched]
-    try:
-        fn()
-    except exc as e:
-        if not re.search(match, str(e)):
-            print("FAIL %s: %s(%r) does not match %r" % (label, type(e).__name__, str(e), match))
-            return
-    except Exception as e:
-        print("FAIL %s: %s(%r), expected %s" % (label, type(e).__name__, str(e), exc.__name__))
-        return
-    else:
-        print("FAIL %s: no exception, expected %s" % (label, exc.__name__))
-        return
-    for i, (a, b) in enumerate(zip(watched, before)):
-        if not np.array_equal(np.asarray(a), b, equal_nan=True):
-            print("FAIL %s: watched array %d was written" % (label, i))
-            return
-    n_ok += 1
-    print("ok", label, flush=True)
-
-
-def unaligned(a):
-    """A copy of ``a`` whose data starts one byte past an aligned address."""
-    buf = np.zeros(a.nbytes + 1, np.uint8)
-    u = buf[1:].view(a.dtype).reshape(a.shape)
-    u[...] = a
-    assert not u.flags.aligned and u.flags.c_contiguous
-    return u
-
-
-def swapped(a):
-    """The same values with the other byte order."""
-    return a.astype(a.dtype.newbyteorder())
-
-
-def masked(a):
-    return np.ma.masked_array(a, mask=np.zeros(a.shape, bool))
-'''
-
-FUNCTIONAL_BAD_INPUTS = BAD_INPUT_HELPERS + r'''
+FUNCTIONAL_BAD_INPUTS = HELPERS + r'''
 T, V = TypeError, ValueError
 rng = np.random.default_rng(0)
 x = rng.standard_normal((4, 3)).astype(np.float32)
@@ -693,25 +645,6 @@ for name, fn, an, bn in (("mse", nn.mse_loss, "pred", "target"), ("bce", nn.bina
          gout)
 print("DONE", n_ok)
 '''
-
-
-def run_script(code, backend):
-    """Run ``code`` with argv[1] = backend in a fresh interpreter; a crash is a failed test.
-    It runs in the directory that holds the fastgd package this process imported, so ``-c``'s
-    sys.path[0] (the working directory) finds that same package."""
-    import os
-    import subprocess
-    import sys
-    home = os.path.dirname(os.path.dirname(os.path.abspath(fastgd.__file__)))
-    proc = subprocess.run([sys.executable, "-c", code, backend], env=os.environ, cwd=home, capture_output=True,
-                          text=True, timeout=600)
-    tail = "\n".join(proc.stdout.splitlines()[-5:])
-    assert proc.returncode == 0, "exit status %d (a crash?) after:\n%s\n%s" % (proc.returncode, tail,
-                                                                               proc.stderr[-3000:])
-    fails = [line for line in proc.stdout.splitlines() if line.startswith("FAIL")]
-    assert not fails, "\n".join(fails)
-    assert "DONE" in proc.stdout, proc.stdout[-2000:] + proc.stderr[-2000:]
-    return proc.stdout
 
 
 def test_bad_arrays_never_reach_a_kernel(backend):

@@ -593,50 +593,10 @@ def test_progress_output(capsys):
 # bad arrays through the layers and models: in a subprocess per backend, so a crash fails the
 # test instead of killing pytest; every case must raise the named error and write nothing
 
-LAYER_BAD_INPUTS = r"""
-import re, sys
-import numpy as np
-import fastgd
-from fastgd import nn
+from _subprocess_cases import HELPERS, run_script  # noqa: E402
 
-BACKEND = sys.argv[1]
+LAYER_BAD_INPUTS = HELPERS + r"""
 T, V, R = TypeError, ValueError, RuntimeError
-n_ok = 0
-
-
-def case(label, exc, match, fn, *watched):
-    global n_ok
-    before = [np.array(a, copy=True) for a in watched]
-    try:
-        fn()
-    except exc as e:
-        if not re.search(match, str(e)):
-            print("FAIL %s: %s(%r) does not match %r" % (label, type(e).__name__, str(e), match))
-            return
-    except Exception as e:
-        print("FAIL %s: %s(%r), expected %s" % (label, type(e).__name__, str(e), exc.__name__))
-        return
-    else:
-        print("FAIL %s: no exception, expected %s" % (label, exc.__name__))
-        return
-    for i, (a, b) in enumerate(zip(watched, before)):
-        if not np.array_equal(np.asarray(a), b, equal_nan=True):
-            print("FAIL %s: watched array %d was written" % (label, i))
-            return
-    n_ok += 1
-    print("ok", label, flush=True)
-
-
-def unaligned(a):
-    buf = np.zeros(a.nbytes + 1, np.uint8)
-    u = buf[1:].view(a.dtype).reshape(a.shape)
-    u[...] = a
-    assert not u.flags.aligned
-    return u
-
-
-def masked(a):
-    return np.ma.masked_array(a, mask=np.zeros(a.shape, bool))
 
 
 rng = np.random.default_rng(0)
@@ -791,18 +751,7 @@ print("DONE", n_ok)
 
 
 def test_bad_arrays_never_reach_a_kernel_through_layers(backend):
-    import os
-    import subprocess
-    import sys
-    home = os.path.dirname(os.path.dirname(os.path.abspath(fastgd.__file__)))  # -c finds this same fastgd
-    proc = subprocess.run([sys.executable, "-c", LAYER_BAD_INPUTS, backend], env=os.environ, cwd=home,
-                          capture_output=True, text=True, timeout=600)
-    lines = proc.stdout.splitlines()
-    assert proc.returncode == 0, "exit status %d (a crash?) after:\n%s\n%s" % (proc.returncode, "\n".join(lines[-5:]),
-                                                                               proc.stderr[-3000:])
-    fails = [line for line in lines if line.startswith("FAIL")]
-    assert not fails, "\n".join(fails)
-    assert lines and lines[-1].startswith("DONE") and int(lines[-1].split()[1]) >= 60, proc.stdout[-2000:]
+    run_script(LAYER_BAD_INPUTS, backend, min_ok=60)
 
 
 NO_DENSE_KERNELS = r"""
