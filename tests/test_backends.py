@@ -6,6 +6,7 @@ import pytest
 
 import fastgd
 from fastgd import backends
+from fastgd._rules import KERNELS, RULES as TABLE
 
 pytestmark = pytest.mark.usefixtures("restore_globals")
 
@@ -301,7 +302,7 @@ def _step_all(rule, backend, n_threads, n):
     return p, a, b, c
 
 
-RULES = ("sgd", "adam", "adamw", "adamax", "nadam", "radam", "adagrad", "adadelta", "rmsprop", "lion")
+RULES = tuple(TABLE)  # every rule of the table
 
 
 @pytest.mark.parametrize("rule", RULES)
@@ -401,7 +402,7 @@ def test_threaded_split_matches_reference(rule, dtype, offset, compiled_backend,
         np.testing.assert_array_equal(x, y)
 
 
-KERNEL_NAMES = ("sgd", "adam", "adamax", "nadam", "radam", "adagrad", "adadelta", "rmsprop", "lion")
+KERNEL_NAMES = KERNELS  # the rule table's kernels
 
 
 @pytest.mark.parametrize("name", KERNEL_NAMES)
