@@ -26,6 +26,8 @@ import numpy as np
 import pytest
 
 import fastgd
+from fastgd import bench as _bench
+from fastgd._rules import RULES as _RULES
 from fastgd.backends import backend_module, threads_for
 
 BACKENDS = ("numpy", "cython", "numba")      # the reference first: every group reads from it
@@ -40,18 +42,10 @@ class Kernel:
     hyper: dict        # keyword hyperparameters (torch defaults except where set here)
 
 
-KERNELS = (
-    Kernel("sgd", "sgd", ("momentum_buffer",), {"lr": 1e-3, "momentum": 0.9}),
-    Kernel("adam", "adam", ("exp_avg", "exp_avg_sq"), {"step": STEP}),
-    Kernel("adamw", "adam", ("exp_avg", "exp_avg_sq"), {"step": STEP}),           # weight_decay=1e-2
-    Kernel("adamax", "adamax", ("exp_avg", "exp_inf"), {"step": STEP}),
-    Kernel("nadam", "nadam", ("exp_avg", "exp_avg_sq"), {"step": STEP}),          # + mu_product, below
-    Kernel("radam", "radam", ("exp_avg", "exp_avg_sq"), {"step": STEP}),
-    Kernel("adagrad", "adagrad", ("state_sum",), {"step": STEP}),
-    Kernel("adadelta", "adadelta", ("square_avg", "acc_delta"), {}),
-    Kernel("rmsprop", "rmsprop", ("square_avg",), {}),
-    Kernel("lion", "lion", ("exp_avg",), {}),
-)
+# every rule of the table (fastgd/_rules.py), with the state arrays and hyperparameters of
+# fastgd.bench's report (one place for both harnesses; NAdam's mu_product is added below)
+KERNELS = tuple(Kernel(name, _RULES[name].kernel, states, hyper)
+                for name, (states, hyper, _torch) in _bench.KERNELS.items())
 SIZES = (("float32", 1_000), ("float32", 100_000), ("float32", 1_000_000), ("float32", 16_000_000),
          ("float64", 1_000_000))
 QUICK_SIZES = (("float32", 1_000), ("float32", 100_000), ("float64", 1_000))
