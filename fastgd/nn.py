@@ -55,6 +55,7 @@ buffer, rewritten before ``backward``, makes ``backward`` raise (the ``Dense`` a
 ``Sequential`` docstrings list which arrays are kept and which buffers are reused).
 """
 import importlib
+import itertools
 import math
 import operator
 import sys
@@ -482,6 +483,9 @@ def _apart(x, arrays):
     return True
 
 
+_FORWARDS = itertools.count(1)  # numbers every layer forward
+
+
 class _Buffer:
     """A (rows, cols) scratch array that grows to the largest batch seen; ``get(n)`` is a
     C-contiguous view of its first n rows (no allocation once the largest batch was seen).
@@ -683,6 +687,7 @@ class Dense:
         kernels.dense_forward(x, w, b, out, activation=self._activation, negative_slope=self._slope)
         self._x = x
         self._y = out
+        self._fwd = next(_FORWARDS)  # which forward this was (a model checks its layers' at backward)
         self._xw = xw = _WRITES.get(id(x.base))  # x is a view of a layer's buffer: its write count now
         if xw is not None:
             self._xn = xw[0]
@@ -933,12 +938,18 @@ class Sequential:
         params = [layer._params() for layer in layers]  # all checked before the first kernel runs
         for layer, p in zip(layers, params):
             x = layer._forward(x, kernels, p)
+        self._fwds = tuple(layer._fwd for layer in layers)
         return x
 
     def _backward(self, grad, kernels, compute_grad_x=False):
         """``grad`` is owned by the model (it is overwritten)."""
         layers = self._layers
         n = grad.shape[0]
+        if getattr(self, "_fwds", None) != tuple(getattr(layer, "_fwd", None) for layer in layers):
+            # a layer ran forward again since the model's (in another model, or on its own): its
+            # kept input and output are that call's, and the gradients would be silently wrong
+            raise RuntimeError("a layer of the model ran forward again since the model's forward (in another model "
+                               "or on its own): run the model's forward again before its backward")
         params = [layer._backward_ready(n) for layer in layers]  # all checked before the first kernel runs
         for i in range(len(layers) - 1, -1, -1):
             grad = layers[i]._backward(grad, kernels, i > 0 or compute_grad_x, True, params[i])
@@ -1083,6 +1094,12 @@ class Sequential:
             if validation_data[1] is None:
                 raise TypeError("validation_data[1] is required, got None")
             xv, yv = self._data(validation_data[0], validation_data[1], "validation_data[0]", "validation_data[1]")
+        # the data must not change while the optimizer updates the parameters (fit(W, ...) with
+        # W a parameter of the model): data sharing memory with a parameter is copied once here
+        params = tuple(self.parameters())
+        x, y = (a if not isinstance(a, np.ndarray) or _apart(a, params) else a.copy() for a in (x, y))
+        if validation_data is not None:
+            xv, yv = (a if not isinstance(a, np.ndarray) or _apart(a, params) else a.copy() for a in (xv, yv))
         rng = np.random.default_rng(seed)
         opt = _make_optimizer(optimizer, self.parameters(), self.backend, hyperparameters)
         kernels = _kernels(self.backend)

@@ -351,7 +351,7 @@ def test_chained_models_detect_an_overwritten_input(backend):
     # one of the model's layers run on its own (same batch) between forward and backward
     m2(x)
     m2[0](x2)
-    with pytest.raises(RuntimeError, match="overwritten"):
+    with pytest.raises(RuntimeError, match="ran forward again since the model's forward"):
         m2.backward(g)
 
 
@@ -700,7 +700,7 @@ case("model.backward masked", T, "not the subclass", lambda: model.backward(mask
 # a layer of the model run on another batch between the model's forward and backward
 model.forward(x)
 model[0].forward(rng.standard_normal((9, 3)))
-case("layer reused between forward and backward", R, "last forward was on another batch",
+case("layer reused between forward and backward", R, "ran forward again since the model's forward",
      lambda: model.backward(g), *mparams)
 model.forward(x)
 model[1].weight.shape = (2, 5)  # the last layer's: the first layer's kernel must not run either
@@ -824,3 +824,37 @@ def test_digits_example_reaches_96_percent(backend_name):
     _, hist, seconds, acc, _ = example.train(data, backend=backend_name, seed=0, epochs=30, batch_size=32,
                                             optimizer="adam", lr=1e-3)
     assert acc >= 0.96, "test accuracy %.4f" % acc
+
+
+def test_fit_on_data_that_is_a_parameter_equals_fit_on_a_copy(backend):
+    """fit(W, ...) with W one of the model's own parameters: the optimizer updates W every
+    batch, so the data is copied first (it used to change under the training)."""
+    def make():
+        return nn.Sequential(nn.Dense(4, 4, rng=0, backend=backend), nn.Dense(4, 4, "identity", rng=1, backend=backend),
+                             loss="mse_loss", backend=backend)
+    m1, m2 = make(), make()
+    y = np.ones((4, 4), np.float32)
+    kw = dict(epochs=3, batch_size=2, shuffle=False, verbose=False, optimizer="sgd", lr=0.1)
+    m1.fit(m1.layers[0].weight, m1.layers[1].weight, **kw)
+    m2.fit(m2.layers[0].weight.copy(), m2.layers[1].weight.copy(), **kw)
+    assert all(np.array_equal(a, b) for a, b in zip(m1.parameters(), m2.parameters()))
+
+
+def test_backward_after_a_layer_ran_in_another_model_is_refused(backend):
+    """A layer shared by two models, the second model's forward run in between: the shared
+    layer keeps the second model's input and output, so the first model's backward would give
+    wrong gradients without a word."""
+    a, b, s = (nn.Dense(4, 4, rng=k, backend=backend) for k in (2, 3, 4))
+    ma = nn.Sequential(a, s, loss="mse_loss", backend=backend)
+    mb = nn.Sequential(b, s, loss="mse_loss", backend=backend)
+    ma(np.ones((4, 4), np.float32))
+    mb(np.full((4, 4), 2.0, np.float32))
+    grads = [g.copy() for g in ma.gradients()]
+    with pytest.raises(RuntimeError, match="ran forward again since the model's forward"):
+        ma.backward(np.ones((4, 4), np.float32))
+    assert all(np.array_equal(g, h) for g, h in zip(ma.gradients(), grads))
+    ma(np.ones((4, 4), np.float32))
+    ma.backward(np.ones((4, 4), np.float32))  # fine after the model's own forward
+    s(np.ones((4, 4), np.float32))  # the layer on its own
+    with pytest.raises(RuntimeError, match="ran forward again"):
+        ma.backward(np.ones((4, 4), np.float32))
