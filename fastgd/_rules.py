@@ -22,6 +22,7 @@ functions keep explicit signatures and formula docstrings for editors and ``help
 Adding a rule: the reference function, the Cython and numba kernels, the public functions
 (steps, multi, an optim class) and one entry here.
 """
+import keyword
 import math
 
 from . import _validate as V
@@ -162,8 +163,15 @@ _NAMED = {
 }
 
 
+# names the generated functions use themselves: a hyperparameter may not be called so
+_RESERVED = frozenset(("V", "combine", "out", "kw", "given", "names", "NAMES", "step"))
+
+
 def _compile_check(rule):
     names = [h.name for h in rule.hyper]
+    bad = [n for n in names if n in _RESERVED or not n.isidentifier() or keyword.iskeyword(n)]
+    if bad:
+        raise ValueError("rule %r: hyperparameter names %s clash with the generated checks" % (rule.name, bad))
     args = (["step=None"] if rule.step is not None else []) + ["*"] + names
     body = []
     for h in rule.hyper:

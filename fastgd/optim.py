@@ -1526,13 +1526,25 @@ class LRScheduler:
         return {"last_epoch": self.last_epoch, "base_lrs": list(self.base_lrs)}
 
     def load_state_dict(self, state_dict):
+        """Restore ``state_dict()`` (``last_epoch`` and one base lr per parameter group; the
+        single ``base_lr`` of earlier versions is taken for every group).  Checked first."""
+        if not isinstance(state_dict, Mapping):
+            raise TypeError("state_dict must be a dict, got %s" % type(state_dict).__name__)
+        if "last_epoch" not in state_dict:
+            raise ValueError("state_dict has no 'last_epoch' entry")
+        n = len(self.optimizer.param_groups)
         if "base_lrs" in state_dict:
             bases = state_dict["base_lrs"]
             if not isinstance(bases, (list, tuple)):
                 raise TypeError("base_lrs must be a list, got %s" % type(bases).__name__)
+            if len(bases) != n:
+                raise ValueError("state_dict['base_lrs'] has %d entries but the optimizer has %d parameter groups"
+                                 % (len(bases), n))
             bases = [V.nonneg("base_lrs[%d]" % g, b) for g, b in enumerate(bases)]
-        else:  # earlier versions: one base for every group
-            bases = [V.nonneg("base_lr", state_dict["base_lr"])] * len(self.optimizer.param_groups)
+        elif "base_lr" in state_dict:  # earlier versions: one base for every group
+            bases = [V.nonneg("base_lr", state_dict["base_lr"])] * n
+        else:
+            raise ValueError("state_dict has no 'base_lrs' entry")
         self._go(_epoch("last_epoch", state_dict["last_epoch"]), bases)
 
 

@@ -1293,3 +1293,17 @@ def test_schedules_never_overflow_and_check_last_epoch():
         with pytest.raises(ValueError, match="last_epoch must be an integer"):
             s.load_state_dict({"last_epoch": bad, "base_lrs": [0.1]})
         assert s.last_epoch == 0
+
+
+@pytest.mark.parametrize("bad,exc,msg", [([1, 2], TypeError, "state_dict must be a dict"),
+                                         ({}, ValueError, "no 'last_epoch'"),
+                                         ({"last_epoch": 3}, ValueError, "no 'base_lrs'"),
+                                         ({"last_epoch": 3, "base_lrs": [0.1, 1.0, 2.0]}, ValueError, "3 entries"),
+                                         ({"last_epoch": 3, "base_lrs": [0.1]}, ValueError, "1 entries")])
+def test_scheduler_load_state_dict_refuses_damaged_dicts(bad, exc, msg):
+    opt = O.SGD([{"params": [np.zeros(2)]}, {"params": [np.zeros(3)], "lr": 0.5}], lr=0.1)
+    sched = O.StepLR(opt, step_size=2)
+    before = sched.state_dict()
+    with pytest.raises(exc, match=msg):
+        sched.load_state_dict(bad)
+    assert sched.state_dict() == before

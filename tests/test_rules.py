@@ -515,3 +515,10 @@ def test_recomputed_mu_product_is_bounded(monkeypatch):
     with pytest.raises(ValueError, match="beyond 1000 steps pass the running product"):
         fastgd.nadam_mu_product(2 ** 53, beta1=1 - 1e-12, momentum_decay=float("inf"))  # mu_i = beta1: no underflow
     assert fastgd.nadam_mu_product(1000, beta1=0.5, momentum_decay=float("inf")) == 0.5 ** 1000
+
+
+def test_hyperparameter_names_cannot_clash_with_the_generated_checks():
+    from fastgd._rules import Hyper, Rule, State
+    for bad in ("out", "kw", "V", "class"):
+        with pytest.raises(ValueError, match="clash with the generated checks"):
+            Rule("x", "sgd", [State("a")], [Hyper(bad, 0.0, "nonneg")])
