@@ -123,47 +123,34 @@ def _with_prefix(exc, prefix):
 # ---------------------------------------------------------------------------------------
 # the containers behind param_groups[i]["params"] and opt.state
 
-class _ParamList(list):
-    """A group's ``"params"``: a list that cannot be changed in place (add parameters with
-    ``add_param_group``; the optimizer's state is indexed by parameter position)."""
+def _frozen_list(name, doc, refusal):
+    """A list class whose instances cannot be changed in place (every mutating method raises
+    TypeError(``refusal``)); pickled as a plain list of its items."""
+    def refuse(self, *args, **kwargs):
+        raise TypeError(refusal)
 
-    def _refuse(self, *args, **kwargs):
-        raise TypeError("the parameters of a group cannot be changed; use add_param_group to add parameters")
-
-    __setitem__ = __delitem__ = __iadd__ = __imul__ = _refuse
-    append = extend = insert = pop = remove = clear = sort = reverse = _refuse
-
-    def __reduce__(self):
-        return (_ParamList, (list(self),))
-
-
-class _StateList(list):
-    """``opt.state``: one dict per parameter; the list itself cannot be changed."""
-
-    def _refuse(self, *args, **kwargs):
-        raise TypeError("opt.state holds one dict per parameter and cannot be changed; change the arrays in "
-                        "opt.state[i], or use load_state_dict / zero_state")
-
-    __setitem__ = __delitem__ = __iadd__ = __imul__ = _refuse
-    append = extend = insert = pop = remove = clear = sort = reverse = _refuse
-
-    def __reduce__(self):
-        return (_StateList, (list(self),))
+    def reduce(self):
+        return (cls, (list(self),))
+    methods = ("__setitem__", "__delitem__", "__iadd__", "__imul__", "append", "extend", "insert", "pop", "remove",
+               "clear", "sort", "reverse")
+    cls = type(name, (list,), dict({m: refuse for m in methods}, __doc__=doc, __reduce__=reduce,
+                                   __module__=__name__, __qualname__=name))
+    return cls
 
 
-class _GroupList(list):
-    """``opt.param_groups``: the group dicts (change their hyperparameters in place); the list
-    itself cannot be changed (the state is indexed by parameter position)."""
-
-    def _refuse(self, *args, **kwargs):
-        raise TypeError("param_groups cannot be replaced or removed; change a group's hyperparameters in place "
-                        "(opt.param_groups[i]['lr'] = ...) and add groups with add_param_group")
-
-    __setitem__ = __delitem__ = __iadd__ = __imul__ = _refuse
-    append = extend = insert = pop = remove = clear = sort = reverse = _refuse
-
-    def __reduce__(self):
-        return (_GroupList, (list(self),))
+_ParamList = _frozen_list(
+    "_ParamList", """A group's ``"params"``: a list that cannot be changed in place (add parameters with
+    ``add_param_group``; the optimizer's state is indexed by parameter position).""",
+    "the parameters of a group cannot be changed; use add_param_group to add parameters")
+_StateList = _frozen_list(
+    "_StateList", """``opt.state``: one dict per parameter; the list itself cannot be changed.""",
+    "opt.state holds one dict per parameter and cannot be changed; change the arrays in opt.state[i], or use "
+    "load_state_dict / zero_state")
+_GroupList = _frozen_list(
+    "_GroupList", """``opt.param_groups``: the group dicts (change their hyperparameters in place); the list
+    itself cannot be changed (the state is indexed by parameter position).""",
+    "param_groups cannot be replaced or removed; change a group's hyperparameters in place "
+    "(opt.param_groups[i]['lr'] = ...) and add groups with add_param_group")
 
 
 class _ParamState(dict):
