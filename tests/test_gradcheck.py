@@ -132,7 +132,5 @@ def test_bad_arguments():
         check_gradient(lambda p: 0.0, lambda p: p, x, rtol=-1)
 
 
-@pytest.mark.skipif(not hasattr(fastgd, "numerical_gradient"),
-                    reason="re-export pending in fastgd/__init__.py (from .gradcheck import ...)")
 def test_top_level_names():
     assert fastgd.numerical_gradient is numerical_gradient and fastgd.check_gradient is check_gradient
