@@ -134,14 +134,14 @@ MUTATIONS = [
 ]
 
 
-PACKAGE = [os.path.join(ROOT, "fastgd")]  # the fastgd package copied (see package_dir)
+PACKAGE = [os.path.join(ROOT, "src", "fastgd")]  # the fastgd package copied (see package_dir)
 
 
 def package_dir(python):
     """The fastgd package to copy: the checkout's when it holds the compiled extensions (an
     in-place build), else the one ``python`` imports outside the checkout (CI installs it
     with pip, so the checkout has no compiled modules).  Either way built from this source."""
-    local = os.path.join(ROOT, "fastgd")
+    local = os.path.join(ROOT, "src", "fastgd")
     if any(f.endswith((".so", ".pyd")) for f in os.listdir(os.path.join(local, "_cython"))):
         return local
     out = subprocess.run([python, "-c", "import fastgd, os; print(os.path.dirname(fastgd.__file__))"],
