@@ -135,10 +135,6 @@ class Rule:
         """{hyperparameter: default}, in signature order (``step`` not included)."""
         return {h.name: h.default for h in self.hyper}
 
-    def state_names(self, hyper):
-        """The state arrays a call with ``hyper`` (checked kernel keywords) uses, in order."""
-        return tuple(s.name for s in self.state if s.needed(hyper))
-
     def __repr__(self):
         return "Rule(%r)" % self.name
 

@@ -118,16 +118,13 @@ def array(name, a, dtype=None, shape=None, writeable=False, elementwise=False):
     if type(a) is not np.ndarray:
         raise _not_plain(name, a)
     dt = a.dtype
+    if dt.kind == "f" and not dt.isnative and (dtype is not None or dt.newbyteorder("=") in FLOAT_DTYPES):
+        raise TypeError("%s has dtype %s; fastgd needs native byte order (use .astype(%s))"
+                        % (name, dt.str, dt.newbyteorder("=").name))
     if dtype is None:
         if dt not in FLOAT_DTYPES:
-            if dt.kind == "f" and not dt.isnative and dt.newbyteorder("=") in FLOAT_DTYPES:
-                raise TypeError("%s has dtype %s; fastgd needs native byte order (use .astype(%s))"
-                                % (name, dt.str, dt.newbyteorder("=").name))
             raise TypeError("%s must have dtype float32 or float64, got %s" % (name, dt))
-    elif dt != dtype or not dt.isnative:
-        if dt.kind == "f" and not dt.isnative:
-            raise TypeError("%s has dtype %s; fastgd needs native byte order (use .astype(%s))"
-                            % (name, dt.str, dt.newbyteorder("=").name))
+    elif dt != dtype:
         raise TypeError("%s has dtype %s but param has dtype %s" % (name, dt, dtype))
     if shape is not None and a.shape != shape:
         raise ValueError("%s has shape %s but param has shape %s" % (name, a.shape, shape))
@@ -184,6 +181,17 @@ def arrays(names, arrs, n_readonly=0, optional=0):
 def required(name, value, why):
     if value is None:
         raise ValueError("%s is required when %s" % (name, why))
+
+
+def mu_product_value(name, v):
+    """NAdam's running product P of the momentum schedule (factors in [0, 1)), named ``name``:
+    a value in [0, 1] (0 once it underflows).  Above 1, 1 - P mu can be 0 and the bias
+    corrections divide by zero; NaN is refused too."""
+    if not 0.0 <= v <= 1.0:
+        raise ValueError("%s is %r, but a mu_product must be in [0, 1]: it is the running product of the momentum "
+                         "schedule (factors in [0, 1)), numpy.ones(1) before the first step; another value makes the "
+                         "bias corrections divide by zero" % (name, v))
+    return v
 
 
 def one_element_f64(name, a):

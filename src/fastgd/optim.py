@@ -852,10 +852,7 @@ class Optimizer:
                 continue
             for name, a in c.shared.items():
                 where = "opt.state[%d][%r]" % (self._bounds[c.group][0], name)
-                v = V.one_element_f64(where, a)
-                if not 0.0 <= v <= 1.0:
-                    raise ValueError("%s is %r: %s (the running product of the momentum schedule) must be in "
-                                     "[0, 1]" % (where, v, name))
+                V.mu_product_value(where, V.one_element_f64(where, a))
 
     def _run(self, plan, grads, hs):
         """Check, run every call, commit: all or nothing (see ``step``)."""
@@ -1123,10 +1120,7 @@ class Optimizer:
                         raise ValueError("%s[%r] has negative values, which %s never has: the state is damaged"
                                          % (where, k, k))
                     if k in self._shared_state:
-                        if not 0.0 <= float(arr[0]) <= 1.0:  # NaN too; < 0 is refused above
-                            raise ValueError("%s[%r] is %r: a %s (the running product of the momentum schedule, "
-                                             "factors in [0, 1)) is in [0, 1]; another value would make the bias "
-                                             "corrections divide by zero" % (where, k, float(arr[0]), k))
+                        V.mu_product_value("%s[%r]" % (where, k), float(arr[0]))
                         first = shared.setdefault(k, (i, arr))
                         if first[1].tobytes() != arr.tobytes():
                             raise ValueError("%s[%r] is %r but parameter %d of the same group has %r: a group shares "

@@ -67,10 +67,7 @@ def _mu_product_before(mu_product, kw, names, lists):
     recomputed from the step."""
     if mu_product is None:
         return nadam_mu_product(kw["step"] - 1, beta1=kw["beta1"], momentum_decay=kw["momentum_decay"])
-    value = V.one_element_f64("mu_product", mu_product)
-    if not 0.0 <= value <= 1.0:  # a product of mu_i in [0, beta1): above 1, 1 - P mu can be 0
-        raise ValueError("mu_product must be in [0, 1] (the running product of the momentum schedule, "
-                         "numpy.ones(1) before the first step), got %r" % value)
+    value = V.mu_product_value("mu_product", V.one_element_f64("mu_product", mu_product))
     hit = V.first_overlap(mu_product, lists)
     if hit is not None:
         raise ValueError("mu_product and %s overlap in memory; every array must be a separate buffer"
