@@ -27,6 +27,22 @@ except ImportError:  # pragma: no cover - compiled part missing
         return False
 
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+F32 = np.dtype(np.float32)
+
+
+def is_half(dt):
+    """float16 (native byte order), or ml_dtypes' bfloat16 (recognised without importing
+    ml_dtypes: an array of it can only exist once the caller has imported it)."""
+    return dt.itemsize == 2 and ((dt.char == "e" and dt.isnative) or
+                                 (dt.name == "bfloat16" and dt.type.__module__ == "ml_dtypes"))
+
+
+def param_dtype_ok(dt):
+    """A dtype the update rules take for param and grad: float32, float64, float16, bfloat16."""
+    return dt in FLOAT_DTYPES or is_half(dt)
+
+
+_PARAM_DTYPES = "float32, float64, float16 or bfloat16"
 _REAL_TYPES = frozenset((float, int, np.float64, np.float32, np.float16, np.int64, np.int32))
 
 
@@ -109,21 +125,23 @@ def _not_plain(name, a):
     return TypeError("%s must be a numpy.ndarray, got %s" % (name, type(a).__name__))
 
 
-def array(name, a, dtype=None, shape=None, writeable=False, elementwise=False):
+def array(name, a, dtype=None, shape=None, writeable=False, elementwise=False, half=False):
     """Check one array a kernel will read (and, with ``writeable``, write) through a raw
     pointer: exactly ``numpy.ndarray`` (no None, no subclass), native float32/float64 (or
     ``dtype``), ``shape`` if given, C-contiguous, aligned, writeable if written.  Every
     problem is a TypeError/ValueError naming ``name``.  ``elementwise``: the array is stepped
-    element by element (the update rules), so a Fortran-order one can be passed transposed."""
+    element by element (the update rules), so a Fortran-order one can be passed transposed.
+    ``half``: with ``dtype=None``, float16 and bfloat16 are accepted too (the update rules)."""
     if type(a) is not np.ndarray:
         raise _not_plain(name, a)
     dt = a.dtype
-    if dt.kind == "f" and not dt.isnative and (dtype is not None or dt.newbyteorder("=") in FLOAT_DTYPES):
+    if dt.kind == "f" and not dt.isnative and (dtype is not None or param_dtype_ok(dt.newbyteorder("="))):
         raise TypeError("%s has dtype %s; fastgd needs native byte order (use .astype(%s))"
                         % (name, dt.str, dt.newbyteorder("=").name))
     if dtype is None:
-        if dt not in FLOAT_DTYPES:
-            raise TypeError("%s must have dtype float32 or float64, got %s" % (name, dt))
+        if dt not in FLOAT_DTYPES and not (half and is_half(dt)):
+            raise TypeError("%s must have dtype %s, got %s" % (name, _PARAM_DTYPES if half else "float32 or float64",
+                                                              dt))
     elif dt != dtype:
         raise TypeError("%s has dtype %s but param has dtype %s" % (name, dt, dtype))
     if shape is not None and a.shape != shape:
@@ -154,20 +172,35 @@ def arrays(names, arrs, n_readonly=0, optional=0):
     only at the positions whose bit is set in ``optional`` (``1 << k``: optional state that
     this call does not use); anywhere else it is a TypeError naming the argument.
 
-    All arrays: exactly numpy.ndarray, native float32/float64 equal to param's, param's shape,
-    C-contiguous, aligned; written arrays writeable; no two arrays overlap in memory.
-    Returns param's dtype.
+    All arrays: exactly numpy.ndarray, of param's shape, C-contiguous, aligned; written arrays
+    writeable; no two arrays overlap in memory.  dtypes: param float32, float64, float16 or
+    bfloat16; the gradient(s) param's dtype; the state arrays one dtype, param's or (for a
+    float16/bfloat16 param) float32.  Returns param's dtype.
     """
     if arrays_ok(arrs, n_readonly, optional):
         return arrs[0].dtype
-    dtype = array(names[0], arrs[0], None, None, True, True)
+    dtype = array(names[0], arrs[0], None, None, True, True, True)
     shape = arrs[0].shape
     present = [0]
+    state_dtype = state_name = None
     for k in range(1, len(arrs)):
         a = arrs[k]
         if a is None and optional >> k & 1:
             continue
-        array(names[k], a, dtype, shape, k > n_readonly, True)
+        if k <= n_readonly or not is_half(dtype):
+            array(names[k], a, dtype, shape, k > n_readonly, True)
+        else:
+            # a half-precision param's state: float32 or the param's dtype, one for the call
+            if type(a) is np.ndarray and a.dtype not in (dtype, F32) and a.dtype.isnative:
+                raise TypeError("%s has dtype %s; the state of a %s param is float32 or %s"
+                                % (names[k], a.dtype, dtype, dtype))
+            array(names[k], a, a.dtype if type(a) is np.ndarray and a.dtype in (dtype, F32) else dtype, shape,
+                  True, True)
+            if state_dtype is None:
+                state_dtype, state_name = a.dtype, names[k]
+            elif a.dtype != state_dtype:
+                raise TypeError("%s has dtype %s but %s has dtype %s: the state arrays of one call share one dtype"
+                                % (names[k], a.dtype, state_name, state_dtype))
         present.append(k)
     if arrs[0].size:
         for i in range(len(present)):
@@ -176,6 +209,72 @@ def arrays(names, arrs, n_readonly=0, optional=0):
                     raise ValueError("%s and %s overlap in memory; every array must be a separate buffer"
                                      % (names[present[i]], names[present[j]]))
     return dtype
+
+
+# ---------------------------------------------------------------------------------------
+# the fused extras: grad_scale, found_inf, max_norm, master weights
+
+def _finite_positive(name, v, what):
+    if not (v > 0.0 and v != float("inf")):
+        raise ValueError("%s must be > 0 and finite, got %r%s" % (name, v, what))
+    return v
+
+
+def grad_scale(value, name="grad_scale"):
+    """The loss scale a gradient is divided by: a real > 0 and finite, or a float32 ndarray of
+    one element holding one (a loss scaler's scale tensor).  Returns it as a float."""
+    if type(value) is float and 0.0 < value < float("inf"):
+        return value
+    if isinstance(value, np.ndarray):
+        plain(name, value)
+        if value.dtype != F32 or value.size != 1:
+            raise TypeError("%s must be a real number or a float32 numpy array of one element, got an array of "
+                            "dtype %s and size %d" % (name, value.dtype, value.size))
+        return _finite_positive(name, float(value.reshape(-1)[0]), " (the value of the array)")
+    return _finite_positive(name, real(name, value), "")
+
+
+def found_inf(value, name="found_inf"):
+    """A float32 ndarray of one element (a loss scaler's found_inf); returns its value."""
+    if type(value) is not np.ndarray:
+        if value is None or not isinstance(value, np.ndarray):
+            raise TypeError("%s must be a float32 numpy array of one element, got %s" % (name, type(value).__name__))
+        plain(name, value)
+    if value.dtype != F32 or value.size != 1:
+        raise TypeError("%s must be a float32 numpy array of one element, got dtype %s and size %d"
+                        % (name, value.dtype, value.size))
+    return float(value.reshape(-1)[0])
+
+
+def max_norm(value, name="max_norm"):
+    """The clip threshold of the global gradient norm: a real > 0 and finite."""
+    return _finite_positive(name, real(name, value), "")
+
+
+def clip_coef(max_norm, norm):
+    """torch.nn.utils.clip_grad_norm_'s factor: min(1, max_norm / (norm + 1e-6)), NaN for a NaN norm."""
+    coef = max_norm / (norm + 1e-6)
+    return 1.0 if coef > 1.0 else coef
+
+
+def master(name, m, param, others):
+    """A float32 master copy of a float16/bfloat16 ``param`` (the step updates it and stores its
+    rounding into param): checked like a state array; it may overlap nothing in ``others``
+    (pairs (name, array)).  TypeError when param is not half precision."""
+    if not is_half(param.dtype):
+        if m is None or not isinstance(m, np.ndarray):
+            plain(name, m)
+        raise TypeError("%s is for float16/bfloat16 params (the step runs on the float32 master and stores its "
+                        "rounding into param); param has dtype %s" % (name, param.dtype))
+    if type(m) is np.ndarray and m.dtype != F32:
+        raise TypeError("%s must have dtype float32 (a master copy of a %s param), got %s" % (name, param.dtype,
+                                                                                             m.dtype))
+    array(name, m, F32, param.shape, True, True)
+    if m.size:
+        for other_name, a in others:
+            if a is not None and np.may_share_memory(m, a):
+                raise ValueError("%s and %s overlap in memory; every array must be a separate buffer"
+                                 % (name, other_name))
 
 
 def required(name, value, why):

@@ -39,8 +39,10 @@ import numpy as np
 from . import _validate as V
 from .backends import backend_module
 from . import steps as S
+from .reference import half as _half
 
-__all__ = ["flat_buffer", "sgd_step", "adam_step", "adamw_step", "adamax_step", "nadam_step", "radam_step",
+__all__ = ["flat_buffer", "global_norm", "unscale_and_check", "sgd_step", "adam_step",
+           "adamw_step", "adamax_step", "nadam_step", "radam_step",
            "adagrad_step", "adadelta_step", "rmsprop_step", "lion_step"]
 
 try:  # the C fast accept of a whole call (Cython backend's module); Python checks otherwise
@@ -187,10 +189,11 @@ def _check_arrays(names, lists, n_readonly=1, optional=0):
     # None inside a list is an error wherever it is
     absent = sum(1 << k for k, lst in enumerate(lists) if lst is None)
     for t in range(len(params)):
-        dtypes.add(V.arrays(_Names(names, t), tuple(None if lst is None else lst[t] for lst in lists), n_readonly,
-                            absent))
+        arrs = tuple(None if lst is None else lst[t] for lst in lists)
+        V.arrays(_Names(names, t), arrs, n_readonly, absent)
+        dtypes.add(tuple(a.dtype for a in arrs if a is not None))
     _overlaps(names, lists, n_readonly)
-    return lists, len(dtypes) > 1
+    return lists, len(dtypes) > 1 or (len(dtypes) == 1 and any(V.is_half(d) for d in next(iter(dtypes))))
 
 
 # ---------------------------------------------------------------------------------------
@@ -221,81 +224,227 @@ def _loop(single):
     return run
 
 
-def _run(rule, impl, lists, mixed, kw):
-    f = _kernel(impl, rule)
+def _groups(lists):
+    """Tensor indices grouped by their arrays' dtypes (one kernel call each)."""
+    groups = {}
+    for t in range(len(lists[0])):
+        groups.setdefault(tuple(None if lst is None else lst[t].dtype.str + lst[t].dtype.name for lst in lists),
+                          []).append(t)
+    return groups.values()
+
+
+def _run(rule, impl, lists, mixed, kw, ext=None):
+    """Run kernel ``rule`` of backend ``impl`` on the checked ``lists``: one call per dtype
+    combination when ``mixed`` (which also means: some arrays are half precision) or when
+    ``ext`` = (grad_scale, clip, masters) asks for the fused extras."""
     params = lists[0]
     if not params:
         return params
-    if not mixed:
-        f(*lists, **kw)
+    if not mixed and ext is None:
+        _kernel(impl, rule)(*lists, **kw)
         return params
-    groups = {}
-    for t, p in enumerate(params):
-        groups.setdefault(p.dtype.char, []).append(t)
-    for idx in groups.values():
-        f(*[None if lst is None else [lst[t] for t in idx] for lst in lists], **kw)
+    gs, clip, masters = (None, None, None) if ext is None else ext
+    for idx in _groups(lists):
+        sub = [None if lst is None else [lst[t] for t in idx] for lst in lists]
+        sub_m = None if masters is None else [masters[t] for t in idx]
+        _staged_call(impl, rule, sub, kw, gs, clip, sub_m)
     return params
+
+
+def _staged_call(impl, kernel, lists, kw, grad_scale=None, clip=None, masters=None):
+    """The kernel-level call with the extras (arrays of one dtype combination, validated):
+    the backend's fused ``<kernel>_multi`` where it takes them (``STAGED`` backends: Cython),
+    else :func:`fastgd.reference.half.staged` around the backend's compute-dtype kernel.
+    Plain float32/float64 lists without extras go to the ordinary kernel."""
+    params = lists[0]
+    if not params:
+        return params
+    if grad_scale is None and clip is None and masters is None and not V.is_half(params[0].dtype):
+        return _kernel(impl, kernel)(*lists, **kw)
+    if getattr(impl, "STAGED", False):
+        return getattr(impl, kernel + "_multi")(*lists, grad_scale=grad_scale, clip=clip, masters=masters, **kw)
+    return _half.staged(getattr(impl, kernel), lists, kw, grad_scale, clip, masters)
+
+
+def _extras(names, lists, grad_scale, found_inf, max_norm, masters, backend_impl, master_name="master_params"):
+    """Check the fused extras of a call whose arrays are checked: returns None when
+    ``found_inf`` says skip (nothing may be written), else (grad_scale, clip, masters) with
+    ``clip`` the global-norm factor (None without ``max_norm``)."""
+    gs = None if grad_scale is None else V.grad_scale(grad_scale)
+    skip = found_inf is not None and V.found_inf(found_inf) != 0.0
+    mn = None if max_norm is None else V.max_norm(max_norm)
+    params = lists[0]
+    if masters is not None:
+        if not isinstance(masters, (list, tuple)):
+            raise TypeError("%s must be a list of numpy arrays, got %s" % (master_name, type(masters).__name__))
+        masters = list(masters)
+        if len(masters) != len(params):
+            raise ValueError("%s has %d arrays but %s has %d" % (master_name, len(masters), names[0], len(params)))
+        for t, m in enumerate(masters):
+            V.master("%s[%d]" % (master_name, t), m, params[t], ())
+        _overlaps(tuple(names) + (master_name,), tuple(lists) + (masters,), 1)
+        if found_inf is not None:
+            for t, m in enumerate(masters):
+                if m.size and np.may_share_memory(m, found_inf):
+                    raise ValueError("%s[%d] and found_inf overlap in memory" % (master_name, t))
+    if skip:
+        return None
+    clip = None
+    if mn is not None:
+        clip = V.clip_coef(mn, _global_norm(backend_impl, lists[1], gs))
+    return gs, clip, masters
+
+
+def _global_norm(impl, grads, gs):
+    f = getattr(impl, "global_norm", None)
+    if f is None:
+        return _half.global_norm(grads, gs)
+    return f(grads, gs)
+
+
+def _grad_list(name, grads):
+    if not isinstance(grads, (list, tuple)):
+        raise TypeError("%s must be a list of numpy arrays, got %s" % (name, type(grads).__name__))
+    grads = list(grads)
+    for t, g in enumerate(grads):
+        V.array("%s[%d]" % (name, t), g, None, None, False, False, True)
+    return grads
+
+
+def global_norm(grads, *, grad_scale=None, backend=None):
+    """The L2 norm of all the gradients together, :math:`\sqrt{\sum_t \sum_i g_{t,i}^2}`,
+    accumulated in float64 (then divided by ``grad_scale``: the norm of the unscaled
+    gradients), as ``torch.nn.utils.clip_grad_norm_`` computes it.  One read pass.  Backends
+    agree to about 1e-12 relative (their summation orders differ).  ``grads``: a list of
+    float32/float64/float16/bfloat16 arrays of any shapes; an empty list has norm 0.0.
+
+        >>> import numpy as np, fastgd.multi
+        >>> fastgd.multi.global_norm([np.full(4, 1.5, np.float32), np.zeros(3)])
+        3.0
+    """
+    impl = backend_module(backend)
+    grads = _grad_list("grads", grads)
+    gs = None if grad_scale is None else V.grad_scale(grad_scale)
+    return _global_norm(impl, grads, gs)
+
+
+def unscale_and_check(grads, scale, found_inf, *, backend=None):
+    """Unscale gradients in place and look for NaN/inf in the same pass, like torch's
+    ``_amp_foreach_non_finite_check_and_unscale_`` (the loss scaler's step before the
+    optimizer's): every ``grads[t]`` is divided by ``scale`` (in float32, float64 for float64
+    gradients; stored rounded once) and ``found_inf[0]`` is set to 1.0 if any value was NaN or
+    inf.  It is never reset to 0: zero it before the first call of a step.  ``scale``: a real
+    > 0 or a float32 array of one element; ``found_inf``: a writeable float32 array of one
+    element.  Returns ``found_inf``.
+
+    The fused alternative: pass ``grad_scale=`` and ``found_inf=`` to the step itself (the
+    gradient is then divided as it is loaded, and never rewritten).
+    """
+    impl = backend_module(backend)
+    grads = _grad_list("grads", grads)
+    for t, g in enumerate(grads):
+        if not g.flags.writeable:
+            raise ValueError("grads[%d] must be writeable (it is unscaled in place)" % t)
+    s = V.grad_scale(scale, "scale")
+    V.found_inf(found_inf)
+    if not found_inf.flags.writeable:
+        raise ValueError("found_inf must be writeable (it is set to 1.0 when a value is not finite)")
+    _overlaps(("grads",), (grads,), 0)
+    for t, g in enumerate(grads):
+        if g.size and np.may_share_memory(g, found_inf):
+            raise ValueError("grads[%d] and found_inf overlap in memory; every array must be a separate buffer" % t)
+    f = getattr(impl, "unscale_and_check", None)
+    if f is None:
+        f = _half.unscale_and_check
+    f(grads, s, found_inf)
+    return found_inf
 
 
 # ---------------------------------------------------------------------------------------
 # the rules: hyperparameters checked by fastgd.steps' per-rule checks, then the arrays, then
 # the kernel
 
-def _go(rule, backend, lists, kw):
+_EXTRAS_DOC = """
+
+    Fused extras (every rule): ``grad_scale`` (a real > 0, or a float32 array of one element:
+    every gradient is divided by it as it is loaded), ``found_inf`` (a float32 array of one
+    element: when nonzero the call writes nothing), ``max_norm`` (clip by the global norm of
+    all the call's unscaled gradients, :func:`global_norm`, folding the factor
+    ``min(1, max_norm / (norm + 1e-6))`` into the step), ``master_params`` (float32 master
+    copies of float16/bfloat16 params: the step runs on them and stores their rounding into
+    params).  See :func:`fastgd.adam_step`."""
+
+
+def _go(rule, backend, lists, kw, grad_scale=None, found_inf=None, max_norm=None, master_params=None):
     """Check the lists (params, grads, every state list, optional ones included when given),
     then run on those the call uses (``Rule.arrays``).  The backend is resolved first, so that
-    no code of the caller's runs between the checks and the kernel.  Returns ``params``."""
+    no code of the caller's runs between the checks and the kernel.  Returns ``params``
+    (untouched when ``found_inf`` said skip)."""
     impl = backend_module(backend)
     checked, mixed = _check_arrays(rule.multi_names, lists, 1, rule.optional)
     checked = rule.arrays(kw, checked, rule.multi_names)
-    _run(rule.kernel, impl, checked, mixed, kw)
+    ext = None
+    if grad_scale is not None or found_inf is not None or max_norm is not None or master_params is not None:
+        ext = _extras(rule.multi_names, checked, grad_scale, found_inf, max_norm, master_params, impl)
+        if ext is None:
+            return lists[0]
+        if ext == (None, None, None):
+            ext = None
+    _run(rule.kernel, impl, checked, mixed, kw, ext)
     return lists[0]
 
 
 def sgd_step(params, grads, momentum_buffers=None, *, lr, momentum=0.0, dampening=0.0, nesterov=False,
-             weight_decay=0.0, maximize=False, step=None, backend=None):
+             weight_decay=0.0, maximize=False, step=None,
+             grad_scale=None, found_inf=None, max_norm=None, master_params=None, backend=None):
     """:func:`fastgd.sgd_step` on lists of arrays (``momentum_buffers`` needed when
     ``momentum != 0``; ``step=1`` makes every buffer a copy of its first gradient)."""
     kw = S._SGD.check(step, lr=lr, momentum=momentum, dampening=dampening, nesterov=nesterov,
                       weight_decay=weight_decay, maximize=maximize)
-    return _go(S._SGD, backend, (params, grads, momentum_buffers), kw)
+    return _go(S._SGD, backend, (params, grads, momentum_buffers), kw,
+               grad_scale, found_inf, max_norm, master_params)
 
 
 def _adam(params, grads, exp_avgs, exp_avg_sqs, step, lr, beta1, beta2, eps, weight_decay, amsgrad,
-          max_exp_avg_sqs, maximize, decoupled, backend):
+          max_exp_avg_sqs, maximize, decoupled, backend, grad_scale, found_inf, max_norm, master_params):
     if not V.adam_scalars_ok(step, lr, beta1, beta2, eps, weight_decay, amsgrad, maximize):
         step, lr, beta1, beta2, eps, weight_decay, amsgrad, maximize = S._adam_hyper(
             step, lr, beta1, beta2, eps, weight_decay, amsgrad, maximize)
     return _go(S._ADAM, backend, (params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs),
                dict(step=step, lr=lr, beta1=beta1, beta2=beta2, eps=eps, weight_decay=weight_decay,
-                    amsgrad=amsgrad, maximize=maximize, decoupled_weight_decay=decoupled))
+                    amsgrad=amsgrad, maximize=maximize, decoupled_weight_decay=decoupled),
+               grad_scale, found_inf, max_norm, master_params)
 
 
 def adam_step(params, grads, exp_avgs, exp_avg_sqs, *, step, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8,
-              weight_decay=0.0, amsgrad=False, max_exp_avg_sqs=None, maximize=False, backend=None):
+              weight_decay=0.0, amsgrad=False, max_exp_avg_sqs=None, maximize=False,
+              grad_scale=None, found_inf=None, max_norm=None, master_params=None, backend=None):
     """:func:`fastgd.adam_step` on lists of arrays (``max_exp_avg_sqs`` with ``amsgrad=True``)."""
     return _adam(params, grads, exp_avgs, exp_avg_sqs, step, lr, beta1, beta2, eps, weight_decay, amsgrad,
-                 max_exp_avg_sqs, maximize, False, backend)
+                 max_exp_avg_sqs, maximize, False, backend, grad_scale, found_inf, max_norm, master_params)
 
 
 def adamw_step(params, grads, exp_avgs, exp_avg_sqs, *, step, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8,
-               weight_decay=1e-2, amsgrad=False, max_exp_avg_sqs=None, maximize=False, backend=None):
+               weight_decay=1e-2, amsgrad=False, max_exp_avg_sqs=None, maximize=False,
+               grad_scale=None, found_inf=None, max_norm=None, master_params=None, backend=None):
     """:func:`fastgd.adamw_step` on lists of arrays."""
     return _adam(params, grads, exp_avgs, exp_avg_sqs, step, lr, beta1, beta2, eps, weight_decay, amsgrad,
-                 max_exp_avg_sqs, maximize, True, backend)
+                 max_exp_avg_sqs, maximize, True, backend, grad_scale, found_inf, max_norm, master_params)
 
 
 def adamax_step(params, grads, exp_avgs, exp_infs, *, step, lr=2e-3, beta1=0.9, beta2=0.999, eps=1e-8,
-                weight_decay=0.0, maximize=False, backend=None):
+                weight_decay=0.0, maximize=False,
+                grad_scale=None, found_inf=None, max_norm=None, master_params=None, backend=None):
     """:func:`fastgd.adamax_step` on lists of arrays."""
     kw = S._ADAMAX.check(step, lr=lr, beta1=beta1, beta2=beta2, eps=eps, weight_decay=weight_decay,
                          maximize=maximize)
-    return _go(S._ADAMAX, backend, (params, grads, exp_avgs, exp_infs), kw)
+    return _go(S._ADAMAX, backend, (params, grads, exp_avgs, exp_infs), kw,
+               grad_scale, found_inf, max_norm, master_params)
 
 
 def nadam_step(params, grads, exp_avgs, exp_avg_sqs, mu_product=None, *, step, lr=2e-3, beta1=0.9, beta2=0.999,
                eps=1e-8, weight_decay=0.0, momentum_decay=4e-3, decoupled_weight_decay=False, maximize=False,
-               backend=None):
+               grad_scale=None, found_inf=None, max_norm=None, master_params=None, backend=None):
     """:func:`fastgd.nadam_step` on lists of arrays.  ``mu_product`` (a float64 array of one
     element, or None to recompute it from ``step``) is shared by the whole list: it holds
     :math:`P_{t-1}` on entry and is updated once, in place, to :math:`P_t`."""
@@ -305,44 +454,52 @@ def nadam_step(params, grads, exp_avgs, exp_avg_sqs, mu_product=None, *, step, l
     lists = _as_lists(S._NADAM.multi_names, (params, grads, exp_avgs, exp_avg_sqs))
     kw["mu_product"] = S._mu_product_before(mu_product, kw, lambda k, t: "%s[%d]" % (S._NADAM.multi_names[k], t),
                                             lists)
-    _go(S._NADAM, backend, lists, kw)
-    S._mu_product_after(mu_product, kw)
+    if _go(S._NADAM, backend, lists, kw,
+               grad_scale, found_inf, max_norm, master_params) is not None:
+        S._mu_product_after(mu_product, kw)  # not when found_inf said skip
     return params
 
 
 def radam_step(params, grads, exp_avgs, exp_avg_sqs, *, step, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8,
-               weight_decay=0.0, decoupled_weight_decay=False, maximize=False, backend=None):
+               weight_decay=0.0, decoupled_weight_decay=False, maximize=False,
+               grad_scale=None, found_inf=None, max_norm=None, master_params=None, backend=None):
     """:func:`fastgd.radam_step` on lists of arrays."""
     kw = S._RADAM.check(step, lr=lr, beta1=beta1, beta2=beta2, eps=eps, weight_decay=weight_decay,
                         decoupled_weight_decay=decoupled_weight_decay, maximize=maximize)
-    return _go(S._RADAM, backend, (params, grads, exp_avgs, exp_avg_sqs), kw)
+    return _go(S._RADAM, backend, (params, grads, exp_avgs, exp_avg_sqs), kw,
+               grad_scale, found_inf, max_norm, master_params)
 
 
 def adagrad_step(params, grads, state_sums, *, step, lr=1e-2, lr_decay=0.0, weight_decay=0.0, eps=1e-10,
-                 maximize=False, backend=None):
+                 maximize=False, grad_scale=None, found_inf=None, max_norm=None, master_params=None, backend=None):
     """:func:`fastgd.adagrad_step` on lists of arrays."""
     kw = S._ADAGRAD.check(step, lr=lr, lr_decay=lr_decay, weight_decay=weight_decay, eps=eps, maximize=maximize)
-    return _go(S._ADAGRAD, backend, (params, grads, state_sums), kw)
+    return _go(S._ADAGRAD, backend, (params, grads, state_sums), kw,
+               grad_scale, found_inf, max_norm, master_params)
 
 
 def adadelta_step(params, grads, square_avgs, acc_deltas, *, lr=1.0, rho=0.9, eps=1e-6, weight_decay=0.0,
-                  maximize=False, backend=None):
+                  maximize=False, grad_scale=None, found_inf=None, max_norm=None, master_params=None, backend=None):
     """:func:`fastgd.adadelta_step` on lists of arrays."""
     kw = S._ADADELTA.check(lr=lr, rho=rho, eps=eps, weight_decay=weight_decay, maximize=maximize)
-    return _go(S._ADADELTA, backend, (params, grads, square_avgs, acc_deltas), kw)
+    return _go(S._ADADELTA, backend, (params, grads, square_avgs, acc_deltas), kw,
+               grad_scale, found_inf, max_norm, master_params)
 
 
 def rmsprop_step(params, grads, square_avgs, *, momentum_buffers=None, grad_avgs=None, lr=1e-2, alpha=0.99,
-                 eps=1e-8, momentum=0.0, centered=False, weight_decay=0.0, maximize=False, backend=None):
+                 eps=1e-8, momentum=0.0, centered=False, weight_decay=0.0, maximize=False,
+                 grad_scale=None, found_inf=None, max_norm=None, master_params=None, backend=None):
     """:func:`fastgd.rmsprop_step` on lists of arrays (``momentum_buffers`` when
     ``momentum > 0``, ``grad_avgs`` when ``centered=True``)."""
     kw = S._RMSPROP.check(lr=lr, alpha=alpha, eps=eps, momentum=momentum, centered=centered,
                           weight_decay=weight_decay, maximize=maximize)
-    return _go(S._RMSPROP, backend, (params, grads, square_avgs, momentum_buffers, grad_avgs), kw)
+    return _go(S._RMSPROP, backend, (params, grads, square_avgs, momentum_buffers, grad_avgs), kw,
+               grad_scale, found_inf, max_norm, master_params)
 
 
 def lion_step(params, grads, exp_avgs, *, lr=1e-4, beta1=0.9, beta2=0.99, weight_decay=0.0, maximize=False,
-              backend=None):
+              grad_scale=None, found_inf=None, max_norm=None, master_params=None, backend=None):
     """:func:`fastgd.lion_step` on lists of arrays."""
     kw = S._LION.check(lr=lr, beta1=beta1, beta2=beta2, weight_decay=weight_decay, maximize=maximize)
-    return _go(S._LION, backend, (params, grads, exp_avgs), kw)
+    return _go(S._LION, backend, (params, grads, exp_avgs), kw,
+               grad_scale, found_inf, max_norm, master_params)

@@ -38,15 +38,40 @@ _SGD, _ADAM, _ADAMW, _ADAMAX, _NADAM, _RADAM, _ADAGRAD, _ADADELTA, _RMSPROP, _LI
                        "lion"))
 
 
-def _run(rule, backend, given, kw):
+def _run(rule, backend, given, kw, grad_scale=None, found_inf=None, max_norm=None, master_param=None):
     """Check the arrays (``given``: param, grad, every state array, optional ones included
-    when given), then run the backend's kernel (not on empty arrays) on those the call uses."""
+    when given), then run the backend's kernel (not on empty arrays) on those the call uses.
+    Half-precision arrays and the fused extras take :func:`_staged`."""
     impl = backend_module(backend)  # first: no code of the caller's runs between the checks and the kernel
-    V.arrays_ok(given, 1, rule.optional) or V.arrays(rule.array_names, given, 1, rule.optional)
+    if not V.arrays_ok(given, 1, rule.optional) and V.is_half(V.arrays(rule.array_names, given, 1, rule.optional)):
+        return _staged(rule, impl, given, kw, grad_scale, found_inf, max_norm, master_param)
+    if grad_scale is not None or found_inf is not None or max_norm is not None or master_param is not None:
+        return _staged(rule, impl, given, kw, grad_scale, found_inf, max_norm, master_param)
     arrs = rule.arrays(kw, given)
     if arrs[0].size == 0:
         return arrs[0]
     return getattr(impl, rule.kernel)(*arrs, **kw)
+
+
+def _staged(rule, impl, given, kw, grad_scale, found_inf, max_norm, master_param):
+    """The checked arrays of a call with half-precision arrays or fused extras: the extras
+    checked too, then the one-tensor kernel-level call of :mod:`fastgd.multi`."""
+    from . import multi as M  # (it imports this module)
+    arrs = rule.arrays(kw, given)
+    masters = None
+    if master_param is not None:
+        V.master("master_param", master_param, arrs[0], zip(rule.array_names, arrs))
+        masters = [master_param]
+    lists = [None if a is None else [a] for a in arrs]
+    ext = M._extras(rule.array_names, lists, grad_scale, found_inf, max_norm, masters, impl)
+    if ext is not None and arrs[0].size:
+        M._staged_call(impl, rule.kernel, lists, kw, *ext)
+    return arrs[0]
+
+
+def _skipped(found_inf):
+    """Did ``found_inf`` (already checked) make the step a no-op?"""
+    return found_inf is not None and float(found_inf.reshape(-1)[0]) != 0.0
 
 
 def _adam_hyper(step, lr, beta1, beta2, eps, weight_decay, amsgrad, maximize):
@@ -82,7 +107,8 @@ def _mu_product_after(mu_product, kw):
 
 
 def sgd_step(param, grad, momentum_buffer=None, *, lr, momentum=0.0, dampening=0.0, nesterov=False,
-             weight_decay=0.0, maximize=False, step=None, backend=None):
+             weight_decay=0.0, maximize=False, step=None,
+             grad_scale=None, found_inf=None, max_norm=None, master_param=None, backend=None):
     """Stochastic gradient descent with optional (Nesterov) momentum, as ``torch.optim.SGD``.
 
     .. math::
@@ -98,14 +124,15 @@ def sgd_step(param, grad, momentum_buffer=None, *, lr, momentum=0.0, dampening=0
     """
     kw = _SGD.check(step, lr=lr, momentum=momentum, dampening=dampening, nesterov=nesterov,
                     weight_decay=weight_decay, maximize=maximize)
-    return _run(_SGD, backend, (param, grad, momentum_buffer), kw)
+    return _run(_SGD, backend, (param, grad, momentum_buffer), kw, grad_scale, found_inf, max_norm, master_param)
 
 
 _ADAM_OPTIONAL = _ADAM.optional
 
 
 def _adam(param, grad, exp_avg, exp_avg_sq, step, lr, beta1, beta2, eps, weight_decay, amsgrad,
-          max_exp_avg_sq, maximize, decoupled, backend):
+          max_exp_avg_sq, maximize, decoupled, backend, grad_scale=None, found_inf=None, max_norm=None,
+          master_param=None):
     # Adam's small-array path is the hot one (~1 us of kernel at 1e3 elements), so this is
     # _run written out: C fast accepts first, the named checks only when they say no, and the
     # kernel called with positional arguments (the reference's order; no keyword parsing).
@@ -114,7 +141,11 @@ def _adam(param, grad, exp_avg, exp_avg_sq, step, lr, beta1, beta2, eps, weight_
             step, lr, beta1, beta2, eps, weight_decay, amsgrad, maximize)
     impl = backend_module(backend)  # first: no code of the caller's runs between the checks and the kernel
     arrs = (param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq)  # checked when given, used with amsgrad
-    V.arrays_ok(arrs, 1, _ADAM_OPTIONAL) or V.arrays(_ADAM.array_names, arrs, 1, _ADAM_OPTIONAL)
+    if (not V.arrays_ok(arrs, 1, _ADAM_OPTIONAL) and V.is_half(V.arrays(_ADAM.array_names, arrs, 1, _ADAM_OPTIONAL))
+            or grad_scale is not None or found_inf is not None or max_norm is not None or master_param is not None):
+        kw = dict(step=step, lr=lr, beta1=beta1, beta2=beta2, eps=eps, weight_decay=weight_decay, amsgrad=amsgrad,
+                  maximize=maximize, decoupled_weight_decay=decoupled)
+        return _staged(_ADAM, impl, arrs, kw, grad_scale, found_inf, max_norm, master_param)
     if amsgrad:
         V.required("max_exp_avg_sq", max_exp_avg_sq, "amsgrad=True")
     else:
@@ -126,7 +157,8 @@ def _adam(param, grad, exp_avg, exp_avg_sq, step, lr, beta1, beta2, eps, weight_
 
 
 def adam_step(param, grad, exp_avg, exp_avg_sq, *, step, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8,
-              weight_decay=0.0, amsgrad=False, max_exp_avg_sq=None, maximize=False, backend=None):
+              weight_decay=0.0, amsgrad=False, max_exp_avg_sq=None, maximize=False,
+              grad_scale=None, found_inf=None, max_norm=None, master_param=None, backend=None):
     """Adam (Kingma & Ba 2015), optionally AMSGrad, as ``torch.optim.Adam``.
 
     .. math::
@@ -139,11 +171,12 @@ def adam_step(param, grad, exp_avg, exp_avg_sq, *, step, lr=1e-3, beta1=0.9, bet
     State: ``exp_avg`` (m), ``exp_avg_sq`` (v), and ``max_exp_avg_sq`` when ``amsgrad=True``.
     """
     return _adam(param, grad, exp_avg, exp_avg_sq, step, lr, beta1, beta2, eps, weight_decay, amsgrad,
-                 max_exp_avg_sq, maximize, False, backend)
+                 max_exp_avg_sq, maximize, False, backend, grad_scale, found_inf, max_norm, master_param)
 
 
 def adamw_step(param, grad, exp_avg, exp_avg_sq, *, step, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8,
-               weight_decay=1e-2, amsgrad=False, max_exp_avg_sq=None, maximize=False, backend=None):
+               weight_decay=1e-2, amsgrad=False, max_exp_avg_sq=None, maximize=False,
+               grad_scale=None, found_inf=None, max_norm=None, master_param=None, backend=None):
     """AdamW (Loshchilov & Hutter 2019): Adam with decoupled weight decay, as ``torch.optim.AdamW``.
 
     .. math::
@@ -154,11 +187,12 @@ def adamw_step(param, grad, exp_avg, exp_avg_sq, *, step, lr=1e-3, beta1=0.9, be
     State: ``exp_avg``, ``exp_avg_sq`` (and ``max_exp_avg_sq`` with ``amsgrad=True``).
     """
     return _adam(param, grad, exp_avg, exp_avg_sq, step, lr, beta1, beta2, eps, weight_decay, amsgrad,
-                 max_exp_avg_sq, maximize, True, backend)
+                 max_exp_avg_sq, maximize, True, backend, grad_scale, found_inf, max_norm, master_param)
 
 
 def adamax_step(param, grad, exp_avg, exp_inf, *, step, lr=2e-3, beta1=0.9, beta2=0.999, eps=1e-8,
-                weight_decay=0.0, maximize=False, backend=None):
+                weight_decay=0.0, maximize=False,
+                grad_scale=None, found_inf=None, max_norm=None, master_param=None, backend=None):
     """AdaMax (Kingma & Ba 2015, sec. 7), as ``torch.optim.Adamax``.
 
     .. math::
@@ -170,12 +204,12 @@ def adamax_step(param, grad, exp_avg, exp_inf, *, step, lr=2e-3, beta1=0.9, beta
     State: ``exp_avg`` (m), ``exp_inf`` (u).
     """
     kw = _ADAMAX.check(step, lr=lr, beta1=beta1, beta2=beta2, eps=eps, weight_decay=weight_decay, maximize=maximize)
-    return _run(_ADAMAX, backend, (param, grad, exp_avg, exp_inf), kw)
+    return _run(_ADAMAX, backend, (param, grad, exp_avg, exp_inf), kw, grad_scale, found_inf, max_norm, master_param)
 
 
 def nadam_step(param, grad, exp_avg, exp_avg_sq, mu_product=None, *, step, lr=2e-3, beta1=0.9, beta2=0.999,
                eps=1e-8, weight_decay=0.0, momentum_decay=4e-3, decoupled_weight_decay=False, maximize=False,
-               backend=None):
+               grad_scale=None, found_inf=None, max_norm=None, master_param=None, backend=None):
     """NAdam (Dozat 2016), as ``torch.optim.NAdam``.
 
     .. math::
@@ -194,8 +228,9 @@ def nadam_step(param, grad, exp_avg, exp_avg_sq, mu_product=None, *, step, lr=2e
                       momentum_decay=momentum_decay, decoupled_weight_decay=decoupled_weight_decay, maximize=maximize)
     kw["mu_product"] = _mu_product_before(mu_product, kw, lambda k, t: _NADAM.array_names[k],
                                           ((param,), (grad,), (exp_avg,), (exp_avg_sq,)))
-    _run(_NADAM, backend, (param, grad, exp_avg, exp_avg_sq), kw)
-    _mu_product_after(mu_product, kw)
+    _run(_NADAM, backend, (param, grad, exp_avg, exp_avg_sq), kw, grad_scale, found_inf, max_norm, master_param)
+    if not _skipped(found_inf):  # (checked by _run) a skipped step does not advance the product
+        _mu_product_after(mu_product, kw)
     return param
 
 
@@ -225,7 +260,8 @@ _MU_PRODUCT_MAX_STEPS = 10_000_000  # a few seconds of Python
 
 
 def radam_step(param, grad, exp_avg, exp_avg_sq, *, step, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8,
-               weight_decay=0.0, decoupled_weight_decay=False, maximize=False, backend=None):
+               weight_decay=0.0, decoupled_weight_decay=False, maximize=False,
+               grad_scale=None, found_inf=None, max_norm=None, master_param=None, backend=None):
     """RAdam (Liu et al. 2020), as ``torch.optim.RAdam``.
 
     .. math::
@@ -239,11 +275,11 @@ def radam_step(param, grad, exp_avg, exp_avg_sq, *, step, lr=1e-3, beta1=0.9, be
     """
     kw = _RADAM.check(step, lr=lr, beta1=beta1, beta2=beta2, eps=eps, weight_decay=weight_decay,
                       decoupled_weight_decay=decoupled_weight_decay, maximize=maximize)
-    return _run(_RADAM, backend, (param, grad, exp_avg, exp_avg_sq), kw)
+    return _run(_RADAM, backend, (param, grad, exp_avg, exp_avg_sq), kw, grad_scale, found_inf, max_norm, master_param)
 
 
 def adagrad_step(param, grad, state_sum, *, step, lr=1e-2, lr_decay=0.0, weight_decay=0.0, eps=1e-10,
-                 maximize=False, backend=None):
+                 maximize=False, grad_scale=None, found_inf=None, max_norm=None, master_param=None, backend=None):
     """Adagrad (Duchi et al. 2011), as ``torch.optim.Adagrad``.
 
     .. math::
@@ -254,11 +290,11 @@ def adagrad_step(param, grad, state_sum, *, step, lr=1e-2, lr_decay=0.0, weight_
     State: ``state_sum`` (torch's ``initial_accumulator_value``, 0 by default: fill it to start elsewhere).
     """
     kw = _ADAGRAD.check(step, lr=lr, lr_decay=lr_decay, weight_decay=weight_decay, eps=eps, maximize=maximize)
-    return _run(_ADAGRAD, backend, (param, grad, state_sum), kw)
+    return _run(_ADAGRAD, backend, (param, grad, state_sum), kw, grad_scale, found_inf, max_norm, master_param)
 
 
 def adadelta_step(param, grad, square_avg, acc_delta, *, lr=1.0, rho=0.9, eps=1e-6, weight_decay=0.0,
-                  maximize=False, backend=None):
+                  maximize=False, grad_scale=None, found_inf=None, max_norm=None, master_param=None, backend=None):
     """Adadelta (Zeiler 2012), as ``torch.optim.Adadelta``.
 
     .. math::
@@ -271,11 +307,13 @@ def adadelta_step(param, grad, square_avg, acc_delta, *, lr=1.0, rho=0.9, eps=1e
     State: ``square_avg`` (s), ``acc_delta`` (a).
     """
     kw = _ADADELTA.check(lr=lr, rho=rho, eps=eps, weight_decay=weight_decay, maximize=maximize)
-    return _run(_ADADELTA, backend, (param, grad, square_avg, acc_delta), kw)
+    return _run(_ADADELTA, backend, (param, grad, square_avg, acc_delta), kw,
+                grad_scale, found_inf, max_norm, master_param)
 
 
 def rmsprop_step(param, grad, square_avg, *, momentum_buffer=None, grad_avg=None, lr=1e-2, alpha=0.99,
-                 eps=1e-8, momentum=0.0, centered=False, weight_decay=0.0, maximize=False, backend=None):
+                 eps=1e-8, momentum=0.0, centered=False, weight_decay=0.0, maximize=False,
+                 grad_scale=None, found_inf=None, max_norm=None, master_param=None, backend=None):
     """RMSprop (Hinton 2012), optionally centered and with momentum, as ``torch.optim.RMSprop``.
 
     .. math::
@@ -290,11 +328,12 @@ def rmsprop_step(param, grad, square_avg, *, momentum_buffer=None, grad_avg=None
     """
     kw = _RMSPROP.check(lr=lr, alpha=alpha, eps=eps, momentum=momentum, centered=centered, weight_decay=weight_decay,
                         maximize=maximize)
-    return _run(_RMSPROP, backend, (param, grad, square_avg, momentum_buffer, grad_avg), kw)
+    return _run(_RMSPROP, backend, (param, grad, square_avg, momentum_buffer, grad_avg), kw,
+                grad_scale, found_inf, max_norm, master_param)
 
 
 def lion_step(param, grad, exp_avg, *, lr=1e-4, beta1=0.9, beta2=0.99, weight_decay=0.0, maximize=False,
-              backend=None):
+              grad_scale=None, found_inf=None, max_norm=None, master_param=None, backend=None):
     """Lion (Chen et al. 2023, "Symbolic Discovery of Optimization Algorithms"), decoupled
     weight decay as in the paper and optax.
 
@@ -306,4 +345,4 @@ def lion_step(param, grad, exp_avg, *, lr=1e-4, beta1=0.9, beta2=0.99, weight_de
     State: ``exp_avg`` (m).  Use a learning rate 3-10x smaller than AdamW's.
     """
     kw = _LION.check(lr=lr, beta1=beta1, beta2=beta2, weight_decay=weight_decay, maximize=maximize)
-    return _run(_LION, backend, (param, grad, exp_avg), kw)
+    return _run(_LION, backend, (param, grad, exp_avg), kw, grad_scale, found_inf, max_norm, master_param)
