@@ -13,7 +13,7 @@ import fastgd
 import fastgd.multi as M
 import fastgd.optim as O
 from fastgd import _validate as V
-from fastgd._rules import KERNELS, RULES
+from fastgd._rules import EXTRAS, KERNELS, RULES
 from fastgd.backends import backend_module
 
 RULE_NAMES = tuple(RULES)
@@ -33,10 +33,12 @@ def test_step_function_defaults_equal_the_table(rule):
     """fastgd.<rule>_step and fastgd.multi.<rule>_step: every hyperparameter keyword with
     the table's default (a required keyword where the table has None), nothing else."""
     r = RULES[rule]
-    expected = {h.name: (inspect.Parameter.empty if h.default is None else h.default) for h in r.hyper}
+    hyper = {h.name: (inspect.Parameter.empty if h.default is None else h.default) for h in r.hyper}
     single_state = {s.name for s in r.state}
     multi_state = {s.multi for s in r.state}
-    for fn, state in ((getattr(fastgd, rule + "_step"), single_state), (getattr(M, rule + "_step"), multi_state)):
+    for fn, state, k in ((getattr(fastgd, rule + "_step"), single_state, 0), (getattr(M, rule + "_step"), multi_state, 1)):
+        # the hyperparameters, then the fused extras of every rule (default None)
+        expected = dict(hyper, **{e[k]: None for e in EXTRAS})
         got = _keyword_defaults(fn, state | {"backend", "step"})
         assert got == expected, fn.__qualname__
         assert list(got) == list(expected), "%s: keywords not in the table's order" % fn.__qualname__
@@ -63,7 +65,8 @@ def test_optimizer_defaults_equal_the_table(rule):
         expected["betas"] = (expected.pop(r.betas[0]), expected.pop(r.betas[1]))
     for h in r.optim_hyper:
         expected[h.name] = h.default
-    got = {n: p.default for n, p in sig.items() if n not in ("self", "params", "backend")}
+    # the constructor options (backend, state dtype, master weights, clipping) are not hyperparameters
+    got = {n: p.default for n, p in sig.items() if n not in ("self", "params") + O._OPTIONS}
     assert got == expected
 
 

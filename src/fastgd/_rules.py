@@ -27,7 +27,7 @@ import math
 
 from . import _validate as V
 
-__all__ = ["Rule", "State", "Hyper", "RULES", "KERNELS"]
+__all__ = ["Rule", "State", "Hyper", "RULES", "KERNELS", "EXTRAS"]
 
 
 class Hyper:
@@ -291,6 +291,12 @@ RULES = {r.name: r for r in (
           _MAXIMIZE],
          step=None, optimizer="Lion", betas=("beta1", "beta2")),
 )}
+
+# The fused extras every rule takes (keyword-only, default None, after its hyperparameters;
+# single-tensor name, fastgd.multi name), checked by fastgd._validate (grad_scale, found_inf,
+# max_norm, master) and defined by fastgd/reference/half.py.
+EXTRAS = (("grad_scale", "grad_scale"), ("found_inf", "found_inf"), ("max_norm", "max_norm"),
+          ("master_param", "master_params"))
 
 # the kernels every backend provides (reference names), in table order
 KERNELS = tuple(dict.fromkeys(r.kernel for r in RULES.values()))

@@ -33,8 +33,8 @@ F32 = np.dtype(np.float32)
 def is_half(dt):
     """float16 (native byte order), or ml_dtypes' bfloat16 (recognised without importing
     ml_dtypes: an array of it can only exist once the caller has imported it)."""
-    return dt.itemsize == 2 and ((dt.char == "e" and dt.isnative) or
-                                 (dt.name == "bfloat16" and dt.type.__module__ == "ml_dtypes"))
+    return dt.itemsize == 2 and dt.isnative and (dt.char == "e" or
+                                                 (dt.name == "bfloat16" and dt.type.__module__ == "ml_dtypes"))
 
 
 def param_dtype_ok(dt):

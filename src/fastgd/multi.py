@@ -266,13 +266,20 @@ def _staged_call(impl, kernel, lists, kw, grad_scale=None, clip=None, masters=No
     return _half.staged(getattr(impl, kernel), lists, kw, grad_scale, clip, masters)
 
 
+class _Clip(float):
+    """``max_norm=`` given as the final clip factor rather than a threshold: fastgd.optim
+    computes one norm over all the calls of a step (every group and dtype) and passes the
+    factor to each (it may be 0 or NaN, like the norm it comes from)."""
+    __slots__ = ()
+
+
 def _extras(names, lists, grad_scale, found_inf, max_norm, masters, backend_impl, master_name="master_params"):
     """Check the fused extras of a call whose arrays are checked: returns None when
     ``found_inf`` says skip (nothing may be written), else (grad_scale, clip, masters) with
     ``clip`` the global-norm factor (None without ``max_norm``)."""
     gs = None if grad_scale is None else V.grad_scale(grad_scale)
     skip = found_inf is not None and V.found_inf(found_inf) != 0.0
-    mn = None if max_norm is None else V.max_norm(max_norm)
+    mn = None if max_norm is None or type(max_norm) is _Clip else V.max_norm(max_norm)
     params = lists[0]
     if masters is not None:
         if not isinstance(masters, (list, tuple)):
@@ -290,7 +297,9 @@ def _extras(names, lists, grad_scale, found_inf, max_norm, masters, backend_impl
     if skip:
         return None
     clip = None
-    if mn is not None:
+    if type(max_norm) is _Clip:
+        clip = float(max_norm)
+    elif mn is not None:
         clip = V.clip_coef(mn, _global_norm(backend_impl, lists[1], gs))
     return gs, clip, masters
 
@@ -312,7 +321,7 @@ def _grad_list(name, grads):
 
 
 def global_norm(grads, *, grad_scale=None, backend=None):
-    """The L2 norm of all the gradients together, :math:`\sqrt{\sum_t \sum_i g_{t,i}^2}`,
+    r"""The L2 norm of all the gradients together, :math:`\sqrt{\sum_t \sum_i g_{t,i}^2}`,
     accumulated in float64 (then divided by ``grad_scale``: the norm of the unscaled
     gradients), as ``torch.nn.utils.clip_grad_norm_`` computes it.  One read pass.  Backends
     agree to about 1e-12 relative (their summation orders differ).  ``grads``: a list of
@@ -454,9 +463,9 @@ def nadam_step(params, grads, exp_avgs, exp_avg_sqs, mu_product=None, *, step, l
     lists = _as_lists(S._NADAM.multi_names, (params, grads, exp_avgs, exp_avg_sqs))
     kw["mu_product"] = S._mu_product_before(mu_product, kw, lambda k, t: "%s[%d]" % (S._NADAM.multi_names[k], t),
                                             lists)
-    if _go(S._NADAM, backend, lists, kw,
-               grad_scale, found_inf, max_norm, master_params) is not None:
-        S._mu_product_after(mu_product, kw)  # not when found_inf said skip
+    _go(S._NADAM, backend, lists, kw, grad_scale, found_inf, max_norm, master_params)
+    if not S._skipped(found_inf):  # (checked by _go) a skipped step does not advance the product
+        S._mu_product_after(mu_product, kw)
     return params
 
 

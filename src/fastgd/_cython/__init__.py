@@ -34,6 +34,11 @@ if _rules is None:
 
 SIMD_VARIANT = _v
 # single-tensor kernels, their multi-tensor forms (<rule>_multi, used by fastgd.multi) and helpers
-for _k in KERNELS + tuple(k + "_multi" for k in KERNELS) + ("copy_skeleton", "multi_arrays_ok", "multi_chunk"):
+for _k in KERNELS + tuple(k + "_multi" for k in KERNELS) + ("copy_skeleton", "multi_arrays_ok", "multi_chunk",
+                                                              "global_norm", "unscale_and_check", "half_cast",
+                                                              "half_skeleton"):
     if hasattr(_rules, _k):
         globals()[_k] = getattr(_rules, _k)
+
+# the <rule>_multi kernels take half-precision arrays and grad_scale=, clip=, masters= (staged.pxi)
+STAGED = True

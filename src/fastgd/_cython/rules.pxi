@@ -899,14 +899,47 @@ cdef inline int _multi_threads(_Batch b):
     return 1 if b.nchunks < 2 else min(threads_for(b.total), b.nchunks)
 
 
+include "staged.pxi"
+
+
 def sgd_multi(params, grads, momentum_buffers, *, double lr, double momentum, double dampening, bint nesterov,
-              double weight_decay, bint maximize, bint first_step):
-    cdef _Batch b = _batch((params, grads, momentum_buffers))
+              double weight_decay, bint maximize, bint first_step, grad_scale=None, clip=None, masters=None):
+    cdef tuple lists = (params, grads, momentum_buffers)
+    cdef _Batch b = _batch(lists)
     cdef int nt = _multi_threads(b)
     cdef double sign = -1.0 if maximize else 1.0
     cdef bint has_wd = weight_decay != 0
     cdef bint has_mom = momentum != 0
     cdef Py_ssize_t c, t, o, T = b.T
+    cdef _Staging sg = _staging(b, lists, grad_scale, clip, masters, nt)
+    cdef _Sb* s
+    cdef int tid
+    cdef Py_ssize_t u, m
+    if sg is not None:  # half precision / extras: see staged.pxi
+        s = &sg.s
+        if sg.f64:
+            for c in prange(b.nchunks, schedule="static", num_threads=nt, use_threads_if=nt > 1, nogil=True):
+                tid = threadid()
+                u = 0
+                while u < b.cn[c]:
+                    m = _stage_in(s, tid, c, u, <double>0)
+                    _sgd[double](_sp(s, tid, 0, <double>0), _sp(s, tid, 1, <double>0),
+                                _sp(s, tid, 2, <double>0), m, 1, sign, has_wd, weight_decay, has_mom,
+                                first_step, nesterov, momentum, 1.0 - dampening, lr)
+                    _stage_out(s, tid, c, u, m, <double>0)
+                    u = u + m
+        else:
+            for c in prange(b.nchunks, schedule="static", num_threads=nt, use_threads_if=nt > 1, nogil=True):
+                tid = threadid()
+                u = 0
+                while u < b.cn[c]:
+                    m = _stage_in(s, tid, c, u, <float>0)
+                    _sgd[float](_sp(s, tid, 0, <float>0), _sp(s, tid, 1, <float>0),
+                                _sp(s, tid, 2, <float>0), m, 1, sign, has_wd, weight_decay, has_mom,
+                                first_step, nesterov, momentum, 1.0 - dampening, lr)
+                    _stage_out(s, tid, c, u, m, <float>0)
+                    u = u + m
+        return params
     if b.f32:
         for c in prange(b.nchunks, schedule="static", num_threads=nt, use_threads_if=nt > 1, nogil=True):
             t = b.ct[c]
@@ -926,14 +959,48 @@ def sgd_multi(params, grads, momentum_buffers, *, double lr, double momentum, do
 
 def adam_multi(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, *, double step, double lr, double beta1,
                double beta2, double eps, double weight_decay, bint amsgrad, bint maximize,
-               bint decoupled_weight_decay):
-    cdef _Batch b = _batch((params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs))
+               bint decoupled_weight_decay, grad_scale=None, clip=None, masters=None):
+    cdef tuple lists = (params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs)
+    cdef _Batch b = _batch(lists)
     cdef int nt = _multi_threads(b)
     cdef double sign = -1.0 if maximize else 1.0
     cdef _AdamScalars sc = _adam_scalars(step, lr, beta1, beta2, weight_decay)
     cdef double step_size = sc.step_size, inv_bc2_sqrt = sc.inv_bc2_sqrt, decay = sc.decay
     cdef bint has_wd = weight_decay != 0
     cdef Py_ssize_t c, t, o, T = b.T
+    cdef _Staging sg = _staging(b, lists, grad_scale, clip, masters, nt)
+    cdef _Sb* s
+    cdef int tid
+    cdef Py_ssize_t u, m
+    if sg is not None:  # half precision / extras: see staged.pxi
+        s = &sg.s
+        if sg.f64:
+            for c in prange(b.nchunks, schedule="static", num_threads=nt, use_threads_if=nt > 1, nogil=True):
+                tid = threadid()
+                u = 0
+                while u < b.cn[c]:
+                    m = _stage_in(s, tid, c, u, <double>0)
+                    _adam[double](_sp(s, tid, 0, <double>0), _sp(s, tid, 1, <double>0),
+                                 _sp(s, tid, 2, <double>0), _sp(s, tid, 3, <double>0),
+                                 _sp(s, tid, 4, <double>0), m, 1, sign, has_wd, decoupled_weight_decay,
+                                 weight_decay, decay, beta1, 1.0 - beta1, beta2, 1.0 - beta2, step_size, inv_bc2_sqrt,
+                                 eps, amsgrad)
+                    _stage_out(s, tid, c, u, m, <double>0)
+                    u = u + m
+        else:
+            for c in prange(b.nchunks, schedule="static", num_threads=nt, use_threads_if=nt > 1, nogil=True):
+                tid = threadid()
+                u = 0
+                while u < b.cn[c]:
+                    m = _stage_in(s, tid, c, u, <float>0)
+                    _adam[float](_sp(s, tid, 0, <float>0), _sp(s, tid, 1, <float>0),
+                                 _sp(s, tid, 2, <float>0), _sp(s, tid, 3, <float>0),
+                                 _sp(s, tid, 4, <float>0), m, 1, sign, has_wd, decoupled_weight_decay,
+                                 weight_decay, decay, beta1, 1.0 - beta1, beta2, 1.0 - beta2, step_size, inv_bc2_sqrt,
+                                 eps, amsgrad)
+                    _stage_out(s, tid, c, u, m, <float>0)
+                    u = u + m
+        return params
     if b.f32:
         for c in prange(b.nchunks, schedule="static", num_threads=nt, use_threads_if=nt > 1, nogil=True):
             t = b.ct[c]
@@ -956,13 +1023,43 @@ def adam_multi(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, *, double 
 
 
 def adamax_multi(params, grads, exp_avgs, exp_infs, *, double step, double lr, double beta1, double beta2, double eps,
-                 double weight_decay, bint maximize):
-    cdef _Batch b = _batch((params, grads, exp_avgs, exp_infs))
+                 double weight_decay, bint maximize, grad_scale=None, clip=None, masters=None):
+    cdef tuple lists = (params, grads, exp_avgs, exp_infs)
+    cdef _Batch b = _batch(lists)
     cdef int nt = _multi_threads(b)
     cdef double sign = -1.0 if maximize else 1.0
     cdef double step_size = _adamax_step_size(step, lr, beta1)
     cdef bint has_wd = weight_decay != 0
     cdef Py_ssize_t c, t, o, T = b.T
+    cdef _Staging sg = _staging(b, lists, grad_scale, clip, masters, nt)
+    cdef _Sb* s
+    cdef int tid
+    cdef Py_ssize_t u, m
+    if sg is not None:  # half precision / extras: see staged.pxi
+        s = &sg.s
+        if sg.f64:
+            for c in prange(b.nchunks, schedule="static", num_threads=nt, use_threads_if=nt > 1, nogil=True):
+                tid = threadid()
+                u = 0
+                while u < b.cn[c]:
+                    m = _stage_in(s, tid, c, u, <double>0)
+                    _adamax[double](_sp(s, tid, 0, <double>0), _sp(s, tid, 1, <double>0),
+                                   _sp(s, tid, 2, <double>0), _sp(s, tid, 3, <double>0), m, 1,
+                                   sign, has_wd, weight_decay, beta1, 1.0 - beta1, beta2, eps, step_size)
+                    _stage_out(s, tid, c, u, m, <double>0)
+                    u = u + m
+        else:
+            for c in prange(b.nchunks, schedule="static", num_threads=nt, use_threads_if=nt > 1, nogil=True):
+                tid = threadid()
+                u = 0
+                while u < b.cn[c]:
+                    m = _stage_in(s, tid, c, u, <float>0)
+                    _adamax[float](_sp(s, tid, 0, <float>0), _sp(s, tid, 1, <float>0),
+                                   _sp(s, tid, 2, <float>0), _sp(s, tid, 3, <float>0), m, 1,
+                                   sign, has_wd, weight_decay, beta1, 1.0 - beta1, beta2, eps, step_size)
+                    _stage_out(s, tid, c, u, m, <float>0)
+                    u = u + m
+        return params
     if b.f32:
         for c in prange(b.nchunks, schedule="static", num_threads=nt, use_threads_if=nt > 1, nogil=True):
             t = b.ct[c]
@@ -981,8 +1078,9 @@ def adamax_multi(params, grads, exp_avgs, exp_infs, *, double step, double lr, d
 
 
 def nadam_multi(params, grads, exp_avgs, exp_avg_sqs, *, step, mu_product, double lr, double beta1, double beta2,
-                double eps, double weight_decay, double momentum_decay, bint maximize, bint decoupled_weight_decay):
-    cdef _Batch b = _batch((params, grads, exp_avgs, exp_avg_sqs))
+                double eps, double weight_decay, double momentum_decay, bint maximize, bint decoupled_weight_decay, grad_scale=None, clip=None, masters=None):
+    cdef tuple lists = (params, grads, exp_avgs, exp_avg_sqs)
+    cdef _Batch b = _batch(lists)
     cdef int nt = _multi_threads(b)
     cdef double sign = -1.0 if maximize else 1.0
     cdef double decay = 1.0 - lr * weight_decay
@@ -990,6 +1088,37 @@ def nadam_multi(params, grads, exp_avgs, exp_avg_sqs, *, step, mu_product, doubl
     cdef _NAdamScalars sc = _nadam_scalars(step, mu_product, lr, beta1, beta2, momentum_decay)
     cdef double coef_grad = sc.coef_grad, coef_avg = sc.coef_avg, inv_bc2 = sc.inv_bc2
     cdef Py_ssize_t c, t, o, T = b.T
+    cdef _Staging sg = _staging(b, lists, grad_scale, clip, masters, nt)
+    cdef _Sb* s
+    cdef int tid
+    cdef Py_ssize_t u, m
+    if sg is not None:  # half precision / extras: see staged.pxi
+        s = &sg.s
+        if sg.f64:
+            for c in prange(b.nchunks, schedule="static", num_threads=nt, use_threads_if=nt > 1, nogil=True):
+                tid = threadid()
+                u = 0
+                while u < b.cn[c]:
+                    m = _stage_in(s, tid, c, u, <double>0)
+                    _nadam[double](_sp(s, tid, 0, <double>0), _sp(s, tid, 1, <double>0),
+                                  _sp(s, tid, 2, <double>0), _sp(s, tid, 3, <double>0), m, 1,
+                                  sign, has_wd, decoupled_weight_decay, weight_decay, decay, beta1, 1.0 - beta1,
+                                  beta2, 1.0 - beta2, inv_bc2, eps, coef_grad, coef_avg)
+                    _stage_out(s, tid, c, u, m, <double>0)
+                    u = u + m
+        else:
+            for c in prange(b.nchunks, schedule="static", num_threads=nt, use_threads_if=nt > 1, nogil=True):
+                tid = threadid()
+                u = 0
+                while u < b.cn[c]:
+                    m = _stage_in(s, tid, c, u, <float>0)
+                    _nadam[float](_sp(s, tid, 0, <float>0), _sp(s, tid, 1, <float>0),
+                                  _sp(s, tid, 2, <float>0), _sp(s, tid, 3, <float>0), m, 1,
+                                  sign, has_wd, decoupled_weight_decay, weight_decay, decay, beta1, 1.0 - beta1,
+                                  beta2, 1.0 - beta2, inv_bc2, eps, coef_grad, coef_avg)
+                    _stage_out(s, tid, c, u, m, <float>0)
+                    u = u + m
+        return params
     if b.f32:
         for c in prange(b.nchunks, schedule="static", num_threads=nt, use_threads_if=nt > 1, nogil=True):
             t = b.ct[c]
@@ -1010,8 +1139,9 @@ def nadam_multi(params, grads, exp_avgs, exp_avg_sqs, *, step, mu_product, doubl
 
 
 def radam_multi(params, grads, exp_avgs, exp_avg_sqs, *, step, double lr, double beta1, double beta2, double eps,
-                double weight_decay, bint maximize, bint decoupled_weight_decay):
-    cdef _Batch b = _batch((params, grads, exp_avgs, exp_avg_sqs))
+                double weight_decay, bint maximize, bint decoupled_weight_decay, grad_scale=None, clip=None, masters=None):
+    cdef tuple lists = (params, grads, exp_avgs, exp_avg_sqs)
+    cdef _Batch b = _batch(lists)
     cdef int nt = _multi_threads(b)
     cdef double sign = -1.0 if maximize else 1.0
     cdef double decay = 1.0 - lr * weight_decay
@@ -1020,6 +1150,37 @@ def radam_multi(params, grads, exp_avgs, exp_avg_sqs, *, step, double lr, double
     cdef bint rect = sc.rect
     cdef double step_size = sc.step_size
     cdef Py_ssize_t c, t, o, T = b.T
+    cdef _Staging sg = _staging(b, lists, grad_scale, clip, masters, nt)
+    cdef _Sb* s
+    cdef int tid
+    cdef Py_ssize_t u, m
+    if sg is not None:  # half precision / extras: see staged.pxi
+        s = &sg.s
+        if sg.f64:
+            for c in prange(b.nchunks, schedule="static", num_threads=nt, use_threads_if=nt > 1, nogil=True):
+                tid = threadid()
+                u = 0
+                while u < b.cn[c]:
+                    m = _stage_in(s, tid, c, u, <double>0)
+                    _radam[double](_sp(s, tid, 0, <double>0), _sp(s, tid, 1, <double>0),
+                                  _sp(s, tid, 2, <double>0), _sp(s, tid, 3, <double>0), m, 1,
+                                  sign, has_wd, decoupled_weight_decay, weight_decay, decay, beta1, 1.0 - beta1,
+                                  beta2, 1.0 - beta2, rect, step_size, eps)
+                    _stage_out(s, tid, c, u, m, <double>0)
+                    u = u + m
+        else:
+            for c in prange(b.nchunks, schedule="static", num_threads=nt, use_threads_if=nt > 1, nogil=True):
+                tid = threadid()
+                u = 0
+                while u < b.cn[c]:
+                    m = _stage_in(s, tid, c, u, <float>0)
+                    _radam[float](_sp(s, tid, 0, <float>0), _sp(s, tid, 1, <float>0),
+                                  _sp(s, tid, 2, <float>0), _sp(s, tid, 3, <float>0), m, 1,
+                                  sign, has_wd, decoupled_weight_decay, weight_decay, decay, beta1, 1.0 - beta1,
+                                  beta2, 1.0 - beta2, rect, step_size, eps)
+                    _stage_out(s, tid, c, u, m, <float>0)
+                    u = u + m
+        return params
     if b.f32:
         for c in prange(b.nchunks, schedule="static", num_threads=nt, use_threads_if=nt > 1, nogil=True):
             t = b.ct[c]
@@ -1040,13 +1201,41 @@ def radam_multi(params, grads, exp_avgs, exp_avg_sqs, *, step, double lr, double
 
 
 def adagrad_multi(params, grads, state_sums, *, step, double lr, double lr_decay, double weight_decay, double eps,
-                  bint maximize):
-    cdef _Batch b = _batch((params, grads, state_sums))
+                  bint maximize, grad_scale=None, clip=None, masters=None):
+    cdef tuple lists = (params, grads, state_sums)
+    cdef _Batch b = _batch(lists)
     cdef int nt = _multi_threads(b)
     cdef double sign = -1.0 if maximize else 1.0
     cdef bint has_wd = weight_decay != 0
     cdef double clr = _adagrad_clr(step, lr, lr_decay)
     cdef Py_ssize_t c, t, o, T = b.T
+    cdef _Staging sg = _staging(b, lists, grad_scale, clip, masters, nt)
+    cdef _Sb* s
+    cdef int tid
+    cdef Py_ssize_t u, m
+    if sg is not None:  # half precision / extras: see staged.pxi
+        s = &sg.s
+        if sg.f64:
+            for c in prange(b.nchunks, schedule="static", num_threads=nt, use_threads_if=nt > 1, nogil=True):
+                tid = threadid()
+                u = 0
+                while u < b.cn[c]:
+                    m = _stage_in(s, tid, c, u, <double>0)
+                    _adagrad[double](_sp(s, tid, 0, <double>0), _sp(s, tid, 1, <double>0),
+                                    _sp(s, tid, 2, <double>0), m, 1, sign, has_wd, weight_decay, clr, eps)
+                    _stage_out(s, tid, c, u, m, <double>0)
+                    u = u + m
+        else:
+            for c in prange(b.nchunks, schedule="static", num_threads=nt, use_threads_if=nt > 1, nogil=True):
+                tid = threadid()
+                u = 0
+                while u < b.cn[c]:
+                    m = _stage_in(s, tid, c, u, <float>0)
+                    _adagrad[float](_sp(s, tid, 0, <float>0), _sp(s, tid, 1, <float>0),
+                                    _sp(s, tid, 2, <float>0), m, 1, sign, has_wd, weight_decay, clr, eps)
+                    _stage_out(s, tid, c, u, m, <float>0)
+                    u = u + m
+        return params
     if b.f32:
         for c in prange(b.nchunks, schedule="static", num_threads=nt, use_threads_if=nt > 1, nogil=True):
             t = b.ct[c]
@@ -1063,12 +1252,42 @@ def adagrad_multi(params, grads, state_sums, *, step, double lr, double lr_decay
 
 
 def adadelta_multi(params, grads, square_avgs, acc_deltas, *, double lr, double rho, double eps,
-                   double weight_decay, bint maximize):
-    cdef _Batch b = _batch((params, grads, square_avgs, acc_deltas))
+                   double weight_decay, bint maximize, grad_scale=None, clip=None, masters=None):
+    cdef tuple lists = (params, grads, square_avgs, acc_deltas)
+    cdef _Batch b = _batch(lists)
     cdef int nt = _multi_threads(b)
     cdef double sign = -1.0 if maximize else 1.0
     cdef bint has_wd = weight_decay != 0
     cdef Py_ssize_t c, t, o, T = b.T
+    cdef _Staging sg = _staging(b, lists, grad_scale, clip, masters, nt)
+    cdef _Sb* s
+    cdef int tid
+    cdef Py_ssize_t u, m
+    if sg is not None:  # half precision / extras: see staged.pxi
+        s = &sg.s
+        if sg.f64:
+            for c in prange(b.nchunks, schedule="static", num_threads=nt, use_threads_if=nt > 1, nogil=True):
+                tid = threadid()
+                u = 0
+                while u < b.cn[c]:
+                    m = _stage_in(s, tid, c, u, <double>0)
+                    _adadelta[double](_sp(s, tid, 0, <double>0), _sp(s, tid, 1, <double>0),
+                                     _sp(s, tid, 2, <double>0), _sp(s, tid, 3, <double>0), m, 1,
+                                     sign, has_wd, weight_decay, rho, 1.0 - rho, eps, lr)
+                    _stage_out(s, tid, c, u, m, <double>0)
+                    u = u + m
+        else:
+            for c in prange(b.nchunks, schedule="static", num_threads=nt, use_threads_if=nt > 1, nogil=True):
+                tid = threadid()
+                u = 0
+                while u < b.cn[c]:
+                    m = _stage_in(s, tid, c, u, <float>0)
+                    _adadelta[float](_sp(s, tid, 0, <float>0), _sp(s, tid, 1, <float>0),
+                                     _sp(s, tid, 2, <float>0), _sp(s, tid, 3, <float>0), m, 1,
+                                     sign, has_wd, weight_decay, rho, 1.0 - rho, eps, lr)
+                    _stage_out(s, tid, c, u, m, <float>0)
+                    u = u + m
+        return params
     if b.f32:
         for c in prange(b.nchunks, schedule="static", num_threads=nt, use_threads_if=nt > 1, nogil=True):
             t = b.ct[c]
@@ -1087,13 +1306,45 @@ def adadelta_multi(params, grads, square_avgs, acc_deltas, *, double lr, double 
 
 
 def rmsprop_multi(params, grads, square_avgs, momentum_buffers, grad_avgs, *, double lr, double alpha,
-                  double eps, double weight_decay, double momentum, bint centered, bint maximize):
-    cdef _Batch b = _batch((params, grads, square_avgs, momentum_buffers, grad_avgs))
+                  double eps, double weight_decay, double momentum, bint centered, bint maximize, grad_scale=None, clip=None, masters=None):
+    cdef tuple lists = (params, grads, square_avgs, momentum_buffers, grad_avgs)
+    cdef _Batch b = _batch(lists)
     cdef int nt = _multi_threads(b)
     cdef double sign = -1.0 if maximize else 1.0
     cdef bint has_wd = weight_decay != 0
     cdef bint has_mom = momentum > 0
     cdef Py_ssize_t c, t, o, T = b.T
+    cdef _Staging sg = _staging(b, lists, grad_scale, clip, masters, nt)
+    cdef _Sb* s
+    cdef int tid
+    cdef Py_ssize_t u, m
+    if sg is not None:  # half precision / extras: see staged.pxi
+        s = &sg.s
+        if sg.f64:
+            for c in prange(b.nchunks, schedule="static", num_threads=nt, use_threads_if=nt > 1, nogil=True):
+                tid = threadid()
+                u = 0
+                while u < b.cn[c]:
+                    m = _stage_in(s, tid, c, u, <double>0)
+                    _rmsprop[double](_sp(s, tid, 0, <double>0), _sp(s, tid, 1, <double>0),
+                                    _sp(s, tid, 2, <double>0), _sp(s, tid, 3, <double>0),
+                                    _sp(s, tid, 4, <double>0), m, 1, sign, has_wd, weight_decay,
+                                    alpha, 1.0 - alpha, eps, centered, has_mom, momentum, lr)
+                    _stage_out(s, tid, c, u, m, <double>0)
+                    u = u + m
+        else:
+            for c in prange(b.nchunks, schedule="static", num_threads=nt, use_threads_if=nt > 1, nogil=True):
+                tid = threadid()
+                u = 0
+                while u < b.cn[c]:
+                    m = _stage_in(s, tid, c, u, <float>0)
+                    _rmsprop[float](_sp(s, tid, 0, <float>0), _sp(s, tid, 1, <float>0),
+                                    _sp(s, tid, 2, <float>0), _sp(s, tid, 3, <float>0),
+                                    _sp(s, tid, 4, <float>0), m, 1, sign, has_wd, weight_decay,
+                                    alpha, 1.0 - alpha, eps, centered, has_mom, momentum, lr)
+                    _stage_out(s, tid, c, u, m, <float>0)
+                    u = u + m
+        return params
     if b.f32:
         for c in prange(b.nchunks, schedule="static", num_threads=nt, use_threads_if=nt > 1, nogil=True):
             t = b.ct[c]
@@ -1114,13 +1365,43 @@ def rmsprop_multi(params, grads, square_avgs, momentum_buffers, grad_avgs, *, do
 
 
 def lion_multi(params, grads, exp_avgs, *, double lr, double beta1, double beta2, double weight_decay,
-               bint maximize):
-    cdef _Batch b = _batch((params, grads, exp_avgs))
+               bint maximize, grad_scale=None, clip=None, masters=None):
+    cdef tuple lists = (params, grads, exp_avgs)
+    cdef _Batch b = _batch(lists)
     cdef int nt = _multi_threads(b)
     cdef double sign = -1.0 if maximize else 1.0
     cdef bint has_wd = weight_decay != 0
     cdef double decay = 1.0 - lr * weight_decay
     cdef Py_ssize_t c, t, o, T = b.T
+    cdef _Staging sg = _staging(b, lists, grad_scale, clip, masters, nt)
+    cdef _Sb* s
+    cdef int tid
+    cdef Py_ssize_t u, m
+    if sg is not None:  # half precision / extras: see staged.pxi
+        s = &sg.s
+        if sg.f64:
+            for c in prange(b.nchunks, schedule="static", num_threads=nt, use_threads_if=nt > 1, nogil=True):
+                tid = threadid()
+                u = 0
+                while u < b.cn[c]:
+                    m = _stage_in(s, tid, c, u, <double>0)
+                    _lion[double](_sp(s, tid, 0, <double>0), _sp(s, tid, 1, <double>0),
+                                 _sp(s, tid, 2, <double>0), m, 1, sign, has_wd, decay,
+                                 beta1, 1.0 - beta1, beta2, 1.0 - beta2, lr)
+                    _stage_out(s, tid, c, u, m, <double>0)
+                    u = u + m
+        else:
+            for c in prange(b.nchunks, schedule="static", num_threads=nt, use_threads_if=nt > 1, nogil=True):
+                tid = threadid()
+                u = 0
+                while u < b.cn[c]:
+                    m = _stage_in(s, tid, c, u, <float>0)
+                    _lion[float](_sp(s, tid, 0, <float>0), _sp(s, tid, 1, <float>0),
+                                 _sp(s, tid, 2, <float>0), m, 1, sign, has_wd, decay,
+                                 beta1, 1.0 - beta1, beta2, 1.0 - beta2, lr)
+                    _stage_out(s, tid, c, u, m, <float>0)
+                    u = u + m
+        return params
     if b.f32:
         for c in prange(b.nchunks, schedule="static", num_threads=nt, use_threads_if=nt > 1, nogil=True):
             t = b.ct[c]
@@ -1245,3 +1526,4 @@ def multi_arrays_ok(tuple lists, Py_ssize_t n_readonly, unsigned long long optio
         return 1 + mixed
     finally:
         free(r)
+
