@@ -69,6 +69,42 @@ Design notes
   (torch-like: ``param_groups`` with hyperparameters and parameter indices, ``state`` per
   parameter); loading checks everything first.  :func:`save` / :func:`load` write / read it
   (and, by default, the parameters) as ``.npz`` with JSON metadata (no pickle).
+
+Half precision, loss scaling and clipping
+-----------------------------------------
+Every optimizer takes three more keyword-only constructor options (the same for all of
+them; they are not hyperparameters of a group and not part of ``state_dict``)::
+
+    >>> opt = AdamW(params, lr=1e-3, state_dtype="float32", master_weights=True, max_norm=1.0)
+    >>> opt.step(grads, grad_scale=scale, found_inf=found_inf)
+
+* Parameters (and their gradients, which must have the parameter's dtype) may be float16 or
+  bfloat16 (``ml_dtypes.bfloat16``) as well as float32 / float64; groups may mix dtypes (one
+  multi-tensor call per group and dtype).  The arithmetic runs in float32 and every stored
+  value is rounded once (see :mod:`fastgd.reference.half`).
+* ``state_dtype="float32"`` (the default): the state arrays of a float16/bfloat16 parameter
+  are float32 (torch's and DeepSpeed's mixed-precision layout).  ``state_dtype="param"``:
+  they have the parameter's dtype (half the state's bytes, at half precision).  float32 and
+  float64 parameters always keep state of their own dtype.  NAdam's ``mu_product`` is a
+  float64 array of one element either way.  ``load_state_dict`` refuses state arrays of
+  another dtype (a float16 ``exp_avg`` for an optimizer that keeps float32 state).
+* ``master_weights=True``: the optimizer keeps a float32 copy of every float16/bfloat16
+  parameter, ``opt.state[i]["master_param"]`` (made from the parameter at its group's first
+  step, saved in ``state_dict`` like any state array); each step updates the copy and stores
+  its rounding into the parameter, whose old value is then not read (so write a new value
+  into ``opt.state[i]["master_param"]``, not into the parameter, or call ``zero_state()``).
+  float32/float64 parameters have no copy.
+* ``step(grads, *, grad_scale=None, found_inf=None)``: with ``grad_scale`` (a real > 0, or a
+  float32 array of one element: a loss scaler's scale) every gradient is divided by it as it
+  is loaded (the gradients are never rewritten).  ``found_inf`` (a float32 array of one
+  element) nonzero skips the step whole, as torch's fused optimizers do under a GradScaler:
+  nothing is written, no state is created and ``step_count`` does not advance (the
+  arguments are checked all the same).  Its value is read once, before anything runs.
+* ``max_norm`` (a real > 0, or None): clip by the global norm of all the step's gradients
+  (every group and dtype, unscaled: :func:`fastgd.multi.global_norm` over the whole list),
+  ``torch.nn.utils.clip_grad_norm_``'s factor ``min(1, max_norm / (norm + 1e-6))`` folded
+  into every call of the step (one read pass for the norm, then the step).  ``opt.max_norm``
+  may be changed between steps.
 """
 import inspect
 import json
@@ -95,7 +131,8 @@ __all__ = ["Optimizer", "SGD", "Adam", "AdamW", "Adamax", "NAdam", "RAdam", "Ada
            "LambdaLR"]
 
 _FORMAT = "fastgd.optim/2"
-_READABLE_FORMATS = ("fastgd.optim/1", _FORMAT)
+_FORMAT_BF16 = "fastgd.optim/3"  # /2 with bfloat16 arrays (stored as their uint16 bits): earlier versions refuse it
+_READABLE_FORMATS = ("fastgd.optim/1", _FORMAT, _FORMAT_BF16)
 
 
 # ---------------------------------------------------------------------------------------
@@ -317,13 +354,17 @@ class _HoldInterrupt:
 
 _ALL = slice(None)
 _ABSENT = object()
+_PY_CHECK = object()  # a plan's combined check: the Python one (master weights; see Optimizer._combined)
+_SKIP = np.ones(1, np.float32)  # the found_inf passed to every call of a skipped step (ours: never changes)
+_SKIP.flags.writeable = False
 
 
 class _Call:
     """The tensors of one group and one dtype (SGD: and whether their buffers are new),
-    stepped by one multi-tensor call: positions ``sel`` of the flat parameter list."""
+    stepped by one multi-tensor call: positions ``sel`` of the flat parameter list.
+    ``masters``: the float32 master copies of its (float16/bfloat16) parameters, or None."""
     __slots__ = ("group", "sel", "idx", "params", "arrays", "shared", "copy_shared", "first", "names", "lists",
-                 "dtype")
+                 "dtype", "masters")
 
     def grads(self, grads):
         """This call's gradients out of the step's list (in flat parameter order)."""
@@ -349,16 +390,17 @@ class _Call:
 # parameters
 
 def _check_param(name, p):
-    """One parameter array: exactly numpy.ndarray, native float32/float64, C-contiguous,
-    aligned, writeable (the kernels update it in place through a raw pointer)."""
+    """One parameter array: exactly numpy.ndarray, native float32/float64/float16 or
+    bfloat16, C-contiguous, aligned, writeable (the kernels update it in place through a raw
+    pointer)."""
     if type(p) is not np.ndarray:
         if isinstance(p, np.ndarray):
             raise TypeError("%s must be a numpy.ndarray, not the subclass %s.%s" % (name, type(p).__module__,
                                                                                   type(p).__name__))
         raise TypeError("%s must be a numpy.ndarray, got %s" % (name, type(p).__name__))
-    if p.dtype not in V.FLOAT_DTYPES or not p.dtype.isnative:
-        raise TypeError("%s must have dtype float32 or float64 (native byte order), got %s" % (name, p.dtype.str
-                        if p.dtype.kind == "f" else p.dtype))
+    if not (V.param_dtype_ok(p.dtype) and p.dtype.isnative):
+        raise TypeError("%s must have dtype float32 or float64, or float16 or bfloat16 (native byte order), got %s"
+                        % (name, p.dtype.str if p.dtype.kind == "f" else p.dtype))
     flags = p.flags
     if not flags.c_contiguous:
         raise ValueError("%s must be C-contiguous (use numpy.ascontiguousarray)" % name)
@@ -366,6 +408,33 @@ def _check_param(name, p):
         raise ValueError("%s is not aligned to its dtype in memory; the kernels need aligned data" % name)
     if not flags.writeable:
         raise ValueError("%s must be writeable (it is updated in place)" % name)
+
+
+# ---------------------------------------------------------------------------------------
+# half precision: the constructor options
+
+_MASTER = "master_param"  # the state name of a float16/bfloat16 parameter's float32 master copy
+_F32 = np.dtype(np.float32)
+_STATE_DTYPES = ("float32", "param")
+_OPTIONS = ("backend", "state_dtype", "master_weights", "max_norm")  # constructor options, not hyperparameters
+
+
+def _state_dtype_option(value):
+    """The ``state_dtype`` option: ``"float32"`` (also numpy.float32 / its dtype) or ``"param"``."""
+    if isinstance(value, str):
+        if value in _STATE_DTYPES:
+            return value
+        raise ValueError("state_dtype must be 'float32' (float32 state for float16/bfloat16 parameters) or 'param' "
+                         "(state of the parameter's dtype), got %r" % value)
+    if value is np.float32 or (isinstance(value, np.dtype) and value == _F32):
+        return "float32"
+    raise TypeError("state_dtype must be 'float32' or 'param', got %s" % (value if isinstance(value, np.dtype)
+                                                                         else type(value).__name__))
+
+
+def _max_norm_option(value):
+    """The ``max_norm`` option: None (no clipping) or a real > 0 and finite."""
+    return None if value is None else V.max_norm(value)
 
 
 def _check_disjoint(params, names):
@@ -438,6 +507,12 @@ class Optimizer:
     ``_shared_state`` (one float64 array of one element per group, NAdam's ``mu_product``),
     ``_lazy_state`` (arrays a step starts from the gradient, SGD's ``momentum_buffer``) and
     ``_multi_names`` (each state name's :mod:`fastgd.multi` list argument).
+
+    Constructor options of every optimizer (keyword-only, after ``backend``; see the module
+    docstring): ``state_dtype="float32"`` (float32 state for float16/bfloat16 parameters;
+    ``"param"``: state of the parameter's dtype), ``master_weights=False`` (a float32 master
+    copy of every float16/bfloat16 parameter, ``opt.state[i]["master_param"]``) and
+    ``max_norm=None`` (clip every step by the global norm of all its gradients).
     """
 
     _rule = None
@@ -457,10 +532,14 @@ class Optimizer:
         if rule is not None:
             _from_table(cls, RULES[rule])
 
-    def __init__(self, params, *, backend=None, **hyper):
+    def __init__(self, params, *, backend=None, state_dtype="float32", master_weights=False, max_norm=None,
+                 **hyper):
         if backend is not None:
             backend_module(backend)  # unknown / unavailable backend: raise now
         self.backend = backend
+        self._state_dtype = _state_dtype_option(state_dtype)
+        self._master_weights = V.flag("master_weights", master_weights)
+        self._max_norm = _max_norm_option(max_norm)
         full = dict(self._defaults)
         for k, v in hyper.items():
             if k not in full:
@@ -502,6 +581,8 @@ class Optimizer:
     def __setstate__(self, d):
         self.__dict__.update(d)
         self._lock = threading.RLock()
+        for k, v in (("_state_dtype", "float32"), ("_master_weights", False), ("_max_norm", None)):
+            self.__dict__.setdefault(k, v)  # pickled by an earlier version
         if type(self.param_groups) is list:  # pickled by an earlier version
             self.param_groups = _GroupList(self.param_groups)
 
@@ -579,6 +660,38 @@ class Optimizer:
             group["lr"] = value
 
     @property
+    def state_dtype(self):
+        """``"float32"`` (float32 state for float16/bfloat16 parameters) or ``"param"`` (state of
+        each parameter's dtype); fixed at construction."""
+        return self._state_dtype
+
+    @property
+    def master_weights(self):
+        """Whether float16/bfloat16 parameters have a float32 master copy (``opt.state[i]["master_param"]``);
+        fixed at construction."""
+        return self._master_weights
+
+    @property
+    def max_norm(self):
+        """The global-norm clip threshold of every step (None: no clipping); may be set between steps."""
+        return self._max_norm
+
+    @max_norm.setter
+    def max_norm(self, value):
+        self._max_norm = _max_norm_option(value)
+
+    def _state_dtype_for(self, p):
+        """The dtype of parameter ``p``'s state arrays (NAdam's shared mu_product aside)."""
+        dt = p.dtype
+        if self._state_dtype == "float32" and V.is_half(dt):
+            return _F32
+        return dt
+
+    def _has_master(self, p):
+        """Does parameter ``p`` have a float32 master copy?"""
+        return self._master_weights and V.is_half(p.dtype)
+
+    @property
     def hyper(self):
         """The hyperparameters of ``param_groups[0]`` as a live mapping (kept for backwards
         compatibility; use ``param_groups``)."""
@@ -595,13 +708,16 @@ class Optimizer:
     def __repr__(self):
         def hyper(g):
             return ", ".join("%s=%r" % kv for kv in g.items() if kv[0] != "params")
+        options = "".join(", %s=%r" % (k, v) for k, v, default in (
+            ("state_dtype", self._state_dtype, "float32"), ("master_weights", self._master_weights, False),
+            ("max_norm", self._max_norm, None)) if v != default)
         if len(self.param_groups) == 1:
-            return "%s(%d params, step_count=%d, %s)" % (type(self).__name__, len(self._params), self.step_count,
-                                                         hyper(self.param_groups[0]))
-        return "%s(%d params, step_count=%d, %s)" % (
+            return "%s(%d params, step_count=%d, %s%s)" % (type(self).__name__, len(self._params), self.step_count,
+                                                           hyper(self.param_groups[0]), options)
+        return "%s(%d params, step_count=%d, %s%s)" % (
             type(self).__name__, len(self._params), self.step_count,
             ", ".join("group %d: %d params, %s" % (g, len(grp["params"]), hyper(grp))
-                      for g, grp in enumerate(self.param_groups)))
+                      for g, grp in enumerate(self.param_groups)), options)
 
     # ---- validation ---------------------------------------------------------------------
     def _check_hyper(self, hyper):
@@ -682,9 +798,16 @@ class Optimizer:
         return copies
 
     # ---- the step -----------------------------------------------------------------------
-    def step(self, grads):
+    def step(self, grads, *, grad_scale=None, found_inf=None):
         """Update every parameter in place with its gradient (``grads[i]`` for parameter
-        ``i`` of ``parameters()``).  Returns the parameters.
+        ``i`` of ``parameters()``, of the parameter's dtype).  Returns the parameters.
+
+        ``grad_scale``: a real > 0 and finite, or a float32 array of one element (a loss
+        scaler's scale): every gradient is divided by it as it is loaded.  ``found_inf``: a
+        float32 array of one element; nonzero, the step is skipped whole (nothing written,
+        no state created, ``step_count`` not advanced; everything is checked all the same).
+        With ``opt.max_norm`` set, the gradients are clipped by their global norm (every
+        group's, unscaled).  See the module docstring.
 
         Everything (gradient count and arrays, every group's hyperparameters, step and
         state arrays, overlaps across groups) is checked before any array is written; a
@@ -701,15 +824,21 @@ class Optimizer:
             if len(grads) != len(self._params):
                 raise ValueError("grads has %d arrays but the optimizer has %d parameters"
                                  % (len(grads), len(self._params)))
+            ext = {}
+            if grad_scale is not None:
+                ext["grad_scale"] = V.grad_scale(grad_scale)  # a float: every call divides by the same value
+            skip = found_inf is not None and V.found_inf(found_inf) != 0.0  # read once
+            if skip:
+                ext["found_inf"] = _SKIP  # every call checks its arguments, then writes nothing
             hs = self._group_hypers()
             plan = self._plan_for(hs)
             try:
-                self._run(plan, grads, hs)
+                self._run(plan, grads, hs, ext, skip)
             except (TypeError, ValueError):
                 fixed = self._diagnose(grads)  # raises naming the gradient, if one is at fault
                 if fixed is None:
                     raise
-                self._run(plan, fixed, hs)
+                self._run(plan, fixed, hs, ext, skip)
         return list(self._params)
 
     def _plan_for(self, hs):
@@ -763,13 +892,21 @@ class Optimizer:
                         new.append((i, n, a))
                         first = first or n in lazy
                     arrs.append(a)
-                buckets.setdefault((p.dtype, first), []).append((i, arrs))
+                m = None
+                if self._master_weights and V.is_half(p.dtype):
+                    m = st.get(_MASTER, _ABSENT)
+                    if m is _ABSENT:
+                        self._lost(i, _MASTER, steps)
+                        m = self._init_state(_MASTER, p, h)
+                        new.append((i, _MASTER, m))
+                buckets.setdefault((p.dtype, first), []).append((i, arrs, m))
             for k, ((dtype, first), items) in enumerate(buckets.items()):
                 c = _Call()
                 c.group, c.dtype, c.first = g, dtype.name, first
-                c.idx = [i for i, _ in items]
+                c.idx = [i for i, _, _ in items]
                 c.params = [params[i] for i in c.idx]
-                c.arrays = {n: [arrs[j] for _, arrs in items] for j, n in enumerate(per)}
+                c.arrays = {n: [arrs[j] for _, arrs, _ in items] for j, n in enumerate(per)}
+                c.masters = [m for _, _, m in items] if items[0][2] is not None else None
                 c.shared = shared
                 c.copy_shared = k > 0 and bool(shared)  # later calls of the group: a copy of the shared state
                 c.names = ("params", "grads") + tuple(self._multi_names[n] for n in per)
@@ -792,6 +929,10 @@ class Optimizer:
         state name, in parameter order); otherwise every written array is a "tensor" of its
         own, paired with its parameter's gradient.  A shared one-element array is a tensor
         paired with one-element arrays of our own (never written, disjoint from all)."""
+        if any(c.masters is not None for c in calls):
+            # the C check pairs every array with its parameter's dtype; master copies (float32
+            # beside float16/bfloat16 parameters) are checked by the Python one
+            return _PY_CHECK
         n = len(self._params)
         mus = [a for c in calls if not c.copy_shared for a in c.shared.values()]  # each group's
         dummies = [np.zeros(1) for _ in mus]
@@ -827,11 +968,16 @@ class Optimizer:
                 _multi._check_arrays(c.names, lists)
             except (TypeError, ValueError) as exc:
                 raise _with_prefix(exc, c.where()) from None
+            if c.masters is not None:
+                for i, m in zip(c.idx, c.masters):
+                    V.master("opt.state[%d][%r]" % (i, _MASTER), m, self._params[i], ())
         entries = [(p, "parameter %d" % i, True) for i, p in enumerate(self._params)]
         entries += [(g, "grads[%d]" % i, False) for i, g in enumerate(grads)]
         for c in calls:
             for name, arrs in c.arrays.items():
                 entries += [(a, "opt.state[%d][%r]" % (i, name), True) for i, a in zip(c.idx, arrs)]
+            if c.masters is not None:
+                entries += [(m, "opt.state[%d][%r]" % (i, _MASTER), True) for i, m in zip(c.idx, c.masters)]
             if not c.copy_shared:
                 start = self._bounds[c.group][0]
                 entries += [(a, "opt.state[%d][%r] (param_groups[%d]'s)" % (start, name, c.group), True)
@@ -854,8 +1000,10 @@ class Optimizer:
                 where = "opt.state[%d][%r]" % (self._bounds[c.group][0], name)
                 V.mu_product_value(where, V.one_element_f64(where, a))
 
-    def _run(self, plan, grads, hs):
-        """Check, run every call, commit: all or nothing (see ``step``)."""
+    def _run(self, plan, grads, hs, ext, skip):
+        """Check, run every call, commit: all or nothing (see ``step``).  ``ext``: the fused
+        extras' keywords of every call (``grad_scale``, ``found_inf`` when ``skip``); the clip
+        factor of ``max_norm`` is added here, from the norm of all of ``grads``."""
         calls, new, combined = plan[2], plan[3], plan[4]
         ts = [self.step_count - off + 1 for off in self._offsets]
         gl = [c.grads(grads) for c in calls]
@@ -869,35 +1017,42 @@ class Optimizer:
                              "corrections take the step as a double)" % (g, ts[g]))
         if self._shared_state:
             self._check_shared(calls)
-        if combined is not None:
+        if combined is _PY_CHECK:
+            self._explain(calls, grads, gl)
+        elif combined is not None:
             head, tail, dummies, gather = combined
             g_all = grads + dummies if dummies else grads
             if gather is not None:
                 g_all = list(gather(g_all))
             if _arrays_ok is None or not _arrays_ok(head + (g_all,) + tail, 1, 0):
                 self._explain(calls, grads, gl)
+        if self._max_norm is not None and not skip:
+            # one read pass over every gradient of the step (all groups and dtypes); the factor
+            # is handed to every call as it is (the calls' own norms would be per call)
+            norm = _multi.global_norm(grads, grad_scale=ext.get("grad_scale"), backend=self.backend)
+            ext = dict(ext, max_norm=_multi._Clip(V.clip_coef(self._max_norm, norm)))
         # a group's later calls read P_{t-1} from copies taken before its first call advances it
         sh = [{k: v.copy() for k, v in c.shared.items()} if c.copy_shared else c.shared for c in calls]
         with _HoldInterrupt():
             done = 0
             try:
                 for c, g, s in zip(calls, gl, sh):
-                    self._call(c.params, g, c.arrays, s, hs[c.group], ts[c.group], c.first)
+                    self._call(c, g, s, hs[c.group], ts[c.group], ext)
                     done += 1
             except BaseException as exc:
                 # What can still fail here was not pre-checkable: KeyboardInterrupt raised by a
                 # kernel, MemoryError, an error of the backend itself (e.g. numba failing to
                 # compile), or arrays changed by another thread (outside the lock) since the
                 # checks above.
-                if done == 0:  # nothing written: the optimizer is as before the step
+                if done == 0 or skip:  # nothing written: the optimizer is as before the step
                     if len(calls) > 1 and isinstance(exc, (TypeError, ValueError)):
-                        raise _with_prefix(exc, calls[0].where()) from None
+                        raise _with_prefix(exc, calls[done].where()) from None
                     raise
                 # some calls have written: finish the step (the call that raised wrote nothing,
                 # as every fastgd.multi call that raises), commit it, then re-raise
                 for c, g, s in zip(calls[done:], gl[done:], sh[done:]):
                     try:
-                        self._call(c.params, g, c.arrays, s, hs[c.group], ts[c.group], c.first)
+                        self._call(c, g, s, hs[c.group], ts[c.group], ext)
                     except BaseException as again:
                         stepped = sorted(i for c2 in calls[:done] for i in c2.idx)
                         raise RuntimeError(
@@ -907,7 +1062,8 @@ class Optimizer:
                     done += 1
                 self._commit(new)
                 raise
-            self._commit(new)
+            if not skip:  # a skipped step keeps no new state and does not count
+                self._commit(new)
 
     def _commit(self, new):
         if new:
@@ -921,13 +1077,19 @@ class Optimizer:
             self._version[0] += 1
         self.step_count += 1
 
-    def _call(self, params, grads, arrays, shared, h, t, first):
-        """One multi-tensor call of ``fastgd.multi.<rule>_step``: ``arrays`` maps each state
-        name to the list of the call's arrays, ``shared`` each shared state name to its array,
-        ``t`` is the group's step, ``first`` says the call's lazy state arrays were created
-        for this step (SGD then passes step=1: the buffer starts as the gradient)."""
+    def _call(self, c, grads, shared, h, t, ext):
+        """One multi-tensor call of ``fastgd.multi.<rule>_step`` for call ``c``: ``c.arrays``
+        maps each state name to the list of the call's arrays, ``shared`` each shared state
+        name to its array, ``t`` is the group's step, ``c.first`` says the call's lazy state
+        arrays were created for this step (SGD then passes step=1: the buffer starts as the
+        gradient); ``ext`` holds the step's fused extras, ``c.masters`` the master copies."""
         rule = self._rule
+        arrays, first = c.arrays, c.first
         kw = {k: h[k] for k in self._kernel_hyper}
+        if ext:
+            kw.update(ext)
+        if c.masters is not None:
+            kw["master_params"] = c.masters
         if rule.betas:
             kw[rule.betas[0]], kw[rule.betas[1]] = h["betas"]
         if rule.step == "required":
@@ -939,19 +1101,23 @@ class Optimizer:
                 kw[st.multi] = shared[st.torch]
             elif st.torch in arrays:
                 kw[st.multi] = arrays[st.torch]
-        getattr(_multi, self._multi_fn)(params, grads, backend=self.backend, **kw)
+        getattr(_multi, self._multi_fn)(c.params, grads, backend=self.backend, **kw)
 
     def _state_names(self, h):
         """The state arrays (torch's names) a step with hyperparameters ``h`` uses."""
         return tuple(st.torch for st in self._rule.state if st.needed(h))
 
     def _init_state(self, name, p, h):
-        """A new state array: the table's initial value (a number, or a hyperparameter's)."""
+        """A new state array: the table's initial value (a number, or a hyperparameter's), of
+        ``p``'s shape and its state dtype; a master copy: ``p`` converted (exactly) to float32."""
+        if name == _MASTER:
+            return np.array(p, dtype=np.float32, order="C")
         st = self._by_torch_name[name]
         value = h[st.init] if isinstance(st.init, str) else st.init
         if st.scalar:
             return np.full(1, value, dtype=np.float64)
-        return np.zeros_like(p) if value == 0 else np.full_like(p, value)
+        dt = self._state_dtype_for(p)
+        return np.zeros(p.shape, dt) if value == 0 else np.full(p.shape, value, dt)
 
     def _check_combination(self, h):
         if self._rule is not None and self._rule.combine is not None:
@@ -961,10 +1127,29 @@ class Optimizer:
         """(shape, dtype) of state array ``name`` of parameter ``p``."""
         if name in self._shared_state:
             return (1,), np.dtype(np.float64)
-        return p.shape, p.dtype
+        if name == _MASTER:
+            return p.shape, _F32
+        return p.shape, self._state_dtype_for(p)
+
+    def _dtype_hint(self, name, p, got):
+        """Why state array ``name`` of parameter ``p`` may not have dtype ``got`` (for a message)."""
+        if name == _MASTER:
+            return " (the master copy of a %s parameter is float32)" % p.dtype
+        if name in self._shared_state or not V.is_half(p.dtype):
+            return ""
+        if got == p.dtype:
+            fix = "construct the optimizer with state_dtype='param' to keep %s state" % got
+        elif got == _F32:
+            fix = "construct the optimizer with state_dtype='float32' (the default) to keep float32 state"
+        else:
+            fix = "the state of a %s parameter is float32 or %s" % (p.dtype, p.dtype)
+        return " (this optimizer keeps %s state for its %s parameters, state_dtype=%r; %s)" % (
+            self._state_dtype_for(p), p.dtype, self._state_dtype, fix)
+
 
     def zero_state(self):
-        """Forget the state and the step counts (the parameters and groups are kept)."""
+        """Forget the state and the step counts (the parameters and groups are kept; master
+        copies are forgotten too: the next step makes them anew from the parameters)."""
         with self._lock:
             self._state = _StateList(_ParamState(self._version) for _ in self._params)
             self.step_count = 0
@@ -979,8 +1164,9 @@ class Optimizer:
         indices of its parameters in ``parameters()``) and ``"step"`` (the steps it has
         taken); ``state``: per parameter a dict with a copy of each state array.  A state
         array a group's next step would create (its hyperparameters changed since) is
-        included as that step would create it.  The parameters are not included: see
-        :func:`save`."""
+        included as that step would create it.  The master copies of float16/bfloat16
+        parameters (``master_weights=True``) are state arrays (``"master_param"``).  The
+        parameters are not included: see :func:`save`."""
         with self._lock:
             groups, states = [], []
             for g, group in enumerate(self.param_groups):
@@ -999,7 +1185,7 @@ class Optimizer:
                 for i in range(start, stop):
                     st = {k: v.copy() for k, v in self._state[i].items()}
                     deleted = getattr(self._state[i], "_deleted", None) or ()
-                    for n in needed:
+                    for n in (needed + [_MASTER] if steps and self._has_master(self._params[i]) else needed):
                         if n not in st and n not in deleted:  # deleted: left out (a load refuses it, as a step)
                             if n in self._shared_state:
                                 st[n] = shared.setdefault(n, self._init_state(n, self._params[i], h)).copy()
@@ -1016,8 +1202,12 @@ class Optimizer:
         parameter indices, hyperparameters and steps; NAdam's ``mu_product`` in [0, 1];
         per parameter every state array its group's rule needs
         (when the group has stepped), each with the right shape and dtype, none unknown and
-        none negative where the rule's values never are.  A call that raises has changed
-        nothing."""
+        none negative where the rule's values never are.  The dtype is this optimizer's:
+        float32 state for a float16/bfloat16 parameter (``state_dtype="float32"``) or the
+        parameter's (``state_dtype="param"``, and always for float32/float64 parameters); with
+        ``master_weights=True`` every float16/bfloat16 parameter of a group that has stepped
+        needs its float32 ``"master_param"``, without it none may have one.  A call that
+        raises has changed nothing."""
         with self._lock:
             self._prepare_load(state_dict)()
 
@@ -1106,16 +1296,26 @@ class Optimizer:
                 if st and not steps:
                     raise ValueError("%s has state arrays but its group has taken no step (step_count 0)" % where)
                 out = {}
+                master = self._has_master(p)
                 for k, arr in st.items():
-                    if k not in known:
+                    if k == _MASTER and not master:
+                        raise ValueError("%s has a %r array, but %s" % (
+                            where, k, "this optimizer keeps no master weights (master_weights=False)"
+                            if not self._master_weights else "parameter %d has dtype %s and master copies are kept "
+                            "for float16/bfloat16 parameters only" % (i, p.dtype)))
+                    if k not in known and k != _MASTER:
                         raise ValueError("%s has an unknown state array %r (%s keeps %s)"
-                                         % (where, k, name, ", ".join(known)))
+                                         % (where, k, name, ", ".join(known + ((_MASTER,) if master else ()))))
                     if type(arr) is not np.ndarray:
                         raise TypeError("%s[%r] must be a numpy.ndarray, got %s" % (where, k, type(arr).__name__))
                     shape, dtype = self._state_like(k, p)
-                    if arr.shape != shape or arr.dtype != dtype:
+                    if arr.shape != shape:
                         raise ValueError("%s[%r] has shape %s dtype %s, expected shape %s dtype %s"
                                          % (where, k, arr.shape, arr.dtype, shape, dtype))
+                    if arr.dtype != dtype:
+                        raise ValueError("%s[%r] has shape %s dtype %s, expected shape %s dtype %s%s"
+                                         % (where, k, arr.shape, arr.dtype, shape, dtype,
+                                            self._dtype_hint(k, p, arr.dtype)))
                     if k in self._nonneg_state and arr.size and np.any(arr < 0):
                         raise ValueError("%s[%r] has negative values, which %s never has: the state is damaged"
                                          % (where, k, k))
@@ -1131,6 +1331,10 @@ class Optimizer:
                         raise ValueError("%s has no %r array, but its group has taken %d step%s: %s with these "
                                          "hyperparameters keeps %s" % (where, k, steps, "s" * (steps != 1), name,
                                                                        ", ".join(self._state_names(h))))
+                if master and steps and _MASTER not in out:
+                    raise ValueError("%s has no %r array, but its group has taken %d step%s and this optimizer keeps "
+                                     "a float32 master copy of its %s parameter (master_weights=True)"
+                                     % (where, _MASTER, steps, "s" * (steps != 1), p.dtype))
                 new_states.append(out)
             for k, (i0, _) in shared.items():
                 missing = [i for i in range(start, stop) if k not in new_states[i]]
@@ -1224,108 +1428,136 @@ def _from_table(cls, rule):
 
 class SGD(Optimizer, rule="sgd"):
     """``SGD(params, lr=1e-3, momentum=0, dampening=0, weight_decay=0, nesterov=False, *,
-    maximize=False, backend=None)`` over :func:`fastgd.sgd_step`, as ``torch.optim.SGD``:
+    maximize=False, backend=None, state_dtype="float32", master_weights=False,
+    max_norm=None)`` over :func:`fastgd.sgd_step`, as ``torch.optim.SGD``:
     the momentum buffer starts as a copy of the first gradient (``step=1`` is passed to the
     kernel on the step that creates it; a state dict without a buffer means the same)."""
 
     def __init__(self, params, lr=1e-3, momentum=0.0, dampening=0.0, weight_decay=0.0, nesterov=False, *,
-                 maximize=False, backend=None):
-        super().__init__(params, backend=backend, lr=lr, momentum=momentum, dampening=dampening,
+                 maximize=False, backend=None, state_dtype="float32",
+                 master_weights=False, max_norm=None):
+        super().__init__(params, backend=backend, state_dtype=state_dtype, master_weights=master_weights,
+                         max_norm=max_norm, lr=lr, momentum=momentum, dampening=dampening,
                          weight_decay=weight_decay, nesterov=nesterov, maximize=maximize)
 
 
 class Adam(Optimizer, rule="adam"):
     """``Adam(params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0, amsgrad=False, *,
-    maximize=False, backend=None)`` over :func:`fastgd.adam_step`, as ``torch.optim.Adam``."""
+    maximize=False, backend=None, state_dtype="float32", master_weights=False,
+    max_norm=None)`` over :func:`fastgd.adam_step`, as ``torch.optim.Adam``."""
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, amsgrad=False, *,
-                 maximize=False, backend=None):
-        super().__init__(params, backend=backend, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
+                 maximize=False, backend=None, state_dtype="float32",
+                 master_weights=False, max_norm=None):
+        super().__init__(params, backend=backend, state_dtype=state_dtype, master_weights=master_weights,
+                         max_norm=max_norm, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
                          amsgrad=amsgrad, maximize=maximize)
 
 
 class AdamW(Adam, rule="adamw"):
     """``AdamW(params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2, amsgrad=False, *,
-    maximize=False, backend=None)`` over :func:`fastgd.adamw_step`, as ``torch.optim.AdamW``."""
+    maximize=False, backend=None, state_dtype="float32", master_weights=False,
+    max_norm=None)`` over :func:`fastgd.adamw_step`, as ``torch.optim.AdamW``."""
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2, amsgrad=False, *,
-                 maximize=False, backend=None):
+                 maximize=False, backend=None, state_dtype="float32",
+                 master_weights=False, max_norm=None):
         super().__init__(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, amsgrad=amsgrad,
-                         maximize=maximize, backend=backend)
+                         maximize=maximize, backend=backend, state_dtype=state_dtype,
+                         master_weights=master_weights, max_norm=max_norm)
 
 
 class Adamax(Optimizer, rule="adamax"):
     """``Adamax(params, lr=2e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0, *, maximize=False,
-    backend=None)`` over :func:`fastgd.adamax_step`, as ``torch.optim.Adamax``."""
+    backend=None, state_dtype="float32", master_weights=False,
+    max_norm=None)`` over :func:`fastgd.adamax_step`, as ``torch.optim.Adamax``."""
 
     def __init__(self, params, lr=2e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, *, maximize=False,
-                 backend=None):
-        super().__init__(params, backend=backend, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
+                 backend=None, state_dtype="float32",
+                 master_weights=False, max_norm=None):
+        super().__init__(params, backend=backend, state_dtype=state_dtype, master_weights=master_weights,
+                         max_norm=max_norm, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
                          maximize=maximize)
 
 
 class NAdam(Optimizer, rule="nadam"):
     """``NAdam(params, lr=2e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0, momentum_decay=4e-3,
-    decoupled_weight_decay=False, *, maximize=False, backend=None)`` over
-    :func:`fastgd.nadam_step`, as ``torch.optim.NAdam`` (state ``mu_product``: the running
-    product of the momentum schedule, a float64 array of one element, one per group)."""
+    decoupled_weight_decay=False, *, maximize=False, backend=None, state_dtype="float32",
+    master_weights=False, max_norm=None)`` over :func:`fastgd.nadam_step`, as ``torch.optim.NAdam``
+    (state ``mu_product``: the running product of the momentum schedule, a float64 array of
+    one element, one per group)."""
 
     def __init__(self, params, lr=2e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, momentum_decay=4e-3,
-                 decoupled_weight_decay=False, *, maximize=False, backend=None):
-        super().__init__(params, backend=backend, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
+                 decoupled_weight_decay=False, *, maximize=False, backend=None, state_dtype="float32",
+                 master_weights=False, max_norm=None):
+        super().__init__(params, backend=backend, state_dtype=state_dtype, master_weights=master_weights,
+                         max_norm=max_norm, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
                          momentum_decay=momentum_decay, decoupled_weight_decay=decoupled_weight_decay,
                          maximize=maximize)
 
 
 class RAdam(Optimizer, rule="radam"):
     """``RAdam(params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0,
-    decoupled_weight_decay=False, *, maximize=False, backend=None)`` over
-    :func:`fastgd.radam_step`, as ``torch.optim.RAdam``."""
+    decoupled_weight_decay=False, *, maximize=False, backend=None, state_dtype="float32",
+    master_weights=False, max_norm=None)`` over :func:`fastgd.radam_step`, as ``torch.optim.RAdam``."""
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0,
-                 decoupled_weight_decay=False, *, maximize=False, backend=None):
-        super().__init__(params, backend=backend, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
+                 decoupled_weight_decay=False, *, maximize=False, backend=None, state_dtype="float32",
+                 master_weights=False, max_norm=None):
+        super().__init__(params, backend=backend, state_dtype=state_dtype, master_weights=master_weights,
+                         max_norm=max_norm, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
                          decoupled_weight_decay=decoupled_weight_decay, maximize=maximize)
 
 
 class Adagrad(Optimizer, rule="adagrad"):
     """``Adagrad(params, lr=1e-2, lr_decay=0, weight_decay=0, initial_accumulator_value=0,
-    eps=1e-10, *, maximize=False, backend=None)`` over :func:`fastgd.adagrad_step`, as
+    eps=1e-10, *, maximize=False, backend=None, state_dtype="float32", master_weights=False,
+    max_norm=None)`` over :func:`fastgd.adagrad_step`, as
     ``torch.optim.Adagrad`` (one of the texts starts the accumulator at 1:
     ``initial_accumulator_value=1``)."""
 
     def __init__(self, params, lr=1e-2, lr_decay=0.0, weight_decay=0.0, initial_accumulator_value=0.0,
-                 eps=1e-10, *, maximize=False, backend=None):
-        super().__init__(params, backend=backend, lr=lr, lr_decay=lr_decay, weight_decay=weight_decay,
+                 eps=1e-10, *, maximize=False, backend=None, state_dtype="float32",
+                 master_weights=False, max_norm=None):
+        super().__init__(params, backend=backend, state_dtype=state_dtype, master_weights=master_weights,
+                         max_norm=max_norm, lr=lr, lr_decay=lr_decay, weight_decay=weight_decay,
                          initial_accumulator_value=initial_accumulator_value, eps=eps, maximize=maximize)
 
 
 class Adadelta(Optimizer, rule="adadelta"):
     """``Adadelta(params, lr=1.0, rho=0.9, eps=1e-6, weight_decay=0, *, maximize=False,
-    backend=None)`` over :func:`fastgd.adadelta_step`, as ``torch.optim.Adadelta``."""
+    backend=None, state_dtype="float32", master_weights=False,
+    max_norm=None)`` over :func:`fastgd.adadelta_step`, as ``torch.optim.Adadelta``."""
 
-    def __init__(self, params, lr=1.0, rho=0.9, eps=1e-6, weight_decay=0.0, *, maximize=False, backend=None):
-        super().__init__(params, backend=backend, lr=lr, rho=rho, eps=eps, weight_decay=weight_decay,
+    def __init__(self, params, lr=1.0, rho=0.9, eps=1e-6, weight_decay=0.0, *, maximize=False, backend=None,
+                 state_dtype="float32", master_weights=False, max_norm=None):
+        super().__init__(params, backend=backend, state_dtype=state_dtype, master_weights=master_weights,
+                         max_norm=max_norm, lr=lr, rho=rho, eps=eps, weight_decay=weight_decay,
                          maximize=maximize)
 
 
 class RMSprop(Optimizer, rule="rmsprop"):
     """``RMSprop(params, lr=1e-2, alpha=0.99, eps=1e-8, weight_decay=0, momentum=0,
-    centered=False, *, maximize=False, backend=None)`` over :func:`fastgd.rmsprop_step`, as
-    ``torch.optim.RMSprop``."""
+    centered=False, *, maximize=False, backend=None, state_dtype="float32", master_weights=False,
+    max_norm=None)`` over :func:`fastgd.rmsprop_step`, as ``torch.optim.RMSprop``."""
 
     def __init__(self, params, lr=1e-2, alpha=0.99, eps=1e-8, weight_decay=0.0, momentum=0.0, centered=False, *,
-                 maximize=False, backend=None):
-        super().__init__(params, backend=backend, lr=lr, alpha=alpha, eps=eps, weight_decay=weight_decay,
+                 maximize=False, backend=None, state_dtype="float32",
+                 master_weights=False, max_norm=None):
+        super().__init__(params, backend=backend, state_dtype=state_dtype, master_weights=master_weights,
+                         max_norm=max_norm, lr=lr, alpha=alpha, eps=eps, weight_decay=weight_decay,
                          momentum=momentum, centered=centered, maximize=maximize)
 
 
 class Lion(Optimizer, rule="lion"):
     """``Lion(params, lr=1e-4, betas=(0.9, 0.99), weight_decay=0, *, maximize=False,
-    backend=None)`` over :func:`fastgd.lion_step` (Chen et al. 2023, decoupled weight decay)."""
+    backend=None, state_dtype="float32", master_weights=False,
+    max_norm=None)`` over :func:`fastgd.lion_step` (Chen et al. 2023, decoupled weight decay)."""
 
-    def __init__(self, params, lr=1e-4, betas=(0.9, 0.99), weight_decay=0.0, *, maximize=False, backend=None):
-        super().__init__(params, backend=backend, lr=lr, betas=betas, weight_decay=weight_decay,
+    def __init__(self, params, lr=1e-4, betas=(0.9, 0.99), weight_decay=0.0, *, maximize=False, backend=None,
+                 state_dtype="float32", master_weights=False, max_norm=None):
+        super().__init__(params, backend=backend, state_dtype=state_dtype, master_weights=master_weights,
+                         max_norm=max_norm, lr=lr, betas=betas, weight_decay=weight_decay,
                          maximize=maximize)
 
 
@@ -1341,27 +1573,41 @@ def _json_default(v):
     raise TypeError("%r (%s) cannot be saved as JSON" % (v, type(v).__name__))
 
 
+def _is_bfloat16(dt):
+    return V.is_half(dt) and dt.char != "e"
+
+
 def save(opt, path, *, params=True):
     """Write ``opt.state_dict()`` (and, with ``params=True``, the parameters) to an ``.npz``
     file.  Arrays are stored bit-exactly; groups and hyperparameters as JSON (no pickle).
 
     Layout: ``__meta__`` (JSON: ``format`` ``"fastgd.optim/2"``, ``optimizer``,
     ``step_count``, ``param_groups``, ``n_params``, ``params``, ``state_names``),
-    ``state/<i>/<name>`` per state array, ``param/<i>`` per parameter."""
+    ``state/<i>/<name>`` per state array, ``param/<i>`` per parameter.  ``.npy`` has no
+    bfloat16: such arrays are stored as their bits (``uint16``), their entries listed in
+    ``__meta__["bfloat16"]``, and the format is then ``"fastgd.optim/3"`` (which earlier
+    versions refuse by name).  float16 arrays are stored as they are."""
     if not isinstance(opt, Optimizer):
         raise TypeError("opt must be a fastgd.optim optimizer, got %s" % type(opt).__name__)
     with opt._lock:
         sd = opt.state_dict()
         values = opt.parameters() if params else []
-        meta = {"format": _FORMAT, "optimizer": sd["optimizer"], "step_count": sd["step_count"],
-                "param_groups": sd["param_groups"], "n_params": len(sd["state"]), "params": bool(params),
-                "state_names": [sorted(st) for st in sd["state"]]}
-        arrays = {"__meta__": np.array(json.dumps(meta, default=_json_default))}
+        arrays, bf16 = {}, []
         for i, st in enumerate(sd["state"]):
             for name, arr in st.items():
                 arrays["state/%d/%s" % (i, name)] = arr
         for i, p in enumerate(values):
             arrays["param/%d" % i] = p
+        for key, arr in arrays.items():
+            if _is_bfloat16(arr.dtype):
+                arrays[key] = arr.view(np.uint16)
+                bf16.append(key)
+        meta = {"format": _FORMAT_BF16 if bf16 else _FORMAT, "optimizer": sd["optimizer"],
+                "step_count": sd["step_count"], "param_groups": sd["param_groups"], "n_params": len(sd["state"]),
+                "params": bool(params), "state_names": [sorted(st) for st in sd["state"]]}
+        if bf16:
+            meta["bfloat16"] = bf16
+        arrays["__meta__"] = np.array(json.dumps(meta, default=_json_default))
         np.savez(path, **arrays)
 
 
@@ -1398,8 +1644,26 @@ def _read(path, params):
             raise ValueError("it has an entry %r that its __meta__ does not describe" % entry)
         for entry in sorted(wanted - files):
             raise ValueError("its entry %r is missing" % entry)
-        state = [{s: data["state/%d/%s" % (i, s)] for s in ns} for i, ns in enumerate(names)]
-        values = [data["param/%d" % i] for i in range(n)] if params and stored else None
+        bf16 = meta.get("bfloat16", []) if fmt == _FORMAT_BF16 else []
+        if not isinstance(bf16, list) or not all(isinstance(e, str) and e in wanted and e != "__meta__"
+                                                 for e in bf16):
+            raise ValueError("its __meta__ has a bad bfloat16 list")
+        bf16 = frozenset(bf16)
+
+        def entry(key):
+            arr = data[key]
+            if key in bf16:
+                if arr.dtype != np.uint16:
+                    raise ValueError("its entry %r is listed as bfloat16 but holds %s, not the uint16 bits of "
+                                     "bfloat16 values" % (key, arr.dtype))
+                try:
+                    import ml_dtypes
+                except ImportError:
+                    raise ValueError("it holds bfloat16 arrays, which need the ml_dtypes package") from None
+                arr = arr.view(ml_dtypes.bfloat16)
+            return arr
+        state = [{s: entry("state/%d/%s" % (i, s)) for s in ns} for i, ns in enumerate(names)]
+        values = [entry("param/%d" % i) for i in range(n)] if params and stored else None
     sd = {"optimizer": meta["optimizer"], "step_count": meta["step_count"], "state": state}
     if fmt == "fastgd.optim/1":
         sd["hyper"] = meta["hyper"]
