@@ -8,8 +8,35 @@ are positional, in the documented order, and start as zeros (``numpy.zeros_like(
 unless stated otherwise.  ``step`` counts from 1.
 
 Arrays must be exactly numpy.ndarray (no None where an array is required, no subclass), of
-one native float dtype (float32 or float64) and one shape, C-contiguous, aligned, not
-overlapping; ``param`` and the state arrays must be writeable.  Bad input raises
+one shape, C-contiguous, aligned, not overlapping; ``param`` and the state arrays must be
+writeable.  dtypes (native byte order):
+
+=================================  ====================================  =======================
+``param`` and ``grad``             state arrays (all one dtype)          arithmetic
+=================================  ====================================  =======================
+float32                            float32                               float32
+float64                            float64                               float64
+float16 / bfloat16 (ml_dtypes)     float32, or the param's dtype         float32, each stored
+                                                                         value rounded once
+=================================  ====================================  =======================
+
+A half-precision step is defined by ``fastgd/reference/half.py``: every array converted to
+float32, the float32 rule, every written array rounded back to nearest even; the Cython
+kernels do that in one pass over memory and equal it bit for bit.
+
+Fused extras, keyword-only in every step (``fastgd/_rules.py: EXTRAS``):
+
+* ``grad_scale``: a real > 0, or a float32 array of one element (a loss scaler's scale): the
+  gradient is divided by it as it is loaded (``g / scale`` in the compute dtype); the
+  gradient array itself is never rewritten.
+* ``found_inf``: a float32 array of one element; when nonzero the step writes nothing at all
+  (torch's fused optimizers' contract with ``GradScaler``; compute it with
+  :func:`fastgd.multi.unscale_and_check` or your own check).
+* ``max_norm``: clip by the gradient's L2 norm as ``torch.nn.utils.clip_grad_norm_`` does:
+  the (unscaled) gradient is multiplied by ``min(1, max_norm / (norm + 1e-6))``, folded into
+  the step after one read pass for the norm (:func:`fastgd.multi.global_norm`).
+* ``master_param``: for a float16/bfloat16 ``param``, a float32 master copy of its shape: the
+  step runs on the master and stores its rounding into ``param``.  Bad input raises
 ``TypeError``/``ValueError`` naming the argument before anything is written.  The checks,
 defaults and state arrays of every rule come from one table, ``fastgd/_rules.py``.
 Zero-size arrays are a no-op.  NaN and inf propagate exactly as in the NumPy reference.
