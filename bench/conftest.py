@@ -64,7 +64,8 @@ def pytest_collection_modifyitems(session, config, items):
         case = spec.params.get("case") if spec else None
         return getattr(case, "order", None)
     slots = [i for i, item in enumerate(items) if order(item) is not None]
-    ordered = sorted((items[i] for i in slots), key=order)
+    # within each file (the files' own order tuples differ; each file's items stay in its block)
+    ordered = sorted((items[i] for i in slots), key=lambda item: (item.nodeid.split("::")[0], order(item)))
     for i, item in zip(slots, ordered):  # other tests (e.g. tests/ in the same session) keep their places
         items[i] = item
 

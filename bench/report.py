@@ -49,9 +49,10 @@ def fmt(x, spec, suffix=""):
 # ---------------------------------------------------------------------------------------
 # running and loading
 
-def run_suite(json_path, quick, run_all, pytest_args):
+def run_suite(json_path, quick, run_all, pytest_args, precision=False):
     os.makedirs(os.path.dirname(os.path.abspath(json_path)), exist_ok=True)
-    target = BENCH if run_all else os.path.join(BENCH, "test_bench_steps.py")
+    target = BENCH if run_all else os.path.join(BENCH, "test_bench_precision.py" if precision
+                                                else "test_bench_steps.py")
     cmd = [sys.executable, "-m", "pytest", target, "-q", "--benchmark-json=" + json_path]
     if quick:
         cmd.append("--quick")
@@ -119,6 +120,7 @@ def rows(data):
             skel_gbs = nbytes / skel["stats"]["median"] / 1e9 if skel else None
             out.append({
                 "kernel": kernel, "dtype": dtype, "n": n, "backend": backend, "median": median,
+                "bytes_per_element": nbytes // n,
                 "speedup": (ref_median / median) if ref_median else None, "gbs": gbs, "skel_gbs": skel_gbs,
                 "of_skel": (gbs / skel_gbs) if skel_gbs else None,
                 "iqr": step["stats"].get("iqr", 0.0) / median, "rounds": step["stats"].get("rounds"),
@@ -193,13 +195,71 @@ def machine_lines(data, markdown=False):
     return lines
 
 
+def extras(data):
+    """test_bench_precision.py's fused extras: one row per (kernel, n, backend, variant), with
+    the ratio of its median to the plain step's of the same group (medians taken seconds
+    apart: ``python -m fastgd.bench --precision`` measures the same ratios in rounds)."""
+    by = {}
+    for b in data.get("benchmarks", []):
+        info = b.get("extra_info") or {}
+        if info.get("kind") == "extra":
+            by[(info["kernel"], int(info["n"]), info["backend"], info["variant"])] = b
+    out = []
+    for (kernel, n, backend, variant), b in by.items():
+        plain = by.get((kernel, n, backend, "plain"))
+        median = b["stats"]["median"]
+        out.append({"kernel": kernel, "n": n, "backend": backend, "variant": variant, "median": median,
+                    "bytes_per_element": b["extra_info"].get("bytes_per_element"),
+                    "iqr": b["stats"].get("iqr", 0.0) / median,
+                    "vs_plain": median / plain["stats"]["median"] if plain else None})
+    return out
+
+
+def report_precision(rs, xs, markdown):
+    """The dtype combinations (test_bench_precision.py; ``dtype`` is ``<param>/<state>``): bytes
+    per element, median, fraction of the skeleton of the same bytes, time over the float32
+    step's of the same kernel, size and backend; then the fused extras."""
+    if rs:
+        f32 = {(r["kernel"], r["n"], r["backend"]): r["median"] for r in rs if r["dtype"] == "float32/float32"}
+        print()
+        print("Dtype combinations (params and grads / state): bytes per element, median, fraction of the "
+              "skeleton of the same bytes (cython's half_skeleton for 2-byte params), time / float32's:")
+        print()
+        header = ["kernel", "n", "backend", "params/state", "B/elem", "median", "IQR", "of skeleton", "vs float32"]
+        body = []
+        korder = {k: i for i, k in enumerate(dict.fromkeys(r["kernel"] for r in rs))}
+        border = {b: i for i, b in enumerate(BACKEND_ORDER)}
+        # (a stable sort: the combinations stay in the suite's order)
+        for r in sorted(rs, key=lambda r: (korder[r["kernel"]], r["n"], border.get(r["backend"], 99))):
+            ref = f32.get((r["kernel"], r["n"], r["backend"]))
+            body.append([r["kernel"], size_label(r["n"]), r["backend"], r["dtype"], fmt(r["bytes_per_element"], "%d"),
+                         fmt_time(r["median"]), fmt(100 * r["iqr"], "%.0f", "%"),
+                         fmt(None if r["of_skel"] is None else 100 * r["of_skel"], "%.0f", "%"),
+                         fmt(None if ref is None else r["median"] / ref, "%.2f")])
+        print_table(header, body, markdown, ["l", "r", "l", "l", "r", "r", "r", "r", "r"], group_cols=3)
+    if xs:
+        print()
+        print("Fused extras, float32 (ratios of medians to the plain step of the same backend and size):")
+        print()
+        header = ["kernel", "n", "backend", "variant", "B/elem", "median", "IQR", "vs plain"]
+        body = [[x["kernel"], size_label(x["n"]), x["backend"], x["variant"], fmt(x["bytes_per_element"], "%d"),
+                 fmt_time(x["median"]), fmt(100 * x["iqr"], "%.0f", "%"), fmt(x["vs_plain"], "%.2f")] for x in xs]
+        print_table(header, body, markdown, ["l", "r", "l", "l", "r", "r", "r", "r"], group_cols=3)
+
+
 def report(data, markdown):
     for line in machine_lines(data, markdown):
         print(line)
     print()
-    rs = rows(data)
-    if not rs:
+    allrows = rows(data)
+    xs = extras(data)
+    rs = [r for r in allrows if "/" not in r["dtype"]]
+    prs = [r for r in allrows if "/" in r["dtype"]]
+    if not rs and not prs and not xs:
         print("no fastgd benchmarks in this JSON")
+        return
+    if not rs:
+        report_precision(prs, xs, markdown)
         return
     header = ["kernel", "dtype", "n", "backend", "median", "IQR", "vs numpy", "GB/s", "skeleton GB/s",
               "of skeleton"]
@@ -234,6 +294,7 @@ def report(data, markdown):
             body.append(cells)
         header = ["kernel"] + backends + (["cython <= %g us" % CYTHON_1E3_TARGET_US] if "cython" in backends else [])
         print_table(header, body, markdown, ["l"] + ["r"] * len(backends) + ["l"])
+    report_precision(prs, xs, markdown)
 
 
 def main(argv=None):
@@ -253,17 +314,20 @@ def main(argv=None):
     ap.add_argument("--all", action="store_true",
                     help="with --run: every suite in bench/, not only test_bench_steps.py (this report "
                          "covers the step kernels; the others' results stay in the JSON)")
+    ap.add_argument("--precision", action="store_true",
+                    help="with --run: bench/test_bench_precision.py instead (the dtype combinations and the fused "
+                         "extras)")
     ap.add_argument("--markdown", action="store_true", help="print Markdown tables")
     args = ap.parse_args(argv)
 
-    if not args.run and (args.quick or args.all or pytest_args):
-        ap.error("--quick, --all and pytest arguments only apply with --run")
+    if not args.run and (args.quick or args.all or args.precision or pytest_args):
+        ap.error("--quick, --all, --precision and pytest arguments only apply with --run")
     path = args.json
     if args.run:
         if path is None:
             stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
             path = os.path.join(RESULTS, "%s%s.json" % (stamp, "-quick" if args.quick else ""))
-        run_suite(path, args.quick, args.all, pytest_args)
+        run_suite(path, args.quick, args.all, pytest_args, args.precision)
         if not os.path.exists(path):
             print("no JSON was written (%s)" % path, file=sys.stderr)
             return 1

@@ -12,6 +12,20 @@ table compares a multi-tensor step of 200 arrays of 4,096 elements (separately a
 and as views of one buffer per list from ``fastgd.multi.flat_buffer``) with one step of a
 single array of 819,200 (Adam).
 
+The half-precision section (``--precision`` alone; part of the full report unless
+``--no-precision``; 1.6e7 and 6.4e7 elements, Cython unless ``--precision-backends`` or
+``--backends`` says otherwise) times every rule in every dtype combination of ``COMBOS``
+(float32; bfloat16 params and grads with float32 or bfloat16 state; the same for float16)
+side by side: per row the bytes per element the step moves (grad read, param and every state
+read and written, each at its own item size), its time, the skeleton of the same bytes
+(Cython's ``half_skeleton`` for 2-byte params, ``copy_skeleton`` for float32) with the
+fraction of it, and the time over the float32 step of the same rule, measured in the same
+rounds.  Then the fused extras in float32 (``--extras-kernels``, default Adam): the plain step,
+with ``grad_scale`` + ``found_inf``, with ``max_norm`` (the norm pass and the step), both, the
+unfused way (``fastgd.multi.unscale_and_check``, then the step) and the norm pass alone, as
+ratios to the plain step; and a table of the issue's targets judged on what was measured at
+their sizes.  It holds every combination's arrays at once (Adam at 6.4e7: about 5.8 GB).
+
 How it measures: everything compared at one size is timed in rounds, A B C, B C A, C A B, ...,
 after a warm-up call of each (numba compiles, pages are faulted in, torch allocates its
 state); each sample (after an untimed pause and one untimed call) times enough back-to-back calls to
@@ -174,9 +188,10 @@ def _copy(arrays):
     return param.copy(), grad.copy(), [s.copy() for s in states]
 
 
-def _step_call(kernel, arrays, backend):
+def _step_call(kernel, arrays, backend, **extra):
+    """The public step on ``arrays``; ``extra``: keyword arguments added (grad_scale, ...)."""
     param, grad, states = arrays
-    hyper = dict(KERNELS[kernel][1])
+    hyper = dict(KERNELS[kernel][1], **extra)
     f = getattr(fastgd, kernel + "_step")
     if kernel == "nadam":
         prod = fastgd.nadam_mu_product(STEP - 1)
@@ -313,6 +328,231 @@ def run_multi(backends, budget, torch, n_tensors=200, size=4096, dtype=np.float3
     return rows
 
 
+
+# ---------------------------------------------------------------------------------------
+# half precision: the dtype combinations of every rule, and the fused extras
+
+# (label, param and grad dtype, state dtype): float32 first, the reference every other
+# combination's time is divided by.  bfloat16 is ml_dtypes' (imported only for this section).
+COMBOS = (("float32", "float32", "float32"), ("bf16-f32", "bfloat16", "float32"), ("bf16", "bfloat16", "bfloat16"),
+          ("f16-f32", "float16", "float32"), ("f16", "float16", "float16"))
+PRECISION_SIZES = (16_000_000, 64_000_000)
+QUICK_PRECISION_SIZES = (1_000, 100_000)
+# the fused extras (Adam by default): variant -> what the call adds to the plain step
+EXTRAS = ("plain", "scaled", "clipped", "scaled+clipped", "unfused", "norm")
+GRAD_SCALE = 1024.0   # a loss scale; the gradient is divided by it as it is loaded
+MAX_NORM = 1.0        # below the norm of N(0, 1) data of these sizes: the clip factor is < 1
+
+
+def _has_ml_dtypes():
+    import importlib.util
+    return importlib.util.find_spec("ml_dtypes") is not None
+
+
+def _np_dtype(name):
+    if name == "bfloat16":
+        import ml_dtypes  # the optional dependency fastgd itself imports only when such arrays arrive
+        return np.dtype(ml_dtypes.bfloat16)
+    return np.dtype(name)
+
+
+def combo_bytes(kernel, param_dtype, state_dtype):
+    """Bytes per element a step of ``kernel`` moves with these dtypes: grad read, param read
+    and written, every state array read and written (Adam: 28 in float32, 22 for bfloat16
+    params and grads with float32 state, 14 in bfloat16)."""
+    k = len(KERNELS[kernel][0])
+    p = _np_dtype(param_dtype).itemsize
+    return p + 2 * p + 2 * k * _np_dtype(state_dtype).itemsize
+
+
+def extra_bytes(kernel, variant):
+    """Bytes per element a float32 variant of ``_extra_calls`` must move: the step's, plus one
+    read of the gradient for a clip (the norm pass), plus its read and write for the unfused
+    unscale; the norm pass alone reads the gradient."""
+    base = combo_bytes(kernel, "float32", "float32")
+    return {"norm": 4, "unfused": base + 8}.get(variant, base + (4 if "clipped" in variant else 0))
+
+
+def _layout(param_dtype, state_dtype):
+    """The skeleton's key: combinations with the same item sizes share one (bfloat16 and
+    float16 move the same bytes)."""
+    return "skeleton/%d+%d" % (_np_dtype(param_dtype).itemsize, _np_dtype(state_dtype).itemsize)
+
+
+def _cast(arrays, param_dtype, state_dtype):
+    param, grad, states = arrays
+    pd, sd = _np_dtype(param_dtype), _np_dtype(state_dtype)
+    return param.astype(pd), grad.astype(pd), [s.astype(sd) for s in states]
+
+
+def _precision_skeleton(arrays, backend):
+    """The skeleton of the arrays' bytes: Cython's ``half_skeleton`` for 2-byte params and
+    grads (2- or 4-byte state), the ``copy_skeleton`` otherwise; Cython's when it is available
+    (the limit of the bytes on this machine, whichever backend is compared with it), else
+    ``backend``'s copy_skeleton (None for half precision: no other backend has a half skeleton)."""
+    param, grad, states = arrays
+    try:
+        mod = backend_module("cython")
+    except Exception:  # not built here
+        mod = None
+    if grad.itemsize == 2:
+        if mod is None or not hasattr(mod, "half_skeleton"):
+            return None
+        skel = mod.half_skeleton
+    else:
+        skel = (mod or backend_module(backend)).copy_skeleton
+    return lambda: skel(grad, param, *states)
+
+
+def run_precision(kernels, sizes, backends, budget, combos=COMBOS, log=print):
+    """Every rule in every dtype combination, side by side.
+
+    For one rule and size, the float32 data of the main table is cast to each combination
+    (param and grad to its param dtype, the state arrays to its state dtype; the casts are
+    exact or rounded once), and everything is timed in one ``compare()``: the step of every
+    combination on every backend (the backends share a combination's arrays, as in the main
+    table) and one skeleton per byte layout (float32: ``copy_skeleton``; 2-byte params and
+    grads with 4- or 2-byte state: ``half_skeleton``; bfloat16 and float16 share theirs), on
+    copies of the arrays (a skeleton's writes would make garbage of a step's values).  A row's
+    ``of_skeleton`` is the skeleton's time over the step's and ``vs_float32`` the step's time
+    over the float32 step's of the same rule and backend, each the median over the rounds of
+    the ratio of the two samples of one round.  Memory: every combination's arrays and the
+    skeletons' at once (Adam at 6.4e7: about 5.8 GB)."""
+    rows = []
+    rng = np.random.default_rng(SEED)
+    combos = [c for c in COMBOS if c[0] == "float32"] + [c for c in combos if c[0] != "float32"]
+    for n in sizes:
+        for kernel in kernels:
+            base = _data(kernel, n, np.float32, rng)
+            funcs, skeletons = {}, {}
+            for label, pd, sd in combos:
+                arrays = base if label == "float32" else _cast(base, pd, sd)
+                for b in backends:
+                    funcs["step/%s/%s" % (label, b)] = _step_call(kernel, arrays, b)
+                key = _layout(pd, sd)
+                if key not in skeletons:
+                    skeletons[key] = _precision_skeleton(_copy(arrays), backends[0])
+                    if skeletons[key] is not None:
+                        funcs[key] = skeletons[key]
+            med, rounds, samples = compare(funcs, budget)
+            for label, pd, sd in combos:
+                key = _layout(pd, sd)
+                nbytes = combo_bytes(kernel, pd, sd)
+                for b in backends:
+                    name = "step/%s/%s" % (label, b)
+                    t = med[name]
+                    row = {"kernel": kernel, "combo": label, "param_dtype": pd, "state_dtype": sd, "size": n,
+                           "backend": b, "bytes_per_element": nbytes, "seconds": t, "gbps": nbytes * n / t / 1e9,
+                           "skeleton": ("half_skeleton" if _np_dtype(pd).itemsize == 2 else "copy_skeleton")
+                           if key in med else None,
+                           "skeleton_seconds": med.get(key),
+                           "of_skeleton": _paired(samples, key, name) if key in med else None,
+                           "vs_float32": _paired(samples, name, "step/float32/" + b),
+                           "rounds": rounds, "spread": _spread(samples[name])}
+                    rows.append(row)
+                    log(_precision_line(row))
+            del base, funcs, skeletons
+    return rows
+
+
+def _extra_calls(kernel, arrays, backend):
+    """variant -> callable, all on the same float32 arrays (they drift together):
+    ``plain`` the step; ``scaled`` with ``grad_scale`` (a float32 array holding GRAD_SCALE, as a
+    loss scaler keeps it) and ``found_inf`` (a float32 array holding 0: the step runs);
+    ``clipped`` with ``max_norm`` (the norm pass, then the step with the clip factor);
+    ``scaled+clipped`` both; ``unfused`` ``fastgd.multi.unscale_and_check`` (a pass that
+    divides the gradient by 1.0 in place and checks it, so the data stays as it is) and then
+    the plain step, the two-pass way the fused options replace; ``norm`` the norm pass
+    alone (``fastgd.multi.global_norm``)."""
+    _, grad, _ = arrays
+    scale = np.array([GRAD_SCALE], np.float32)
+    one = np.array([1.0], np.float32)
+    found_inf = np.zeros(1, np.float32)
+    plain = _step_call(kernel, arrays, backend)
+    return {
+        "plain": plain,
+        "scaled": _step_call(kernel, arrays, backend, grad_scale=scale, found_inf=found_inf),
+        "clipped": _step_call(kernel, arrays, backend, max_norm=MAX_NORM),
+        "scaled+clipped": _step_call(kernel, arrays, backend, grad_scale=scale, found_inf=found_inf,
+                                     max_norm=MAX_NORM),
+        "unfused": lambda: (_multi.unscale_and_check([grad], one, found_inf, backend=backend), plain()),
+        "norm": lambda: _multi.global_norm([grad], backend=backend),
+    }
+
+
+def run_extras(kernels, sizes, backends, budget, log=print):
+    """The fused extras in float32: every variant of ``_extra_calls`` on every backend and the
+    rule's float32 skeleton (Cython's ``copy_skeleton``), timed in one ``compare()`` per rule
+    and size; ``vs_plain`` is the variant's time over the plain step's (median of the paired
+    ratios of the rounds).  The issue's targets, Adam at 1.6e7: scaled <= 1.03, clipped <= 1.2
+    (a clip must read the gradient once more: at best (28 + 4) / 28 = 1.14)."""
+    rows = []
+    rng = np.random.default_rng(SEED + 1)
+    for n in sizes:
+        for kernel in kernels:
+            arrays = _data(kernel, n, np.float32, rng)
+            funcs = {}
+            for b in backends:
+                for variant, f in _extra_calls(kernel, arrays, b).items():
+                    funcs["%s/%s" % (variant, b)] = f
+            skel = _precision_skeleton(_copy(arrays), backends[0])
+            if skel is not None:
+                funcs["skeleton"] = skel
+            med, rounds, samples = compare(funcs, budget)
+            for b in backends:
+                for variant in EXTRAS:
+                    name = "%s/%s" % (variant, b)
+                    row = {"kernel": kernel, "dtype": "float32", "size": n, "backend": b, "variant": variant,
+                           "bytes_per_element": extra_bytes(kernel, variant), "seconds": med[name],
+                           "vs_plain": _paired(samples, name, "plain/" + b),
+                           "of_skeleton": _paired(samples, "skeleton", name) if variant == "plain" and skel else None,
+                           "rounds": rounds, "spread": _spread(samples[name])}
+                    rows.append(row)
+                    log(_extras_line(row))
+            del arrays, funcs
+    return rows
+
+
+# the issue's targets (measured in one run; not timed tests)
+OF_SKELETON_TARGET = 0.95        # bf16-f32, bf16 and f16, every rule, at 1.6e7 and 6.4e7
+OF_SKELETON_COMBOS = ("bf16-f32", "bf16", "f16")
+OF_SKELETON_SIZES = (16_000_000, 64_000_000)
+VS_FLOAT32_TARGETS = {"bf16-f32": 0.85, "bf16": 0.6}   # Adam at 1.6e7 (limits 22/28 and 0.5)
+EXTRAS_TARGETS = {"scaled": 1.03, "clipped": 1.2}       # Adam float32 at 1.6e7 (clipped: limit 32/28)
+
+
+def targets(precision_rows, extra_rows):
+    """The issue's targets against this run's rows: a list of dicts (target, backend, value,
+    bound, met, where).  Only what was measured at the target sizes is judged."""
+    out = []
+    backends = list(dict.fromkeys(r["backend"] for r in precision_rows + extra_rows))
+    for b in backends:
+        judged = [r for r in precision_rows if r["backend"] == b and r["combo"] in OF_SKELETON_COMBOS
+                  and r["size"] in OF_SKELETON_SIZES and r["of_skeleton"] is not None]
+        if judged:
+            worst = min(judged, key=lambda r: r["of_skeleton"])
+            met = sum(r["of_skeleton"] >= OF_SKELETON_TARGET for r in judged)
+            out.append({"target": "every rule, %s, of skeleton >= %.2f" % (", ".join(OF_SKELETON_COMBOS),
+                                                                         OF_SKELETON_TARGET),
+                        "backend": b, "value": worst["of_skeleton"], "bound": OF_SKELETON_TARGET,
+                        "met": met == len(judged),
+                        "where": "%d of %d met; lowest: %s %s %s" % (met, len(judged), worst["kernel"], worst["combo"],
+                                                                     _fmt_size(worst["size"]))})
+        for combo, bound in VS_FLOAT32_TARGETS.items():
+            for r in precision_rows:
+                if (r["backend"], r["kernel"], r["combo"], r["size"]) == (b, "adam", combo, 16_000_000):
+                    out.append({"target": "adam %s time / float32 time <= %.2f" % (combo, bound), "backend": b,
+                                "value": r["vs_float32"], "bound": bound, "met": r["vs_float32"] <= bound,
+                                "where": "1.6e7"})
+        for variant, bound in EXTRAS_TARGETS.items():
+            for r in extra_rows:
+                if (r["backend"], r["kernel"], r["variant"], r["size"]) == (b, "adam", variant, 16_000_000):
+                    out.append({"target": "adam float32 %s / plain <= %.2f" % (variant, bound), "backend": b,
+                                "value": r["vs_plain"], "bound": bound, "met": r["vs_plain"] <= bound,
+                                "where": "1.6e7"})
+    return out
+
+
 # ---------------------------------------------------------------------------------------
 # output
 
@@ -330,9 +570,57 @@ def _row_line(r):
             r["torch_impl"], r["vs_torch"], r["torch_ceiling"]))
 
 
-def markdown(rows, multi_rows):
-    out = ["| kernel | dtype | elements | backend | time (us) | GB/s | of skeleton | vs NumPy | vs torch |",
-           "|---|---|---|---|---|---|---|---|---|"]
+def _precision_line(r):
+    return "%-8s %-8s %7s %-7s %3d B/el %11.1f us %7.1f GB/s  %s %s  vs float32 %5.2f" % (
+        r["kernel"], r["combo"], _fmt_size(r["size"]), r["backend"], r["bytes_per_element"], r["seconds"] * 1e6,
+        r["gbps"], r["skeleton"] or "no skeleton", "" if r["of_skeleton"] is None else "%5.2f" % r["of_skeleton"],
+        r["vs_float32"])
+
+
+def _extras_line(r):
+    return "%-8s %-7s %7s %-7s %-14s %3d B/el %11.1f us  vs plain %5.2f%s" % (
+        r["kernel"], r["dtype"], _fmt_size(r["size"]), r["backend"], r["variant"], r["bytes_per_element"],
+        r["seconds"] * 1e6, r["vs_plain"], "" if r["of_skeleton"] is None else "  skeleton %5.2f" % r["of_skeleton"])
+
+
+def markdown_precision(rows):
+    """The dtype combinations: bytes per element, time, the skeleton of the same bytes and the
+    time over the float32 step's (the README's table)."""
+    out = ["| kernel | params, grads | state | elements | backend | bytes/element | time (us) | skeleton (us) "
+           "| of skeleton | vs float32 |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        out.append("| %s | %s | %s | %s | %s | %d | %.1f | %s | %s | %.2f |" % (
+            r["kernel"], r["param_dtype"], r["state_dtype"], _fmt_size(r["size"]), r["backend"],
+            r["bytes_per_element"], r["seconds"] * 1e6,
+            "" if r["skeleton_seconds"] is None else "%.1f" % (r["skeleton_seconds"] * 1e6),
+            "" if r["of_skeleton"] is None else "%.2f" % r["of_skeleton"], r["vs_float32"]))
+    return "\n".join(out)
+
+
+def markdown_extras(rows):
+    out = ["| kernel | dtype | elements | backend | variant | bytes/element | time (us) | vs plain |",
+           "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        out.append("| %s | %s | %s | %s | %s | %d | %.1f | %.2f%s |" % (
+            r["kernel"], r["dtype"], _fmt_size(r["size"]), r["backend"], r["variant"], r["bytes_per_element"],
+            r["seconds"] * 1e6, r["vs_plain"],
+            "" if r["of_skeleton"] is None else " (skeleton: %.2f)" % r["of_skeleton"]))
+    return "\n".join(out)
+
+
+def markdown_targets(judged):
+    out = ["| target | backend | measured | met | |", "|---|---|---|---|---|"]
+    for t in judged:
+        out.append("| %s | %s | %.2f | %s | %s |" % (t["target"], t["backend"], t["value"],
+                                                     "yes" if t["met"] else "NO", t["where"]))
+    return "\n".join(out)
+
+
+def markdown(rows, multi_rows, precision_rows=(), extra_rows=()):
+    out = []
+    if rows or not (multi_rows or precision_rows or extra_rows):
+        out = ["| kernel | dtype | elements | backend | time (us) | GB/s | of skeleton | vs NumPy | vs torch |",
+               "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         out.append("| %s | %s | %s | %s | %.1f | %.1f | %.2f | %s | %s |" % (
             r["kernel"], r["dtype"], _fmt_size(r["size"]), r["backend"], r["seconds"] * 1e6, r["gbps"],
@@ -348,7 +636,14 @@ def markdown(rows, multi_rows):
                 r["backend"], r["multi_seconds"] * 1e6, r["one_seconds"] * 1e6, r["ratio"],
                 "" if r["views_seconds"] is None else "%.1f" % (r["views_seconds"] * 1e6),
                 "" if r["views_ratio"] is None else "%.2f" % r["views_ratio"]))
-    return "\n".join(out)
+    if precision_rows:
+        out += ["", markdown_precision(precision_rows)]
+    if extra_rows:
+        out += ["", markdown_extras(extra_rows)]
+    judged = targets(list(precision_rows), list(extra_rows))
+    if judged:
+        out += ["", markdown_targets(judged)]
+    return "\n".join(out).lstrip("\n")
 
 
 def machine():
@@ -457,7 +752,23 @@ def main(argv=None):
     ap.add_argument("--isolate", action="store_true",
                     help="one process per compiled backend (each with numpy and torch beside it): thread pools "
                          "of different runtimes then cannot fight")
+    ap.add_argument("--precision", action="store_true",
+                    help="only the half-precision section: every rule in every dtype combination beside the "
+                         "skeleton of its bytes, and the fused extras (grad_scale, found_inf, max_norm); "
+                         "--sizes then sets its sizes")
+    ap.add_argument("--no-precision", action="store_true", help="skip the half-precision section")
+    ap.add_argument("--precision-sizes", type=_sizes,
+                    help="elements of the half-precision section (default 1.6e7,6.4e7; quick 1e3,1e5)")
+    ap.add_argument("--precision-backends", type=_names(("cython", "numba", "numpy")),
+                    help="backends of the half-precision section (default: --backends if given, else cython)")
+    ap.add_argument("--combos", type=_names(tuple(c[0] for c in COMBOS)),
+                    help="dtype combinations (default all: %s; float32 is always measured, the reference)"
+                         % ", ".join("%s = %s params and grads, %s state" % c for c in COMBOS))
+    ap.add_argument("--extras-kernels", type=_names(tuple(KERNELS) + ("none",)),
+                    help="rules whose fused extras are timed in float32 (default adam; none: skip)")
     args = ap.parse_args(argv)
+    if args.precision and args.no_precision:
+        ap.error("--precision and --no-precision exclude each other")
     if args.isolate:
         return _isolated(argv if argv is not None else sys.argv[1:], args)
 
@@ -486,44 +797,80 @@ def main(argv=None):
     print("# fastgd %s on %s (%d cores), %s, SIMD %s, threads %d, serial cutoff %d, torch %s" % (
         fastgd.__version__, info["cpu"], info["cores"], info["fastgd"].get("compiler"),
         info["fastgd"].get("simd_variant"), threads, fastgd.serial_cutoff(), info["torch"] or "absent"))
-    rows = [] if args.multi_only else run_kernels(kernels, sizes, dtypes, backends, budget, torch)
+    only = args.multi_only or args.precision
+    rows = [] if only else run_kernels(kernels, sizes, dtypes, backends, budget, torch)
     multi_rows = []
-    if not args.no_multi:
+    if not args.no_multi and not args.precision:
         multi_rows = run_multi(backends, budget, torch, size=4096 if not args.quick else 1024)
+    precision_rows, extra_rows = [], []
+    if not args.no_precision and not args.multi_only:
+        pbackends = args.precision_backends or args.backends or (("cython",) if "cython" in available
+                                                                 else (available[0],))
+        missing = [b for b in pbackends if b not in available]
+        if missing:
+            ap.error("backend(s) not available here: %s" % ", ".join(missing))
+        if "numba" in pbackends and "numba" not in backends:
+            import numba
+            numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
+        psizes = args.precision_sizes or (args.precision and args.sizes) or (
+            QUICK_PRECISION_SIZES if args.quick else PRECISION_SIZES)
+        combos = [c for c in COMBOS if args.combos is None or c[0] in args.combos]
+        if not _has_ml_dtypes() and any(c[1] == "bfloat16" for c in combos):
+            print("# ml_dtypes is not installed: no bfloat16 combinations")
+            combos = [c for c in combos if c[1] != "bfloat16"]
+        print("\n# half precision: %s; bytes per element, step, the skeleton of the same bytes, time / float32's"
+              % ", ".join("%s = %s/%s" % c for c in combos))
+        precision_rows = run_precision(kernels, psizes, pbackends, budget, combos)
+        ekernels = args.extras_kernels or ("adam",)
+        if "none" not in ekernels:
+            print("\n# fused extras, float32: time / the plain step's (grad_scale %g as a float32 array, found_inf 0, "
+                  "max_norm %g)" % (GRAD_SCALE, MAX_NORM))
+            extra_rows = run_extras(ekernels, psizes, pbackends, budget)
     print()
-    print(markdown(rows, multi_rows))
+    print(markdown(rows, multi_rows, precision_rows, extra_rows))
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"machine": info, "threads": threads, "budget": budget, "rows": rows, "multi": multi_rows},
-                      f, indent=1, default=str)
+            json.dump({"machine": info, "threads": threads, "budget": budget, "rows": rows, "multi": multi_rows,
+                       "precision": precision_rows, "extras": extra_rows,
+                       "targets": targets(precision_rows, extra_rows)}, f, indent=1, default=str)
     if args.plot and rows:
         plot(rows, args.plot)
     return 0
 
 
 def _isolated(argv, args):
-    """Run ``python -m fastgd.bench`` once per compiled backend and merge the results."""
+    """Run ``python -m fastgd.bench`` once per compiled backend and merge the results.  The
+    half-precision section of a backend runs in that backend's process (NumPy's in the first)."""
     import subprocess
     import tempfile
-    backends = args.backends or tuple(fastgd.available_backends())
+    available = fastgd.available_backends()
+    backends = args.backends or tuple(available)
     compiled = [b for b in backends if b != "numpy"] or ["numpy"]
+    pbackends = () if args.no_precision else (
+        args.precision_backends or args.backends or (("cython",) if "cython" in available else (available[0],)))
     rest, skip = [], False
     for a in argv:  # drop the options the children get their own values for
         if skip:
             skip = False
             continue
-        if a in ("--isolate", "--plot", "--json", "--backends"):
+        if a in ("--isolate", "--plot", "--json", "--backends", "--precision-backends"):
             skip = a != "--isolate"
             continue
-        if a.startswith(("--plot=", "--json=", "--backends=")):
+        if a.startswith(("--plot=", "--json=", "--backends=", "--precision-backends=")):
             continue
         rest.append(a)
-    rows, multi_rows, info = [], [], None
+    rows, multi_rows, precision_rows, extra_rows, info = [], [], [], [], None
     with tempfile.TemporaryDirectory() as tmp:
         for i, b in enumerate(compiled):
             mine = [b] + (["numpy"] if "numpy" in backends and b != "numpy" else [])
+            pmine = [x for x in pbackends if x == b] + (["numpy"] if "numpy" in pbackends and i == 0 and b != "numpy"
+                                                        else [])
+            if args.precision and not pmine:
+                continue  # nothing of this backend's to measure
+            popt = ["--precision-backends", ",".join(pmine)] if pmine else (
+                [] if args.no_precision else ["--no-precision"])
             out = os.path.join(tmp, "%s.json" % b)
-            r = subprocess.run([sys.executable, "-m", "fastgd.bench", *rest, "--backends", ",".join(mine),
+            r = subprocess.run([sys.executable, "-m", "fastgd.bench", *rest, "--backends", ",".join(mine), *popt,
                                 "--json", out])
             if r.returncode:
                 return r.returncode
@@ -533,14 +880,20 @@ def _isolated(argv, args):
             keep = lambda row, first=(i == 0): row["backend"] != "numpy" or first  # noqa: E731 - numpy once
             rows += [row for row in data["rows"] if keep(row)]
             multi_rows += [row for row in data["multi"] if keep(row) and (row["backend"] != "torch" or i == 0)]
+            precision_rows += data.get("precision", [])
+            extra_rows += data.get("extras", [])
     order = {k: j for j, k in enumerate(KERNELS)}
     rows.sort(key=lambda r: (r["dtype"], r["size"], order[r["kernel"]], r["backend"]))
+    corder = {c[0]: j for j, c in enumerate(COMBOS)}
+    precision_rows.sort(key=lambda r: (r["size"], order[r["kernel"]], corder[r["combo"]], r["backend"]))
+    extra_rows.sort(key=lambda r: (r["size"], order[r["kernel"]], r["backend"], EXTRAS.index(r["variant"])))
     print("\n# merged (one process per backend)\n")
-    print(markdown(rows, multi_rows))
+    print(markdown(rows, multi_rows, precision_rows, extra_rows))
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"machine": info, "isolated": True, "rows": rows, "multi": multi_rows}, f, indent=1,
-                      default=str)
+            json.dump({"machine": info, "isolated": True, "rows": rows, "multi": multi_rows,
+                       "precision": precision_rows, "extras": extra_rows,
+                       "targets": targets(precision_rows, extra_rows)}, f, indent=1, default=str)
     if args.plot and rows:
         plot(rows, args.plot)
     return 0

@@ -1,0 +1,286 @@
+"""Half precision: every rule in every dtype combination beside the skeleton of its bytes,
+and the fused extras (grad_scale + found_inf, max_norm) in float32.
+
+Benchmark group ``<kernel>/<param and grad dtype>/<state dtype>/<size>`` (e.g.
+``adam/bfloat16/float32/1.6e7``) holds the step on each backend and a skeleton that moves the
+same bytes, run back to back: the backend's ``copy_skeleton`` for float32, Cython's
+``half_skeleton`` for 2-byte params and grads (with 4- or 2-byte state; no other backend has
+one).  The combinations are those of ``fastgd.bench.COMBOS``: float32 (the reference),
+bfloat16 params and grads with float32 state, all-bfloat16, float16 with float32 state,
+all-float16.  ``extra_info`` records kernel, backend, kind, ``dtype`` as ``<param>/<state>``
+(so ``bench/report.py`` keeps these rows apart from test_bench_steps.py's), n and
+``bytes_moved`` (grad read, param and every state array read and written, each at its own
+item size: Adam 28, 22 and 14 bytes per element).
+
+Group ``extras/<kernel>/float32/<size>`` holds, per backend, Adam's plain step, the step with
+``grad_scale`` and ``found_inf`` (a float32 array holding 0: the step runs), with ``max_norm``
+(the norm pass and the step), both, the unfused way (``fastgd.multi.unscale_and_check`` by 1.0,
+then the step) and the norm pass alone (kind ``extra``, ``variant`` in extra_info).  Their
+ratios to the plain step are ratios of medians taken seconds apart; ``python -m fastgd.bench
+--precision`` measures the same comparisons alternately in rounds (paired ratios).
+
+Sizes: 1e5 on every backend; 1.6e7 on cython and numba; 6.4e7 on cython (numba's and NumPy's
+half-precision steps convert whole arrays with NumPy, seconds per call at that size).  Quick
+(``--quick`` / ``FASTGD_BENCH_QUICK=1``): 1e3 and 1e5, every backend; extras at 1e5.  How a
+benchmark runs (warm-up, rounds from ``FASTGD_BENCH_BUDGET``, state reset each round up to
+1e5 elements and drifting above, smoke mode) is test_bench_steps.py's; the arrays are made from
+the session's seeded float32 data, cast once per (dtype, size).
+"""
+import dataclasses
+import os
+import time
+
+import numpy as np
+import pytest
+
+import fastgd
+import fastgd.multi
+from fastgd import bench as _bench
+from fastgd.backends import backend_module, threads_for
+
+BACKENDS = ("numpy", "cython", "numba")
+STEP = _bench.STEP
+SIZES = ((100_000, BACKENDS), (16_000_000, ("cython", "numba")), (64_000_000, ("cython",)))
+QUICK_SIZES = ((1_000, BACKENDS), (100_000, BACKENDS))
+EXTRAS_KERNELS = ("adam",)
+EXTRAS_SIZES = (16_000_000,)
+QUICK_EXTRAS_SIZES = (100_000,)
+
+
+def size_label(n):
+    """1000 -> '1e3', 16000000 -> '1.6e7'."""
+    exp = len(str(int(n))) - 1
+    mant = n / 10 ** exp
+    return ("%de%d" if mant == int(mant) else "%.1fe%d") % (mant, exp)
+
+
+@dataclasses.dataclass(frozen=True)
+class Case:
+    kernel: str        # fastgd.<kernel>_step
+    combo: tuple       # (label, param and grad dtype, state dtype), or for extras ("float32", ...)
+    n: int
+    backend: str
+    kind: str          # "step", "skeleton" or "extra"
+    variant: str       # extras: fastgd.bench.EXTRAS; else ""
+    order: tuple       # run order, see conftest.pytest_collection_modifyitems
+
+    @property
+    def dtype(self):
+        return "%s/%s" % self.combo[1:]
+
+    @property
+    def group(self):
+        if self.kind == "extra":
+            return "extras/%s/float32/%s" % (self.kernel, size_label(self.n))
+        return "%s/%s/%s" % (self.kernel, self.dtype, size_label(self.n))
+
+    @property
+    def id(self):
+        if self.kind == "extra":
+            return "%s-float32-%s-%s-%s" % (self.kernel, size_label(self.n), self.backend, self.variant)
+        return "%s-%s-%s-%s" % (self.kernel, self.combo[0], size_label(self.n), self.backend)
+
+    def bytes_moved(self):
+        if self.kind == "extra":
+            return _bench.extra_bytes(self.kernel, self.variant) * self.n
+        return _bench.combo_bytes(self.kernel, *self.combo[1:]) * self.n
+
+
+def _have_ml_dtypes():
+    try:
+        import ml_dtypes  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def pytest_generate_tests(metafunc):
+    if "case" not in metafunc.fixturenames:
+        return
+    quick = metafunc.config.fastgd_bench.quick
+    name = metafunc.function.__name__
+    cases = []
+    if name == "test_extra":
+        for si, n in enumerate(QUICK_EXTRAS_SIZES if quick else EXTRAS_SIZES):
+            for ki, k in enumerate(EXTRAS_KERNELS):
+                for bi, b in enumerate(BACKENDS):
+                    for vi, v in enumerate(_bench.EXTRAS):
+                        cases.append(Case(k, ("float32", "float32", "float32"), n, b, "extra", v,
+                                          (1, si, ki, bi, vi, 0)))
+    else:
+        kind = "skeleton" if name == "test_skeleton" else "step"
+        for ki, k in enumerate(_bench.KERNELS):
+            for si, (n, backends) in enumerate(QUICK_SIZES if quick else SIZES):
+                for ci, combo in enumerate(_bench.COMBOS):
+                    for bi, b in enumerate(BACKENDS):
+                        # a half-precision skeleton exists in Cython only
+                        if b in backends and not (kind == "skeleton" and combo[1] != "float32" and b != "cython"):
+                            cases.append(Case(k, combo, n, b, kind, "", (0, ki, si, ci, bi, kind == "skeleton")))
+    metafunc.parametrize("case", cases, ids=[c.id for c in cases])
+
+
+# ---------------------------------------------------------------------------------------
+
+_cast = {}
+
+
+@pytest.fixture(scope="module")
+def half_data(bench_data):
+    """``half_data(dtype, n) -> (grad, param0)``: the session's seeded float32 arrays cast to
+    ``dtype`` (made once per module; nothing writes them)."""
+    def get(dtype, n):
+        key = (dtype, int(n))
+        if key not in _cast:
+            grad, param0 = bench_data(np.float32, n)
+            dt = _bench._np_dtype(dtype)
+            _cast[key] = (grad, param0) if dt == np.float32 else (grad.astype(dt), param0.astype(dt))
+        return _cast[key]
+    yield get
+    _cast.clear()
+
+
+def _backend(case):
+    if case.backend not in fastgd.available_backends():
+        pytest.skip("backend %r is not available on this machine" % case.backend)
+    if "bfloat16" in case.combo and not _have_ml_dtypes():
+        pytest.skip("ml_dtypes is not installed (bfloat16)")
+    return backend_module(case.backend)
+
+
+class Arrays:
+    """param, grad and the zero-initialised states of one benchmark (the case's dtypes), and
+    their reset."""
+
+    def __init__(self, case, half_data, reset_max):
+        _, pd, sd = case.combo
+        self.grad, self.param0 = half_data(pd, case.n)
+        self.param = self.param0.copy()
+        self.states = [np.zeros(case.n, _bench._np_dtype(sd)) for _ in _bench.KERNELS[case.kernel][0]]
+        self.reset_each_round = case.n <= reset_max
+
+    def written(self):
+        return [self.param] + self.states
+
+    def reset(self):
+        np.copyto(self.param, self.param0)
+        for s in self.states:
+            s.fill(0)
+
+
+def _call_seconds(fn):
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+def _measure(benchmark, settings, case, arrays, target, reset_scalars=None, check_finite=True):
+    """test_bench_steps.py's ``_measure`` for a ``target()`` without arguments."""
+    def setup():
+        if arrays.reset_each_round:
+            arrays.reset()
+        if reset_scalars is not None:
+            reset_scalars()
+
+    def one_round():
+        setup()
+        target()
+
+    if benchmark.enabled:
+        t = _call_seconds(one_round)            # warm-up: JIT compilation, first-touch page faults
+        if t < settings.budget / settings.min_rounds:
+            t = float(np.median([_call_seconds(one_round) for _ in range(3)]))
+        rounds = int(min(settings.max_rounds, max(settings.min_rounds, settings.budget / t)))
+    else:
+        rounds = 1
+    benchmark.group = case.group
+    compiled = case.backend != "numpy"
+    benchmark.extra_info.update(
+        kernel=case.kernel, backend=case.backend, kind=case.kind, dtype=case.dtype, n=case.n,
+        param_dtype=case.combo[1], state_dtype=case.combo[2], variant=case.variant or None,
+        n_states=len(_bench.KERNELS[case.kernel][0]), bytes_moved=case.bytes_moved(),
+        bytes_per_element=case.bytes_moved() // case.n, num_threads=fastgd.get_num_threads(),
+        threads_used=(threads_for(case.n) if compiled else 1),
+        numba_threads=(settings.numba_threads if case.backend == "numba" else None),
+        simd_variant=(fastgd.build_info().get("simd_variant") if case.backend == "cython" else None),
+        state="reset each round" if arrays.reset_each_round else "allocated once, drifts",
+        rounds=rounds, loadavg=_loadavg())
+    benchmark.pedantic(target, setup=setup, rounds=rounds, iterations=1)
+    if check_finite:  # not a speed check: drifting state must not reach inf/NaN
+        for a in arrays.written():
+            assert np.isfinite(a.astype(np.float32)).all(), "state blew up during %s" % case.id
+
+
+def _loadavg():
+    """The 1-minute load average when the benchmark starts (see test_bench_steps.py)."""
+    try:
+        return os.getloadavg()[0]
+    except (AttributeError, OSError):
+        return None
+
+
+def _step_target(case, arrays, **extra):
+    """fastgd.<kernel>_step on the arrays (NAdam: with its running product, restored before
+    every round); returns (target, reset_scalars)."""
+    kwargs = dict(_bench.KERNELS[case.kernel][1], backend=case.backend, **extra)
+    f = getattr(fastgd, case.kernel + "_step")
+    args = (arrays.param, arrays.grad, *arrays.states)
+    if case.kernel == "nadam":
+        prod = fastgd.nadam_mu_product(STEP - 1)
+        mu_product = np.array([prod])
+        kwargs["mu_product"] = mu_product
+        return (lambda: f(*args, **kwargs)), (lambda: mu_product.__setitem__(0, prod))
+    return (lambda: f(*args, **kwargs)), None
+
+
+def test_step(benchmark, half_data, case, request):
+    """fastgd.<kernel>_step(..., backend=...) with the combination's dtypes: the public call."""
+    _backend(case)
+    settings = request.config.fastgd_bench
+    arrays = Arrays(case, half_data, settings.reset_max)
+    target, reset_scalars = _step_target(case, arrays)
+    _measure(benchmark, settings, case, arrays, target, reset_scalars)
+
+
+def test_skeleton(benchmark, half_data, case, request):
+    """The skeleton of the combination's bytes: copy_skeleton (float32, every backend) or
+    Cython's half_skeleton (2-byte params and grads)."""
+    mod = _backend(case)
+    half = case.combo[1] != "float32"
+    if half and case.backend != "cython":
+        pytest.skip("only the cython backend has a half-precision skeleton")
+    skel = getattr(mod, "half_skeleton" if half else "copy_skeleton", None)
+    if skel is None:
+        pytest.skip("the %s backend has no %s" % (case.backend, "half_skeleton" if half else "copy_skeleton"))
+    settings = request.config.fastgd_bench
+    arrays = Arrays(case, half_data, settings.reset_max)
+    args = (arrays.grad, arrays.param, *arrays.states)
+    # half_skeleton adds the 16-bit patterns as integers: its outputs are no numbers to check
+    _measure(benchmark, settings, case, arrays, lambda: skel(*args), check_finite=not half)
+
+
+def test_extra(benchmark, half_data, case, request):
+    """The fused extras in float32 (see the module's docstring for the variants)."""
+    _backend(case)
+    settings = request.config.fastgd_bench
+    arrays = Arrays(case, half_data, settings.reset_max)
+    scale = np.array([_bench.GRAD_SCALE], np.float32)
+    one = np.array([1.0], np.float32)
+    found_inf = np.zeros(1, np.float32)
+    extra = {"plain": {}, "scaled": {"grad_scale": scale, "found_inf": found_inf},
+             "clipped": {"max_norm": _bench.MAX_NORM},
+             "scaled+clipped": {"grad_scale": scale, "found_inf": found_inf, "max_norm": _bench.MAX_NORM},
+             "unfused": {}, "norm": {}}[case.variant]
+    target, reset_scalars = _step_target(case, arrays, **extra)
+    if case.variant == "unfused":
+        arrays.grad = arrays.grad.copy()  # it divides the gradient in place (by 1.0); the session's stays untouched
+        target, reset_scalars = _step_target(case, arrays)
+        step = target
+
+        def target():
+            fastgd.multi.unscale_and_check([arrays.grad], one, found_inf, backend=case.backend)
+            step()
+    elif case.variant == "norm":
+        def target():
+            fastgd.multi.global_norm([arrays.grad], backend=case.backend)
+    _measure(benchmark, settings, case, arrays, target, reset_scalars)
+    assert found_inf[0] == 0
