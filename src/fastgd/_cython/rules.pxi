@@ -42,6 +42,131 @@ cdef extern from *:
     const char* FASTGD_VARIANT_NAME
 
 
+# ---------------------------------------------------------------------------------------
+# Storage dtypes.  Every rule's loop reads and writes its arrays through _ld/_st, so the same
+# loop steps float32 and float64 arrays (plain loads and stores) and float16/bfloat16 ones
+# (converted in registers: loaded exactly into the compute dtype, float32, and stored rounded
+# once to nearest even).  ``pst``: param and grad; ``sst``: the state arrays (the param's dtype,
+# or float32 for a half-precision param); ``floating``: the compute dtype.  The loops return at
+# once for the combinations no caller makes, so only six of each are compiled.
+#
+# The conversions are NumPy's (float16) and ml_dtypes' (bfloat16) rules, written as integer and
+# float operations GCC vectorizes (tests/test_half.py compares them with NumPy's and ml_dtypes'
+# casts, and they were compared on all 2**32 float32 values): float16 -> float32 exact (NaN
+# payload kept); float32 -> float16 to nearest even, overflow to inf, subnormals, NaN keeping its
+# top payload bits (0x7c01 if they are all 0), as npy_floatbits_to_halfbits; bfloat16 <-> float32
+# by shifting, to nearest even, NaN to 0x7fc0 with its sign (Eigen's rule).
+
+cdef extern from *:
+    """
+    #include <stdint.h>
+    #include <string.h>
+    typedef struct { uint16_t v; } fgd_h16;  /* float16 storage */
+    typedef struct { uint16_t v; } fgd_b16;  /* bfloat16 storage */
+    static inline float fgd_bf16_f32(uint16_t h) {
+        uint32_t u = (uint32_t)h << 16; float f; memcpy(&f, &u, 4); return f;
+    }
+    static inline uint16_t fgd_f32_bf16(float f) {
+        uint32_t u; memcpy(&u, &f, 4);
+        if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)(((u >> 16) & 0x8000u) | 0x7fc0u);
+        return (uint16_t)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
+    }
+    static inline float fgd_f16_f32(uint16_t h) {
+        /* the magnitude's bits moved to float32's place, times 2**112 (the exponent bias
+           difference): exact for normal and subnormal halves; inf/NaN get the all-ones exponent
+           (NaN payload kept) */
+        uint32_t o = (uint32_t)(h & 0x7fffu) << 13, r;
+        float f;
+        memcpy(&f, &o, 4);
+        f = f * 0x1p112f;
+        memcpy(&r, &f, 4);
+        r = (h & 0x7c00u) == 0x7c00u ? (o | 0x7f800000u) : r;
+        r |= (uint32_t)(h & 0x8000u) << 16;
+        memcpy(&f, &r, 4);
+        return f;
+    }
+    static inline uint16_t fgd_f32_f16(float x) {
+        /* the three cases computed branch-free and selected (so the loops vectorize) */
+        uint32_t u, sign, o, norm_o, sub_o, nan_o, inf_o;
+        float f;
+        memcpy(&u, &x, 4);
+        sign = u & 0x80000000u; u ^= sign;
+        norm_o = (u + 0xc8000fffu + ((u >> 13) & 1u)) >> 13;  /* normal: rebias, round to nearest even */
+        memcpy(&f, &u, 4); f += 0.5f;                           /* < 2**-14: adding 0.5 rounds to the */
+        memcpy(&sub_o, &f, 4); sub_o -= 0x3f000000u;            /* 2**-24 grid, to even */
+        nan_o = 0x7c00u + ((u & 0x7fffffu) >> 13);              /* NaN keeps its top payload bits */
+        nan_o = nan_o == 0x7c00u ? 0x7c01u : nan_o;
+        inf_o = u > 0x7f800000u ? nan_o : 0x7c00u;              /* >= 2**16 (after rounding) is inf */
+        o = u >= 0x47800000u ? inf_o : (u < 0x38800000u ? sub_o : norm_o);
+        return (uint16_t)(o | (sign >> 16));
+    }
+    """
+    ctypedef struct fgd_h16:
+        unsigned short v
+    ctypedef struct fgd_b16:
+        unsigned short v
+    float fgd_f16_f32(unsigned short h) nogil
+    unsigned short fgd_f32_f16(float x) nogil
+    float fgd_bf16_f32(unsigned short h) nogil
+    unsigned short fgd_f32_bf16(float x) nogil
+
+
+ctypedef fused pst:
+    float
+    double
+    fgd_h16
+    fgd_b16
+
+ctypedef fused sst:
+    float
+    double
+    fgd_h16
+    fgd_b16
+
+ctypedef fused anyst:
+    float
+    double
+    fgd_h16
+    fgd_b16
+
+
+cdef inline floating _ld(const anyst* a, Py_ssize_t i, floating like) noexcept nogil:
+    """a[i] in the compute dtype (that of ``like``)."""
+    if anyst is fgd_h16:
+        return fgd_f16_f32(a[i].v)
+    elif anyst is fgd_b16:
+        return fgd_bf16_f32(a[i].v)
+    else:
+        return <floating>a[i]
+
+
+cdef inline void _st(anyst* a, Py_ssize_t i, floating x) noexcept nogil:
+    """a[i] = x, rounded to nearest even where a is half precision."""
+    if anyst is fgd_h16:
+        a[i].v = fgd_f32_f16(<float>x)
+    elif anyst is fgd_b16:
+        a[i].v = fgd_f32_bf16(<float>x)
+    else:
+        a[i] = <anyst>x
+
+
+cdef inline Py_ssize_t _hd(Py_ssize_t n, const anyst* base) noexcept nogil:
+    """_head for any storage dtype: elements before base's first 64-byte boundary."""
+    cdef Py_ssize_t head = ((64 - <Py_ssize_t>(<size_t>base & 63)) & 63) // sizeof(anyst)
+    return head if head < n else n
+
+
+cdef inline Py_ssize_t _spn(Py_ssize_t t, Py_ssize_t nt, Py_ssize_t n, const anyst* base) noexcept nogil:
+    """_span for any storage dtype."""
+    cdef Py_ssize_t per_line = 64 // sizeof(anyst)
+    cdef Py_ssize_t head = _hd(n, base)
+    if t <= 0:
+        return head
+    if t >= nt:
+        return n
+    return head + ((n - head) // per_line) * t // nt * per_line
+
+
 cdef inline floating _max_nan(floating a, floating b) noexcept nogil:
     """max(a, b) that propagates NaN from either side, like numpy.maximum.  Written as two
     selects on one comparison each: GCC 12 does not vectorize ``a if (a > b or a != a) else b``."""
@@ -125,38 +250,51 @@ cdef double _adagrad_clr(step, double lr, double lr_decay) except? -1.0:
 # ---------------------------------------------------------------------------------------
 # SGD with optional (Nesterov) momentum
 
-cdef inline void _sgd_at(Py_ssize_t i, floating* p, const floating* g, floating* b, floating sign, bint has_wd,
+cdef inline void _sgd_at(Py_ssize_t i, pst* p, const pst* g, sst* b, floating sign, bint has_wd,
                          floating wd, bint has_mom, bint first, bint nesterov, floating momentum, floating omd,
                          floating lr) noexcept nogil:
     cdef floating gi, bi
-    gi = sign * g[i]
+    gi = sign * _ld(g, i, sign)
     if has_wd:
-        gi = gi + wd * p[i]
+        gi = gi + wd * _ld(p, i, sign)
     if has_mom:
         if first:
             bi = gi
         else:
-            bi = momentum * b[i] + omd * gi
-        b[i] = bi
+            bi = momentum * _ld(b, i, sign) + omd * gi
+        _st(b, i, bi)
         if nesterov:
             gi = gi + momentum * bi
         else:
             gi = bi
-    p[i] = p[i] - lr * gi
+    _st(p, i, _ld(p, i, sign) - lr * gi)
 
 
-cdef void _sgd(floating* p, const floating* g, floating* b, Py_ssize_t n, int nthreads, floating sign,
+cdef void _sgd(pst* p, const pst* g, sst* b, Py_ssize_t n, int nthreads, floating sign,
                bint has_wd, floating wd, bint has_mom, bint first, bint nesterov, floating momentum,
                floating omd, floating lr) noexcept nogil:
+    if floating is double:  # dtype combinations no caller makes are compiled to nothing
+        if pst is not double:
+            return
+        if sst is not double:
+            return
+    else:
+        if pst is double:
+            return
+        if sst is double:
+            return
+        if pst is float:
+            if sst is not float:
+                return
     # has_mom is a literal in the serial loops: GCC vectorizes the prange loop as it is, but not
     # the plain loop with a run-time condition around the buffer's accesses (1.4 ns/element)
     cdef Py_ssize_t i, t
-    cdef Py_ssize_t h = _head(n, p)
+    cdef Py_ssize_t h = _hd(n, p)
     for i in range(h):  # up to p's first cache-line boundary: the loops below start aligned
         _sgd_at(i, p, g, b, sign, has_wd, wd, has_mom, first, nesterov, momentum, omd, lr)
     if nthreads > 1:
         for t in prange(nthreads, schedule="static", num_threads=nthreads):
-            for i in range(_span(t, nthreads, n, p), _span(t + 1, nthreads, n, p)):
+            for i in range(_spn(t, nthreads, n, p), _spn(t + 1, nthreads, n, p)):
                 _sgd_at(i, p, g, b, sign, has_wd, wd, has_mom, first, nesterov, momentum, omd, lr)
     elif has_mom:
         for i in range(h, n):
@@ -179,10 +317,10 @@ def sgd(param, grad, momentum_buffer, double lr, double momentum, double dampeni
     cdef bint f32 = _f32(param)
     cdef PyThreadState* ts = _release_gil(n)  # other Python threads run while a large step loops
     if f32:
-        _sgd[float](<float*>_p_param, <float*>_p_grad, <float*>_p_momentum_buffer, n, nt, sign,
+        _sgd[float, float, float](<float*>_p_param, <float*>_p_grad, <float*>_p_momentum_buffer, n, nt, sign,
                     has_wd, weight_decay, has_mom, first_step, nesterov, momentum, 1.0 - dampening, lr)
     else:
-        _sgd[double](<double*>_p_param, <double*>_p_grad, <double*>_p_momentum_buffer, n, nt, sign,
+        _sgd[double, double, double](<double*>_p_param, <double*>_p_grad, <double*>_p_momentum_buffer, n, nt, sign,
                      has_wd, weight_decay, has_mom, first_step, nesterov, momentum, 1.0 - dampening, lr)
     _restore_gil(ts)
     return param
@@ -191,49 +329,69 @@ def sgd(param, grad, momentum_buffer, double lr, double momentum, double dampeni
 # ---------------------------------------------------------------------------------------
 # Adam / AdamW (adamw = decoupled weight decay)
 
-cdef inline void _adam_at(Py_ssize_t i, floating* p, const floating* g, floating* m, floating* v,
-                          floating* vmax, floating sign, bint has_wd, bint decoupled, floating wd,
+cdef inline void _adam_at(Py_ssize_t i, pst* p, const pst* g, sst* m, sst* v,
+                          sst* vmax, floating sign, bint has_wd, bint decoupled, floating wd,
                           floating decay, floating beta1, floating omb1, floating beta2, floating omb2,
                           floating step_size, floating inv_bc2_sqrt, floating eps, bint amsgrad) noexcept nogil:
-    cdef floating gi, mi, vi, denom
-    gi = sign * g[i]
-    if has_wd:
-        if decoupled:
-            p[i] = p[i] * decay
-        else:
-            gi = gi + wd * p[i]
-    mi = beta1 * m[i] + omb1 * gi
-    vi = beta2 * v[i] + omb2 * (gi * gi)
-    m[i] = mi
-    v[i] = vi
+    # every array read once into the compute dtype and written once (a half-precision array
+    # is then rounded once per step, as in the reference's float32 copies)
+    cdef floating gi, mi, vi, denom, pi
+    gi = sign * _ld(g, i, sign)
+    pi = _ld(p, i, sign)
+    pi = pi * decay  # 1 unless decoupled weight decay applies (x * 1 == x: see the loop)
+    if has_wd:  # coupled only (see the loop)
+        gi = gi + wd * pi
+    mi = beta1 * _ld(m, i, sign) + omb1 * gi
+    vi = beta2 * _ld(v, i, sign) + omb2 * (gi * gi)
+    _st(m, i, mi)
+    _st(v, i, vi)
     if amsgrad:
-        vi = _max_nan(vmax[i], vi)
-        vmax[i] = vi
+        vi = _max_nan(_ld(vmax, i, sign), vi)
+        _st(vmax, i, vi)
     denom = _sqrt(vi) * inv_bc2_sqrt + eps
-    p[i] = p[i] - step_size * (mi / denom)
+    _st(p, i, pi - step_size * (mi / denom))
 
 
-cdef void _adam(floating* p, const floating* g, floating* m, floating* v, floating* vmax,
+cdef void _adam(pst* p, const pst* g, sst* m, sst* v, sst* vmax,
                 Py_ssize_t n, int nthreads, floating sign, bint has_wd, bint decoupled,
                 floating wd, floating decay, floating beta1, floating omb1, floating beta2,
                 floating omb2, floating step_size, floating inv_bc2_sqrt, floating eps,
                 bint amsgrad) noexcept nogil:
+    if floating is double:  # dtype combinations no caller makes are compiled to nothing
+        if pst is not double:
+            return
+        if sst is not double:
+            return
+    else:
+        if pst is double:
+            return
+        if sst is double:
+            return
+        if pst is float:
+            if sst is not float:
+                return
+    # decoupled decay as a factor that is 1 where it does not apply (p * 1 == p, bit for bit),
+    # coupled decay under one flag: GCC 12 does not vectorize the nested condition in loops
+    # that mix 16-bit and 32-bit arrays
+    if not (has_wd and decoupled):
+        decay = 1
+    has_wd = has_wd and not decoupled
     # amsgrad is a literal in each loop: GCC does not unswitch this loop body on its own, and
     # an if-converted conditional access to vmax does not vectorize.
     cdef Py_ssize_t i, t
-    cdef Py_ssize_t h = _head(n, p)
+    cdef Py_ssize_t h = _hd(n, p)
     for i in range(h):  # up to p's first cache-line boundary: the loops below start aligned
         _adam_at(i, p, g, m, v, vmax, sign, has_wd, decoupled, wd, decay, beta1, omb1, beta2, omb2, step_size,
                  inv_bc2_sqrt, eps, amsgrad)
     if nthreads > 1:
         if amsgrad:
             for t in prange(nthreads, schedule="static", num_threads=nthreads):
-                for i in range(_span(t, nthreads, n, p), _span(t + 1, nthreads, n, p)):
+                for i in range(_spn(t, nthreads, n, p), _spn(t + 1, nthreads, n, p)):
                     _adam_at(i, p, g, m, v, vmax, sign, has_wd, decoupled, wd, decay, beta1, omb1, beta2, omb2,
                              step_size, inv_bc2_sqrt, eps, True)
         else:
             for t in prange(nthreads, schedule="static", num_threads=nthreads):
-                for i in range(_span(t, nthreads, n, p), _span(t + 1, nthreads, n, p)):
+                for i in range(_spn(t, nthreads, n, p), _spn(t + 1, nthreads, n, p)):
                     _adam_at(i, p, g, m, v, vmax, sign, has_wd, decoupled, wd, decay, beta1, omb1, beta2, omb2,
                              step_size, inv_bc2_sqrt, eps, False)
     elif amsgrad:
@@ -266,11 +424,11 @@ def adam(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, double step, double l
     cdef bint f32 = _f32(param)
     cdef PyThreadState* ts = _release_gil(n)  # other Python threads run while a large step loops
     if f32:
-        _adam[float](<float*>_p_param, <float*>_p_grad, <float*>_p_exp_avg, <float*>_p_exp_avg_sq,
+        _adam[float, float, float](<float*>_p_param, <float*>_p_grad, <float*>_p_exp_avg, <float*>_p_exp_avg_sq,
                      <float*>_p_max_exp_avg_sq, n, nt, sign, has_wd, decoupled_weight_decay, weight_decay,
                      decay, beta1, 1.0 - beta1, beta2, 1.0 - beta2, step_size, inv_bc2_sqrt, eps, amsgrad)
     else:
-        _adam[double](<double*>_p_param, <double*>_p_grad, <double*>_p_exp_avg, <double*>_p_exp_avg_sq,
+        _adam[double, double, double](<double*>_p_param, <double*>_p_grad, <double*>_p_exp_avg, <double*>_p_exp_avg_sq,
                       <double*>_p_max_exp_avg_sq, n, nt, sign, has_wd, decoupled_weight_decay, weight_decay,
                       decay, beta1, 1.0 - beta1, beta2, 1.0 - beta2, step_size, inv_bc2_sqrt, eps, amsgrad)
     _restore_gil(ts)
@@ -280,30 +438,43 @@ def adam(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, double step, double l
 # ---------------------------------------------------------------------------------------
 # AdaMax
 
-cdef inline void _adamax_at(Py_ssize_t i, floating* p, const floating* g, floating* m, floating* u,
+cdef inline void _adamax_at(Py_ssize_t i, pst* p, const pst* g, sst* m, sst* u,
                             floating sign, bint has_wd, floating wd, floating beta1, floating omb1,
                             floating beta2, floating eps, floating step_size) noexcept nogil:
     cdef floating gi, mi, ui
-    gi = sign * g[i]
+    gi = sign * _ld(g, i, sign)
     if has_wd:
-        gi = gi + wd * p[i]
-    mi = beta1 * m[i] + omb1 * gi
-    ui = _max_nan(beta2 * u[i], _fabs(gi) + eps)
-    m[i] = mi
-    u[i] = ui
-    p[i] = p[i] - step_size * (mi / ui)
+        gi = gi + wd * _ld(p, i, sign)
+    mi = beta1 * _ld(m, i, sign) + omb1 * gi
+    ui = _max_nan(beta2 * _ld(u, i, sign), _fabs(gi) + eps)
+    _st(m, i, mi)
+    _st(u, i, ui)
+    _st(p, i, _ld(p, i, sign) - step_size * (mi / ui))
 
 
-cdef void _adamax(floating* p, const floating* g, floating* m, floating* u, Py_ssize_t n, int nthreads,
+cdef void _adamax(pst* p, const pst* g, sst* m, sst* u, Py_ssize_t n, int nthreads,
                   floating sign, bint has_wd, floating wd, floating beta1, floating omb1, floating beta2,
                   floating eps, floating step_size) noexcept nogil:
+    if floating is double:  # dtype combinations no caller makes are compiled to nothing
+        if pst is not double:
+            return
+        if sst is not double:
+            return
+    else:
+        if pst is double:
+            return
+        if sst is double:
+            return
+        if pst is float:
+            if sst is not float:
+                return
     cdef Py_ssize_t i, t
-    cdef Py_ssize_t h = _head(n, p)
+    cdef Py_ssize_t h = _hd(n, p)
     for i in range(h):  # up to p's first cache-line boundary: the loops below start aligned
         _adamax_at(i, p, g, m, u, sign, has_wd, wd, beta1, omb1, beta2, eps, step_size)
     if nthreads > 1:
         for t in prange(nthreads, schedule="static", num_threads=nthreads):
-            for i in range(_span(t, nthreads, n, p), _span(t + 1, nthreads, n, p)):
+            for i in range(_spn(t, nthreads, n, p), _spn(t + 1, nthreads, n, p)):
                 _adamax_at(i, p, g, m, u, sign, has_wd, wd, beta1, omb1, beta2, eps, step_size)
     else:
         for i in range(h, n):
@@ -324,10 +495,10 @@ def adamax(param, grad, exp_avg, exp_inf, double step, double lr, double beta1, 
     cdef bint f32 = _f32(param)
     cdef PyThreadState* ts = _release_gil(n)  # other Python threads run while a large step loops
     if f32:
-        _adamax[float](<float*>_p_param, <float*>_p_grad, <float*>_p_exp_avg, <float*>_p_exp_inf,
+        _adamax[float, float, float](<float*>_p_param, <float*>_p_grad, <float*>_p_exp_avg, <float*>_p_exp_inf,
                        n, nt, sign, has_wd, weight_decay, beta1, 1.0 - beta1, beta2, eps, step_size)
     else:
-        _adamax[double](<double*>_p_param, <double*>_p_grad, <double*>_p_exp_avg, <double*>_p_exp_inf,
+        _adamax[double, double, double](<double*>_p_param, <double*>_p_grad, <double*>_p_exp_avg, <double*>_p_exp_inf,
                         n, nt, sign, has_wd, weight_decay, beta1, 1.0 - beta1, beta2, eps, step_size)
     _restore_gil(ts)
     return param
@@ -336,39 +507,56 @@ def adamax(param, grad, exp_avg, exp_inf, double step, double lr, double beta1, 
 # ---------------------------------------------------------------------------------------
 # NAdam (mu_product: the product of mu_1 .. mu_{t-1}, a Python float; see the reference)
 
-cdef inline void _nadam_at(Py_ssize_t i, floating* p, const floating* g, floating* m, floating* v,
+cdef inline void _nadam_at(Py_ssize_t i, pst* p, const pst* g, sst* m, sst* v,
                            floating sign, bint has_wd, bint decoupled, floating wd, floating decay,
                            floating beta1, floating omb1, floating beta2, floating omb2, floating inv_bc2,
                            floating eps, floating coef_grad, floating coef_avg) noexcept nogil:
     cdef floating gi, mi, vi, denom, pi
-    gi = sign * g[i]
-    pi = p[i]
-    if has_wd:
-        if decoupled:
-            pi = pi * decay
-        else:
-            gi = gi + wd * pi
-    mi = beta1 * m[i] + omb1 * gi
-    vi = beta2 * v[i] + omb2 * (gi * gi)
-    m[i] = mi
-    v[i] = vi
+    gi = sign * _ld(g, i, sign)
+    pi = _ld(p, i, sign)
+    pi = pi * decay  # 1 unless decoupled weight decay applies (x * 1 == x: see the loop)
+    if has_wd:  # coupled only (see the loop)
+        gi = gi + wd * pi
+    mi = beta1 * _ld(m, i, sign) + omb1 * gi
+    vi = beta2 * _ld(v, i, sign) + omb2 * (gi * gi)
+    _st(m, i, mi)
+    _st(v, i, vi)
     denom = _sqrt(vi * inv_bc2) + eps
     pi = pi - coef_grad * (gi / denom)
-    p[i] = pi - coef_avg * (mi / denom)
+    _st(p, i, pi - coef_avg * (mi / denom))
 
 
-cdef void _nadam(floating* p, const floating* g, floating* m, floating* v, Py_ssize_t n, int nthreads,
+cdef void _nadam(pst* p, const pst* g, sst* m, sst* v, Py_ssize_t n, int nthreads,
                  floating sign, bint has_wd, bint decoupled, floating wd, floating decay, floating beta1,
                  floating omb1, floating beta2, floating omb2, floating inv_bc2, floating eps,
                  floating coef_grad, floating coef_avg) noexcept nogil:
+    if floating is double:  # dtype combinations no caller makes are compiled to nothing
+        if pst is not double:
+            return
+        if sst is not double:
+            return
+    else:
+        if pst is double:
+            return
+        if sst is double:
+            return
+        if pst is float:
+            if sst is not float:
+                return
+    # decoupled decay as a factor that is 1 where it does not apply (p * 1 == p, bit for bit),
+    # coupled decay under one flag: GCC 12 does not vectorize the nested condition in loops
+    # that mix 16-bit and 32-bit arrays
+    if not (has_wd and decoupled):
+        decay = 1
+    has_wd = has_wd and not decoupled
     cdef Py_ssize_t i, t
-    cdef Py_ssize_t h = _head(n, p)
+    cdef Py_ssize_t h = _hd(n, p)
     for i in range(h):  # up to p's first cache-line boundary: the loops below start aligned
         _nadam_at(i, p, g, m, v, sign, has_wd, decoupled, wd, decay, beta1, omb1, beta2, omb2, inv_bc2, eps,
                   coef_grad, coef_avg)
     if nthreads > 1:
         for t in prange(nthreads, schedule="static", num_threads=nthreads):
-            for i in range(_span(t, nthreads, n, p), _span(t + 1, nthreads, n, p)):
+            for i in range(_spn(t, nthreads, n, p), _spn(t + 1, nthreads, n, p)):
                 _nadam_at(i, p, g, m, v, sign, has_wd, decoupled, wd, decay, beta1, omb1, beta2, omb2, inv_bc2, eps,
                           coef_grad, coef_avg)
     else:
@@ -394,11 +582,11 @@ def nadam(param, grad, exp_avg, exp_avg_sq, step, mu_product, double lr, double 
     cdef bint f32 = _f32(param)
     cdef PyThreadState* ts = _release_gil(n)  # other Python threads run while a large step loops
     if f32:
-        _nadam[float](<float*>_p_param, <float*>_p_grad, <float*>_p_exp_avg, <float*>_p_exp_avg_sq,
+        _nadam[float, float, float](<float*>_p_param, <float*>_p_grad, <float*>_p_exp_avg, <float*>_p_exp_avg_sq,
                       n, nt, sign, has_wd, decoupled_weight_decay, weight_decay, decay, beta1, 1.0 - beta1,
                       beta2, 1.0 - beta2, inv_bc2, eps, coef_grad, coef_avg)
     else:
-        _nadam[double](<double*>_p_param, <double*>_p_grad, <double*>_p_exp_avg, <double*>_p_exp_avg_sq,
+        _nadam[double, double, double](<double*>_p_param, <double*>_p_grad, <double*>_p_exp_avg, <double*>_p_exp_avg_sq,
                        n, nt, sign, has_wd, decoupled_weight_decay, weight_decay, decay, beta1, 1.0 - beta1,
                        beta2, 1.0 - beta2, inv_bc2, eps, coef_grad, coef_avg)
     _restore_gil(ts)
@@ -408,40 +596,58 @@ def nadam(param, grad, exp_avg, exp_avg_sq, step, mu_product, double lr, double 
 # ---------------------------------------------------------------------------------------
 # RAdam (the rho_t > 5 branch is a scalar decision, made in the wrapper: ``rect``)
 
-cdef inline void _radam_at(Py_ssize_t i, floating* p, const floating* g, floating* m, floating* v,
+cdef inline void _radam_at(Py_ssize_t i, pst* p, const pst* g, sst* m, sst* v,
                            floating sign, bint has_wd, bint decoupled, floating wd, floating decay,
                            floating beta1, floating omb1, floating beta2, floating omb2, bint rect,
                            floating step_size, floating eps) noexcept nogil:
-    cdef floating gi, mi, vi
-    gi = sign * g[i]
-    if has_wd:
-        if decoupled:
-            p[i] = p[i] * decay
-        else:
-            gi = gi + wd * p[i]
-    mi = beta1 * m[i] + omb1 * gi
-    vi = beta2 * v[i] + omb2 * (gi * gi)
-    m[i] = mi
-    v[i] = vi
+    cdef floating gi, mi, vi, pi
+    gi = sign * _ld(g, i, sign)
+    pi = _ld(p, i, sign)  # read once, written once (see _adam_at)
+    pi = pi * decay  # 1 unless decoupled weight decay applies (x * 1 == x: see the loop)
+    if has_wd:  # coupled only (see the loop)
+        gi = gi + wd * pi
+    mi = beta1 * _ld(m, i, sign) + omb1 * gi
+    vi = beta2 * _ld(v, i, sign) + omb2 * (gi * gi)
+    _st(m, i, mi)
+    _st(v, i, vi)
     if rect:
-        p[i] = p[i] - step_size * (mi / (_sqrt(vi) + eps))
+        _st(p, i, pi - step_size * (mi / (_sqrt(vi) + eps)))
     else:
-        p[i] = p[i] - step_size * mi
+        _st(p, i, pi - step_size * mi)
 
 
-cdef void _radam(floating* p, const floating* g, floating* m, floating* v, Py_ssize_t n, int nthreads,
+cdef void _radam(pst* p, const pst* g, sst* m, sst* v, Py_ssize_t n, int nthreads,
                  floating sign, bint has_wd, bint decoupled, floating wd, floating decay, floating beta1,
                  floating omb1, floating beta2, floating omb2, bint rect, floating step_size,
                  floating eps) noexcept nogil:
+    if floating is double:  # dtype combinations no caller makes are compiled to nothing
+        if pst is not double:
+            return
+        if sst is not double:
+            return
+    else:
+        if pst is double:
+            return
+        if sst is double:
+            return
+        if pst is float:
+            if sst is not float:
+                return
+    # decoupled decay as a factor that is 1 where it does not apply (p * 1 == p, bit for bit),
+    # coupled decay under one flag: GCC 12 does not vectorize the nested condition in loops
+    # that mix 16-bit and 32-bit arrays
+    if not (has_wd and decoupled):
+        decay = 1
+    has_wd = has_wd and not decoupled
     # rect is a literal in the serial loops (see _sgd: the plain loop did not vectorize, 3.4 ns/element)
     cdef Py_ssize_t i, t
-    cdef Py_ssize_t h = _head(n, p)
+    cdef Py_ssize_t h = _hd(n, p)
     for i in range(h):  # up to p's first cache-line boundary: the loops below start aligned
         _radam_at(i, p, g, m, v, sign, has_wd, decoupled, wd, decay, beta1, omb1, beta2, omb2, rect, step_size,
                   eps)
     if nthreads > 1:
         for t in prange(nthreads, schedule="static", num_threads=nthreads):
-            for i in range(_span(t, nthreads, n, p), _span(t + 1, nthreads, n, p)):
+            for i in range(_spn(t, nthreads, n, p), _spn(t + 1, nthreads, n, p)):
                 _radam_at(i, p, g, m, v, sign, has_wd, decoupled, wd, decay, beta1, omb1, beta2, omb2, rect,
                           step_size, eps)
     elif rect:
@@ -471,11 +677,11 @@ def radam(param, grad, exp_avg, exp_avg_sq, step, double lr, double beta1, doubl
     cdef bint f32 = _f32(param)
     cdef PyThreadState* ts = _release_gil(n)  # other Python threads run while a large step loops
     if f32:
-        _radam[float](<float*>_p_param, <float*>_p_grad, <float*>_p_exp_avg, <float*>_p_exp_avg_sq,
+        _radam[float, float, float](<float*>_p_param, <float*>_p_grad, <float*>_p_exp_avg, <float*>_p_exp_avg_sq,
                       n, nt, sign, has_wd, decoupled_weight_decay, weight_decay, decay, beta1, 1.0 - beta1,
                       beta2, 1.0 - beta2, rect, step_size, eps)
     else:
-        _radam[double](<double*>_p_param, <double*>_p_grad, <double*>_p_exp_avg, <double*>_p_exp_avg_sq,
+        _radam[double, double, double](<double*>_p_param, <double*>_p_grad, <double*>_p_exp_avg, <double*>_p_exp_avg_sq,
                        n, nt, sign, has_wd, decoupled_weight_decay, weight_decay, decay, beta1, 1.0 - beta1,
                        beta2, 1.0 - beta2, rect, step_size, eps)
     _restore_gil(ts)
@@ -485,26 +691,39 @@ def radam(param, grad, exp_avg, exp_avg_sq, step, double lr, double beta1, doubl
 # ---------------------------------------------------------------------------------------
 # Adagrad
 
-cdef inline void _adagrad_at(Py_ssize_t i, floating* p, const floating* g, floating* s, floating sign,
+cdef inline void _adagrad_at(Py_ssize_t i, pst* p, const pst* g, sst* s, floating sign,
                              bint has_wd, floating wd, floating clr, floating eps) noexcept nogil:
     cdef floating gi, si
-    gi = sign * g[i]
+    gi = sign * _ld(g, i, sign)
     if has_wd:
-        gi = gi + wd * p[i]
-    si = s[i] + gi * gi
-    s[i] = si
-    p[i] = p[i] - clr * (gi / (_sqrt(si) + eps))
+        gi = gi + wd * _ld(p, i, sign)
+    si = _ld(s, i, sign) + gi * gi
+    _st(s, i, si)
+    _st(p, i, _ld(p, i, sign) - clr * (gi / (_sqrt(si) + eps)))
 
 
-cdef void _adagrad(floating* p, const floating* g, floating* s, Py_ssize_t n, int nthreads, floating sign,
+cdef void _adagrad(pst* p, const pst* g, sst* s, Py_ssize_t n, int nthreads, floating sign,
                    bint has_wd, floating wd, floating clr, floating eps) noexcept nogil:
+    if floating is double:  # dtype combinations no caller makes are compiled to nothing
+        if pst is not double:
+            return
+        if sst is not double:
+            return
+    else:
+        if pst is double:
+            return
+        if sst is double:
+            return
+        if pst is float:
+            if sst is not float:
+                return
     cdef Py_ssize_t i, t
-    cdef Py_ssize_t h = _head(n, p)
+    cdef Py_ssize_t h = _hd(n, p)
     for i in range(h):  # up to p's first cache-line boundary: the loops below start aligned
         _adagrad_at(i, p, g, s, sign, has_wd, wd, clr, eps)
     if nthreads > 1:
         for t in prange(nthreads, schedule="static", num_threads=nthreads):
-            for i in range(_span(t, nthreads, n, p), _span(t + 1, nthreads, n, p)):
+            for i in range(_spn(t, nthreads, n, p), _spn(t + 1, nthreads, n, p)):
                 _adagrad_at(i, p, g, s, sign, has_wd, wd, clr, eps)
     else:
         for i in range(h, n):
@@ -524,10 +743,10 @@ def adagrad(param, grad, state_sum, step, double lr, double lr_decay, double wei
     cdef bint f32 = _f32(param)
     cdef PyThreadState* ts = _release_gil(n)  # other Python threads run while a large step loops
     if f32:
-        _adagrad[float](<float*>_p_param, <float*>_p_grad, <float*>_p_state_sum, n, nt, sign, has_wd,
+        _adagrad[float, float, float](<float*>_p_param, <float*>_p_grad, <float*>_p_state_sum, n, nt, sign, has_wd,
                         weight_decay, clr, eps)
     else:
-        _adagrad[double](<double*>_p_param, <double*>_p_grad, <double*>_p_state_sum, n, nt, sign, has_wd,
+        _adagrad[double, double, double](<double*>_p_param, <double*>_p_grad, <double*>_p_state_sum, n, nt, sign, has_wd,
                          weight_decay, clr, eps)
     _restore_gil(ts)
     return param
@@ -536,30 +755,43 @@ def adagrad(param, grad, state_sum, step, double lr, double lr_decay, double wei
 # ---------------------------------------------------------------------------------------
 # Adadelta
 
-cdef inline void _adadelta_at(Py_ssize_t i, floating* p, const floating* g, floating* s, floating* a,
+cdef inline void _adadelta_at(Py_ssize_t i, pst* p, const pst* g, sst* s, sst* a,
                               floating sign, bint has_wd, floating wd, floating rho, floating omr, floating eps,
                               floating lr) noexcept nogil:
     cdef floating gi, si, delta
-    gi = sign * g[i]
+    gi = sign * _ld(g, i, sign)
     if has_wd:
-        gi = gi + wd * p[i]
-    si = rho * s[i] + omr * (gi * gi)
-    s[i] = si
-    delta = _sqrt(a[i] + eps) / _sqrt(si + eps) * gi
-    a[i] = rho * a[i] + omr * (delta * delta)
-    p[i] = p[i] - lr * delta
+        gi = gi + wd * _ld(p, i, sign)
+    si = rho * _ld(s, i, sign) + omr * (gi * gi)
+    _st(s, i, si)
+    delta = _sqrt(_ld(a, i, sign) + eps) / _sqrt(si + eps) * gi
+    _st(a, i, rho * _ld(a, i, sign) + omr * (delta * delta))
+    _st(p, i, _ld(p, i, sign) - lr * delta)
 
 
-cdef void _adadelta(floating* p, const floating* g, floating* s, floating* a, Py_ssize_t n, int nthreads,
+cdef void _adadelta(pst* p, const pst* g, sst* s, sst* a, Py_ssize_t n, int nthreads,
                     floating sign, bint has_wd, floating wd, floating rho, floating omr, floating eps,
                     floating lr) noexcept nogil:
+    if floating is double:  # dtype combinations no caller makes are compiled to nothing
+        if pst is not double:
+            return
+        if sst is not double:
+            return
+    else:
+        if pst is double:
+            return
+        if sst is double:
+            return
+        if pst is float:
+            if sst is not float:
+                return
     cdef Py_ssize_t i, t
-    cdef Py_ssize_t h = _head(n, p)
+    cdef Py_ssize_t h = _hd(n, p)
     for i in range(h):  # up to p's first cache-line boundary: the loops below start aligned
         _adadelta_at(i, p, g, s, a, sign, has_wd, wd, rho, omr, eps, lr)
     if nthreads > 1:
         for t in prange(nthreads, schedule="static", num_threads=nthreads):
-            for i in range(_span(t, nthreads, n, p), _span(t + 1, nthreads, n, p)):
+            for i in range(_spn(t, nthreads, n, p), _spn(t + 1, nthreads, n, p)):
                 _adadelta_at(i, p, g, s, a, sign, has_wd, wd, rho, omr, eps, lr)
     else:
         for i in range(h, n):
@@ -579,10 +811,10 @@ def adadelta(param, grad, square_avg, acc_delta, double lr, double rho, double e
     cdef bint f32 = _f32(param)
     cdef PyThreadState* ts = _release_gil(n)  # other Python threads run while a large step loops
     if f32:
-        _adadelta[float](<float*>_p_param, <float*>_p_grad, <float*>_p_square_avg, <float*>_p_acc_delta,
+        _adadelta[float, float, float](<float*>_p_param, <float*>_p_grad, <float*>_p_square_avg, <float*>_p_acc_delta,
                          n, nt, sign, has_wd, weight_decay, rho, 1.0 - rho, eps, lr)
     else:
-        _adadelta[double](<double*>_p_param, <double*>_p_grad, <double*>_p_square_avg,
+        _adadelta[double, double, double](<double*>_p_param, <double*>_p_grad, <double*>_p_square_avg,
                           <double*>_p_acc_delta, n, nt, sign, has_wd, weight_decay, rho, 1.0 - rho, eps, lr)
     _restore_gil(ts)
     return param
@@ -591,55 +823,68 @@ def adadelta(param, grad, square_avg, acc_delta, double lr, double rho, double e
 # ---------------------------------------------------------------------------------------
 # RMSprop (momentum_buffer is None unless momentum > 0, grad_avg None unless centered)
 
-cdef inline void _rmsprop_at(Py_ssize_t i, floating* p, const floating* g, floating* s, floating* b,
-                             floating* ga, floating sign, bint has_wd, floating wd, floating alpha,
+cdef inline void _rmsprop_at(Py_ssize_t i, pst* p, const pst* g, sst* s, sst* b,
+                             sst* ga, floating sign, bint has_wd, floating wd, floating alpha,
                              floating oma, floating eps, bint centered, bint has_mom, floating momentum,
                              floating lr) noexcept nogil:
     cdef floating gi, si, gai, avg, bi
-    gi = sign * g[i]
+    gi = sign * _ld(g, i, sign)
     if has_wd:
-        gi = gi + wd * p[i]
-    si = alpha * s[i] + oma * (gi * gi)
-    s[i] = si
+        gi = gi + wd * _ld(p, i, sign)
+    si = alpha * _ld(s, i, sign) + oma * (gi * gi)
+    _st(s, i, si)
     if centered:
-        gai = alpha * ga[i] + oma * gi
-        ga[i] = gai
+        gai = alpha * _ld(ga, i, sign) + oma * gi
+        _st(ga, i, gai)
         avg = _sqrt(si - gai * gai) + eps
     else:
         avg = _sqrt(si) + eps
     if has_mom:
-        bi = momentum * b[i] + gi / avg
-        b[i] = bi
-        p[i] = p[i] - lr * bi
+        bi = momentum * _ld(b, i, sign) + gi / avg
+        _st(b, i, bi)
+        _st(p, i, _ld(p, i, sign) - lr * bi)
     else:
-        p[i] = p[i] - lr * (gi / avg)
+        _st(p, i, _ld(p, i, sign) - lr * (gi / avg))
 
 
-cdef void _rmsprop(floating* p, const floating* g, floating* s, floating* b, floating* ga, Py_ssize_t n,
+cdef void _rmsprop(pst* p, const pst* g, sst* s, sst* b, sst* ga, Py_ssize_t n,
                    int nthreads, floating sign, bint has_wd, floating wd, floating alpha, floating oma,
                    floating eps, bint centered, bint has_mom, floating momentum, floating lr) noexcept nogil:
+    if floating is double:  # dtype combinations no caller makes are compiled to nothing
+        if pst is not double:
+            return
+        if sst is not double:
+            return
+    else:
+        if pst is double:
+            return
+        if sst is double:
+            return
+        if pst is float:
+            if sst is not float:
+                return
     # centered and has_mom are literals in each loop (see _adam: the optional arrays must not
     # be accessed under a run-time condition inside the loop, or it does not vectorize)
     cdef Py_ssize_t i, t
-    cdef Py_ssize_t h = _head(n, p)
+    cdef Py_ssize_t h = _hd(n, p)
     for i in range(h):  # up to p's first cache-line boundary: the loops below start aligned
         _rmsprop_at(i, p, g, s, b, ga, sign, has_wd, wd, alpha, oma, eps, centered, has_mom, momentum, lr)
     if nthreads > 1:
         if centered and has_mom:
             for t in prange(nthreads, schedule="static", num_threads=nthreads):
-                for i in range(_span(t, nthreads, n, p), _span(t + 1, nthreads, n, p)):
+                for i in range(_spn(t, nthreads, n, p), _spn(t + 1, nthreads, n, p)):
                     _rmsprop_at(i, p, g, s, b, ga, sign, has_wd, wd, alpha, oma, eps, True, True, momentum, lr)
         elif centered:
             for t in prange(nthreads, schedule="static", num_threads=nthreads):
-                for i in range(_span(t, nthreads, n, p), _span(t + 1, nthreads, n, p)):
+                for i in range(_spn(t, nthreads, n, p), _spn(t + 1, nthreads, n, p)):
                     _rmsprop_at(i, p, g, s, b, ga, sign, has_wd, wd, alpha, oma, eps, True, False, momentum, lr)
         elif has_mom:
             for t in prange(nthreads, schedule="static", num_threads=nthreads):
-                for i in range(_span(t, nthreads, n, p), _span(t + 1, nthreads, n, p)):
+                for i in range(_spn(t, nthreads, n, p), _spn(t + 1, nthreads, n, p)):
                     _rmsprop_at(i, p, g, s, b, ga, sign, has_wd, wd, alpha, oma, eps, False, True, momentum, lr)
         else:
             for t in prange(nthreads, schedule="static", num_threads=nthreads):
-                for i in range(_span(t, nthreads, n, p), _span(t + 1, nthreads, n, p)):
+                for i in range(_spn(t, nthreads, n, p), _spn(t + 1, nthreads, n, p)):
                     _rmsprop_at(i, p, g, s, b, ga, sign, has_wd, wd, alpha, oma, eps, False, False, momentum, lr)
     elif centered and has_mom:
         for i in range(h, n):
@@ -670,11 +915,11 @@ def rmsprop(param, grad, square_avg, momentum_buffer, grad_avg, double lr, doubl
     cdef bint f32 = _f32(param)
     cdef PyThreadState* ts = _release_gil(n)  # other Python threads run while a large step loops
     if f32:
-        _rmsprop[float](<float*>_p_param, <float*>_p_grad, <float*>_p_square_avg,
+        _rmsprop[float, float, float](<float*>_p_param, <float*>_p_grad, <float*>_p_square_avg,
                         <float*>_p_momentum_buffer, <float*>_p_grad_avg, n, nt, sign, has_wd, weight_decay,
                         alpha, 1.0 - alpha, eps, centered, has_mom, momentum, lr)
     else:
-        _rmsprop[double](<double*>_p_param, <double*>_p_grad, <double*>_p_square_avg,
+        _rmsprop[double, double, double](<double*>_p_param, <double*>_p_grad, <double*>_p_square_avg,
                          <double*>_p_momentum_buffer, <double*>_p_grad_avg, n, nt, sign, has_wd, weight_decay,
                          alpha, 1.0 - alpha, eps, centered, has_mom, momentum, lr)
     _restore_gil(ts)
@@ -684,29 +929,42 @@ def rmsprop(param, grad, square_avg, momentum_buffer, grad_avg, double lr, doubl
 # ---------------------------------------------------------------------------------------
 # Lion (decoupled weight decay, as the paper and optax)
 
-cdef inline void _lion_at(Py_ssize_t i, floating* p, const floating* g, floating* m, floating sign,
+cdef inline void _lion_at(Py_ssize_t i, pst* p, const pst* g, sst* m, floating sign,
                           bint has_wd, floating decay, floating beta1, floating omb1, floating beta2,
                           floating omb2, floating lr) noexcept nogil:
     cdef floating gi, mi, pi
-    gi = sign * g[i]
-    mi = m[i]
-    pi = p[i]
+    gi = sign * _ld(g, i, sign)
+    mi = _ld(m, i, sign)
+    pi = _ld(p, i, sign)
     if has_wd:
         pi = pi * decay
-    p[i] = pi - lr * _sign(beta1 * mi + omb1 * gi)
-    m[i] = beta2 * mi + omb2 * gi
+    _st(p, i, pi - lr * _sign(beta1 * mi + omb1 * gi))
+    _st(m, i, beta2 * mi + omb2 * gi)
 
 
-cdef void _lion(floating* p, const floating* g, floating* m, Py_ssize_t n, int nthreads, floating sign,
+cdef void _lion(pst* p, const pst* g, sst* m, Py_ssize_t n, int nthreads, floating sign,
                 bint has_wd, floating decay, floating beta1, floating omb1, floating beta2, floating omb2,
                 floating lr) noexcept nogil:
+    if floating is double:  # dtype combinations no caller makes are compiled to nothing
+        if pst is not double:
+            return
+        if sst is not double:
+            return
+    else:
+        if pst is double:
+            return
+        if sst is double:
+            return
+        if pst is float:
+            if sst is not float:
+                return
     cdef Py_ssize_t i, t
-    cdef Py_ssize_t h = _head(n, p)
+    cdef Py_ssize_t h = _hd(n, p)
     for i in range(h):  # up to p's first cache-line boundary: the loops below start aligned
         _lion_at(i, p, g, m, sign, has_wd, decay, beta1, omb1, beta2, omb2, lr)
     if nthreads > 1:
         for t in prange(nthreads, schedule="static", num_threads=nthreads):
-            for i in range(_span(t, nthreads, n, p), _span(t + 1, nthreads, n, p)):
+            for i in range(_spn(t, nthreads, n, p), _spn(t + 1, nthreads, n, p)):
                 _lion_at(i, p, g, m, sign, has_wd, decay, beta1, omb1, beta2, omb2, lr)
     else:
         for i in range(h, n):
@@ -725,10 +983,10 @@ def lion(param, grad, exp_avg, double lr, double beta1, double beta2, double wei
     cdef bint f32 = _f32(param)
     cdef PyThreadState* ts = _release_gil(n)  # other Python threads run while a large step loops
     if f32:
-        _lion[float](<float*>_p_param, <float*>_p_grad, <float*>_p_exp_avg, n, nt, sign, has_wd, decay,
+        _lion[float, float, float](<float*>_p_param, <float*>_p_grad, <float*>_p_exp_avg, n, nt, sign, has_wd, decay,
                      beta1, 1.0 - beta1, beta2, 1.0 - beta2, lr)
     else:
-        _lion[double](<double*>_p_param, <double*>_p_grad, <double*>_p_exp_avg, n, nt, sign, has_wd, decay,
+        _lion[double, double, double](<double*>_p_param, <double*>_p_grad, <double*>_p_exp_avg, n, nt, sign, has_wd, decay,
                       beta1, 1.0 - beta1, beta2, 1.0 - beta2, lr)
     _restore_gil(ts)
     return param
@@ -895,6 +1153,33 @@ cdef inline floating* _at(void** ptr, Py_ssize_t k, Py_ssize_t T, Py_ssize_t t, 
     return NULL if a == NULL else a + off
 
 
+cdef inline anyst* _atp(void** ptr, Py_ssize_t k, Py_ssize_t T, Py_ssize_t t, Py_ssize_t off,
+                        anyst* like) noexcept nogil:
+    """_at for any storage dtype (``like`` only selects it)."""
+    cdef anyst* a = <anyst*>ptr[k * T + t]
+    return NULL if a == NULL else a + off
+
+
+cdef int _half_combo(tuple lists) except -1:
+    """0: float32/float64 arrays; else the half-precision combination of the call (validated:
+    one dtype per list): 1 float16 + float32 state, 2 all float16, 3 bfloat16 + float32 state,
+    4 all bfloat16."""
+    cdef list params = lists[0]
+    cdef int tn, code
+    if not params:
+        return 0
+    tn = cnp.PyArray_TYPE(<cnp.ndarray>params[0])
+    if tn == cnp.NPY_FLOAT32 or tn == cnp.NPY_FLOAT64:
+        return 0
+    code = 1 if tn == cnp.NPY_FLOAT16 else 3
+    for k in range(2, len(lists)):
+        if lists[k] is not None:
+            if cnp.PyArray_ITEMSIZE(<cnp.ndarray>lists[k][0]) == 2:
+                code += 1
+            break
+    return code
+
+
 cdef inline int _multi_threads(_Batch b):
     return 1 if b.nchunks < 2 else min(threads_for(b.total), b.nchunks)
 
@@ -911,6 +1196,10 @@ def sgd_multi(params, grads, momentum_buffers, *, double lr, double momentum, do
     cdef bint has_wd = weight_decay != 0
     cdef bint has_mom = momentum != 0
     cdef Py_ssize_t c, t, o, T = b.T
+    cdef double fold = _fold(grad_scale, clip, masters, lists)
+    if fold != 0:  # the gradient's factor folded into sign, exactly: no staging (see _fold)
+        sign = sign * fold
+        grad_scale = clip = None
     cdef _Staging sg = _staging(b, lists, grad_scale, clip, masters, nt)
     cdef _Sb* s
     cdef int tid
@@ -923,7 +1212,7 @@ def sgd_multi(params, grads, momentum_buffers, *, double lr, double momentum, do
                 u = 0
                 while u < b.cn[c]:
                     m = _stage_in(s, tid, c, u, <double>0)
-                    _sgd[double](_sp(s, tid, 0, <double>0), _sp(s, tid, 1, <double>0),
+                    _sgd[double, double, double](_sp(s, tid, 0, <double>0), _sp(s, tid, 1, <double>0),
                                 _sp(s, tid, 2, <double>0), m, 1, sign, has_wd, weight_decay, has_mom,
                                 first_step, nesterov, momentum, 1.0 - dampening, lr)
                     _stage_out(s, tid, c, u, m, <double>0)
@@ -934,24 +1223,57 @@ def sgd_multi(params, grads, momentum_buffers, *, double lr, double momentum, do
                 u = 0
                 while u < b.cn[c]:
                     m = _stage_in(s, tid, c, u, <float>0)
-                    _sgd[float](_sp(s, tid, 0, <float>0), _sp(s, tid, 1, <float>0),
+                    _sgd[float, float, float](_sp(s, tid, 0, <float>0), _sp(s, tid, 1, <float>0),
                                 _sp(s, tid, 2, <float>0), m, 1, sign, has_wd, weight_decay, has_mom,
                                 first_step, nesterov, momentum, 1.0 - dampening, lr)
                     _stage_out(s, tid, c, u, m, <float>0)
                     u = u + m
         return params
-    if b.f32:
+    cdef int hk = _half_combo(lists)
+    if hk == 1:  # float16 params and grads, float32 state
         for c in prange(b.nchunks, schedule="static", num_threads=nt, use_threads_if=nt > 1, nogil=True):
             t = b.ct[c]
             o = b.co[c]
-            _sgd[float](_at(b.ptr, 0, T, t, o, <float>0), _at(b.ptr, 1, T, t, o, <float>0),
+            _sgd[fgd_h16, float, float](_atp(b.ptr, 0, T, t, o, <fgd_h16*>NULL),
+                                        _atp(b.ptr, 1, T, t, o, <fgd_h16*>NULL),
+                        _atp(b.ptr, 2, T, t, o, <float*>NULL), b.cn[c], 1, sign, has_wd, weight_decay, has_mom,
+                        first_step, nesterov, momentum, 1.0 - dampening, lr)
+    elif hk == 2:  # all float16
+        for c in prange(b.nchunks, schedule="static", num_threads=nt, use_threads_if=nt > 1, nogil=True):
+            t = b.ct[c]
+            o = b.co[c]
+            _sgd[fgd_h16, fgd_h16, float](_atp(b.ptr, 0, T, t, o, <fgd_h16*>NULL),
+                                          _atp(b.ptr, 1, T, t, o, <fgd_h16*>NULL),
+                        _atp(b.ptr, 2, T, t, o, <fgd_h16*>NULL), b.cn[c], 1, sign, has_wd, weight_decay, has_mom,
+                        first_step, nesterov, momentum, 1.0 - dampening, lr)
+    elif hk == 3:  # bfloat16 params and grads, float32 state
+        for c in prange(b.nchunks, schedule="static", num_threads=nt, use_threads_if=nt > 1, nogil=True):
+            t = b.ct[c]
+            o = b.co[c]
+            _sgd[fgd_b16, float, float](_atp(b.ptr, 0, T, t, o, <fgd_b16*>NULL),
+                                        _atp(b.ptr, 1, T, t, o, <fgd_b16*>NULL),
+                        _atp(b.ptr, 2, T, t, o, <float*>NULL), b.cn[c], 1, sign, has_wd, weight_decay, has_mom,
+                        first_step, nesterov, momentum, 1.0 - dampening, lr)
+    elif hk == 4:  # all bfloat16
+        for c in prange(b.nchunks, schedule="static", num_threads=nt, use_threads_if=nt > 1, nogil=True):
+            t = b.ct[c]
+            o = b.co[c]
+            _sgd[fgd_b16, fgd_b16, float](_atp(b.ptr, 0, T, t, o, <fgd_b16*>NULL),
+                                          _atp(b.ptr, 1, T, t, o, <fgd_b16*>NULL),
+                        _atp(b.ptr, 2, T, t, o, <fgd_b16*>NULL), b.cn[c], 1, sign, has_wd, weight_decay, has_mom,
+                        first_step, nesterov, momentum, 1.0 - dampening, lr)
+    elif b.f32:
+        for c in prange(b.nchunks, schedule="static", num_threads=nt, use_threads_if=nt > 1, nogil=True):
+            t = b.ct[c]
+            o = b.co[c]
+            _sgd[float, float, float](_at(b.ptr, 0, T, t, o, <float>0), _at(b.ptr, 1, T, t, o, <float>0),
                         _at(b.ptr, 2, T, t, o, <float>0), b.cn[c], 1, sign, has_wd, weight_decay, has_mom,
                         first_step, nesterov, momentum, 1.0 - dampening, lr)
     else:
         for c in prange(b.nchunks, schedule="static", num_threads=nt, use_threads_if=nt > 1, nogil=True):
             t = b.ct[c]
             o = b.co[c]
-            _sgd[double](_at(b.ptr, 0, T, t, o, <double>0), _at(b.ptr, 1, T, t, o, <double>0),
+            _sgd[double, double, double](_at(b.ptr, 0, T, t, o, <double>0), _at(b.ptr, 1, T, t, o, <double>0),
                          _at(b.ptr, 2, T, t, o, <double>0), b.cn[c], 1, sign, has_wd, weight_decay, has_mom,
                          first_step, nesterov, momentum, 1.0 - dampening, lr)
     return params
@@ -968,6 +1290,10 @@ def adam_multi(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, *, double 
     cdef double step_size = sc.step_size, inv_bc2_sqrt = sc.inv_bc2_sqrt, decay = sc.decay
     cdef bint has_wd = weight_decay != 0
     cdef Py_ssize_t c, t, o, T = b.T
+    cdef double fold = _fold(grad_scale, clip, masters, lists)
+    if fold != 0:  # the gradient's factor folded into sign, exactly: no staging (see _fold)
+        sign = sign * fold
+        grad_scale = clip = None
     cdef _Staging sg = _staging(b, lists, grad_scale, clip, masters, nt)
     cdef _Sb* s
     cdef int tid
@@ -980,7 +1306,7 @@ def adam_multi(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, *, double 
                 u = 0
                 while u < b.cn[c]:
                     m = _stage_in(s, tid, c, u, <double>0)
-                    _adam[double](_sp(s, tid, 0, <double>0), _sp(s, tid, 1, <double>0),
+                    _adam[double, double, double](_sp(s, tid, 0, <double>0), _sp(s, tid, 1, <double>0),
                                  _sp(s, tid, 2, <double>0), _sp(s, tid, 3, <double>0),
                                  _sp(s, tid, 4, <double>0), m, 1, sign, has_wd, decoupled_weight_decay,
                                  weight_decay, decay, beta1, 1.0 - beta1, beta2, 1.0 - beta2, step_size, inv_bc2_sqrt,
@@ -993,7 +1319,7 @@ def adam_multi(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, *, double 
                 u = 0
                 while u < b.cn[c]:
                     m = _stage_in(s, tid, c, u, <float>0)
-                    _adam[float](_sp(s, tid, 0, <float>0), _sp(s, tid, 1, <float>0),
+                    _adam[float, float, float](_sp(s, tid, 0, <float>0), _sp(s, tid, 1, <float>0),
                                  _sp(s, tid, 2, <float>0), _sp(s, tid, 3, <float>0),
                                  _sp(s, tid, 4, <float>0), m, 1, sign, has_wd, decoupled_weight_decay,
                                  weight_decay, decay, beta1, 1.0 - beta1, beta2, 1.0 - beta2, step_size, inv_bc2_sqrt,
@@ -1001,11 +1327,52 @@ def adam_multi(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, *, double 
                     _stage_out(s, tid, c, u, m, <float>0)
                     u = u + m
         return params
-    if b.f32:
+    cdef int hk = _half_combo(lists)
+    if hk == 1:  # float16 params and grads, float32 state
         for c in prange(b.nchunks, schedule="static", num_threads=nt, use_threads_if=nt > 1, nogil=True):
             t = b.ct[c]
             o = b.co[c]
-            _adam[float](_at(b.ptr, 0, T, t, o, <float>0), _at(b.ptr, 1, T, t, o, <float>0),
+            _adam[fgd_h16, float, float](_atp(b.ptr, 0, T, t, o, <fgd_h16*>NULL),
+                                         _atp(b.ptr, 1, T, t, o, <fgd_h16*>NULL),
+                         _atp(b.ptr, 2, T, t, o, <float*>NULL), _atp(b.ptr, 3, T, t, o, <float*>NULL),
+                         _atp(b.ptr, 4, T, t, o, <float*>NULL), b.cn[c], 1, sign, has_wd, decoupled_weight_decay,
+                         weight_decay, decay, beta1, 1.0 - beta1, beta2, 1.0 - beta2, step_size, inv_bc2_sqrt,
+                         eps, amsgrad)
+    elif hk == 2:  # all float16
+        for c in prange(b.nchunks, schedule="static", num_threads=nt, use_threads_if=nt > 1, nogil=True):
+            t = b.ct[c]
+            o = b.co[c]
+            _adam[fgd_h16, fgd_h16, float](_atp(b.ptr, 0, T, t, o, <fgd_h16*>NULL),
+                                           _atp(b.ptr, 1, T, t, o, <fgd_h16*>NULL),
+                         _atp(b.ptr, 2, T, t, o, <fgd_h16*>NULL), _atp(b.ptr, 3, T, t, o, <fgd_h16*>NULL),
+                         _atp(b.ptr, 4, T, t, o, <fgd_h16*>NULL), b.cn[c], 1, sign, has_wd, decoupled_weight_decay,
+                         weight_decay, decay, beta1, 1.0 - beta1, beta2, 1.0 - beta2, step_size, inv_bc2_sqrt,
+                         eps, amsgrad)
+    elif hk == 3:  # bfloat16 params and grads, float32 state
+        for c in prange(b.nchunks, schedule="static", num_threads=nt, use_threads_if=nt > 1, nogil=True):
+            t = b.ct[c]
+            o = b.co[c]
+            _adam[fgd_b16, float, float](_atp(b.ptr, 0, T, t, o, <fgd_b16*>NULL),
+                                         _atp(b.ptr, 1, T, t, o, <fgd_b16*>NULL),
+                         _atp(b.ptr, 2, T, t, o, <float*>NULL), _atp(b.ptr, 3, T, t, o, <float*>NULL),
+                         _atp(b.ptr, 4, T, t, o, <float*>NULL), b.cn[c], 1, sign, has_wd, decoupled_weight_decay,
+                         weight_decay, decay, beta1, 1.0 - beta1, beta2, 1.0 - beta2, step_size, inv_bc2_sqrt,
+                         eps, amsgrad)
+    elif hk == 4:  # all bfloat16
+        for c in prange(b.nchunks, schedule="static", num_threads=nt, use_threads_if=nt > 1, nogil=True):
+            t = b.ct[c]
+            o = b.co[c]
+            _adam[fgd_b16, fgd_b16, float](_atp(b.ptr, 0, T, t, o, <fgd_b16*>NULL),
+                                           _atp(b.ptr, 1, T, t, o, <fgd_b16*>NULL),
+                         _atp(b.ptr, 2, T, t, o, <fgd_b16*>NULL), _atp(b.ptr, 3, T, t, o, <fgd_b16*>NULL),
+                         _atp(b.ptr, 4, T, t, o, <fgd_b16*>NULL), b.cn[c], 1, sign, has_wd, decoupled_weight_decay,
+                         weight_decay, decay, beta1, 1.0 - beta1, beta2, 1.0 - beta2, step_size, inv_bc2_sqrt,
+                         eps, amsgrad)
+    elif b.f32:
+        for c in prange(b.nchunks, schedule="static", num_threads=nt, use_threads_if=nt > 1, nogil=True):
+            t = b.ct[c]
+            o = b.co[c]
+            _adam[float, float, float](_at(b.ptr, 0, T, t, o, <float>0), _at(b.ptr, 1, T, t, o, <float>0),
                          _at(b.ptr, 2, T, t, o, <float>0), _at(b.ptr, 3, T, t, o, <float>0),
                          _at(b.ptr, 4, T, t, o, <float>0), b.cn[c], 1, sign, has_wd, decoupled_weight_decay,
                          weight_decay, decay, beta1, 1.0 - beta1, beta2, 1.0 - beta2, step_size, inv_bc2_sqrt,
@@ -1014,7 +1381,7 @@ def adam_multi(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, *, double 
         for c in prange(b.nchunks, schedule="static", num_threads=nt, use_threads_if=nt > 1, nogil=True):
             t = b.ct[c]
             o = b.co[c]
-            _adam[double](_at(b.ptr, 0, T, t, o, <double>0), _at(b.ptr, 1, T, t, o, <double>0),
+            _adam[double, double, double](_at(b.ptr, 0, T, t, o, <double>0), _at(b.ptr, 1, T, t, o, <double>0),
                           _at(b.ptr, 2, T, t, o, <double>0), _at(b.ptr, 3, T, t, o, <double>0),
                           _at(b.ptr, 4, T, t, o, <double>0), b.cn[c], 1, sign, has_wd, decoupled_weight_decay,
                           weight_decay, decay, beta1, 1.0 - beta1, beta2, 1.0 - beta2, step_size, inv_bc2_sqrt,
@@ -1031,6 +1398,10 @@ def adamax_multi(params, grads, exp_avgs, exp_infs, *, double step, double lr, d
     cdef double step_size = _adamax_step_size(step, lr, beta1)
     cdef bint has_wd = weight_decay != 0
     cdef Py_ssize_t c, t, o, T = b.T
+    cdef double fold = _fold(grad_scale, clip, masters, lists)
+    if fold != 0:  # the gradient's factor folded into sign, exactly: no staging (see _fold)
+        sign = sign * fold
+        grad_scale = clip = None
     cdef _Staging sg = _staging(b, lists, grad_scale, clip, masters, nt)
     cdef _Sb* s
     cdef int tid
@@ -1043,7 +1414,7 @@ def adamax_multi(params, grads, exp_avgs, exp_infs, *, double step, double lr, d
                 u = 0
                 while u < b.cn[c]:
                     m = _stage_in(s, tid, c, u, <double>0)
-                    _adamax[double](_sp(s, tid, 0, <double>0), _sp(s, tid, 1, <double>0),
+                    _adamax[double, double, double](_sp(s, tid, 0, <double>0), _sp(s, tid, 1, <double>0),
                                    _sp(s, tid, 2, <double>0), _sp(s, tid, 3, <double>0), m, 1,
                                    sign, has_wd, weight_decay, beta1, 1.0 - beta1, beta2, eps, step_size)
                     _stage_out(s, tid, c, u, m, <double>0)
@@ -1054,24 +1425,57 @@ def adamax_multi(params, grads, exp_avgs, exp_infs, *, double step, double lr, d
                 u = 0
                 while u < b.cn[c]:
                     m = _stage_in(s, tid, c, u, <float>0)
-                    _adamax[float](_sp(s, tid, 0, <float>0), _sp(s, tid, 1, <float>0),
+                    _adamax[float, float, float](_sp(s, tid, 0, <float>0), _sp(s, tid, 1, <float>0),
                                    _sp(s, tid, 2, <float>0), _sp(s, tid, 3, <float>0), m, 1,
                                    sign, has_wd, weight_decay, beta1, 1.0 - beta1, beta2, eps, step_size)
                     _stage_out(s, tid, c, u, m, <float>0)
                     u = u + m
         return params
-    if b.f32:
+    cdef int hk = _half_combo(lists)
+    if hk == 1:  # float16 params and grads, float32 state
         for c in prange(b.nchunks, schedule="static", num_threads=nt, use_threads_if=nt > 1, nogil=True):
             t = b.ct[c]
             o = b.co[c]
-            _adamax[float](_at(b.ptr, 0, T, t, o, <float>0), _at(b.ptr, 1, T, t, o, <float>0),
+            _adamax[fgd_h16, float, float](_atp(b.ptr, 0, T, t, o, <fgd_h16*>NULL),
+                                           _atp(b.ptr, 1, T, t, o, <fgd_h16*>NULL),
+                           _atp(b.ptr, 2, T, t, o, <float*>NULL), _atp(b.ptr, 3, T, t, o, <float*>NULL), b.cn[c], 1,
+                           sign, has_wd, weight_decay, beta1, 1.0 - beta1, beta2, eps, step_size)
+    elif hk == 2:  # all float16
+        for c in prange(b.nchunks, schedule="static", num_threads=nt, use_threads_if=nt > 1, nogil=True):
+            t = b.ct[c]
+            o = b.co[c]
+            _adamax[fgd_h16, fgd_h16, float](_atp(b.ptr, 0, T, t, o, <fgd_h16*>NULL),
+                                             _atp(b.ptr, 1, T, t, o, <fgd_h16*>NULL),
+                           _atp(b.ptr, 2, T, t, o, <fgd_h16*>NULL), _atp(b.ptr, 3, T, t, o, <fgd_h16*>NULL), b.cn[c], 1,
+                           sign, has_wd, weight_decay, beta1, 1.0 - beta1, beta2, eps, step_size)
+    elif hk == 3:  # bfloat16 params and grads, float32 state
+        for c in prange(b.nchunks, schedule="static", num_threads=nt, use_threads_if=nt > 1, nogil=True):
+            t = b.ct[c]
+            o = b.co[c]
+            _adamax[fgd_b16, float, float](_atp(b.ptr, 0, T, t, o, <fgd_b16*>NULL),
+                                           _atp(b.ptr, 1, T, t, o, <fgd_b16*>NULL),
+                           _atp(b.ptr, 2, T, t, o, <float*>NULL), _atp(b.ptr, 3, T, t, o, <float*>NULL), b.cn[c], 1,
+                           sign, has_wd, weight_decay, beta1, 1.0 - beta1, beta2, eps, step_size)
+    elif hk == 4:  # all bfloat16
+        for c in prange(b.nchunks, schedule="static", num_threads=nt, use_threads_if=nt > 1, nogil=True):
+            t = b.ct[c]
+            o = b.co[c]
+            _adamax[fgd_b16, fgd_b16, float](_atp(b.ptr, 0, T, t, o, <fgd_b16*>NULL),
+                                             _atp(b.ptr, 1, T, t, o, <fgd_b16*>NULL),
+                           _atp(b.ptr, 2, T, t, o, <fgd_b16*>NULL), _atp(b.ptr, 3, T, t, o, <fgd_b16*>NULL), b.cn[c], 1,
+                           sign, has_wd, weight_decay, beta1, 1.0 - beta1, beta2, eps, step_size)
+    elif b.f32:
+        for c in prange(b.nchunks, schedule="static", num_threads=nt, use_threads_if=nt > 1, nogil=True):
+            t = b.ct[c]
+            o = b.co[c]
+            _adamax[float, float, float](_at(b.ptr, 0, T, t, o, <float>0), _at(b.ptr, 1, T, t, o, <float>0),
                            _at(b.ptr, 2, T, t, o, <float>0), _at(b.ptr, 3, T, t, o, <float>0), b.cn[c], 1,
                            sign, has_wd, weight_decay, beta1, 1.0 - beta1, beta2, eps, step_size)
     else:
         for c in prange(b.nchunks, schedule="static", num_threads=nt, use_threads_if=nt > 1, nogil=True):
             t = b.ct[c]
             o = b.co[c]
-            _adamax[double](_at(b.ptr, 0, T, t, o, <double>0), _at(b.ptr, 1, T, t, o, <double>0),
+            _adamax[double, double, double](_at(b.ptr, 0, T, t, o, <double>0), _at(b.ptr, 1, T, t, o, <double>0),
                             _at(b.ptr, 2, T, t, o, <double>0), _at(b.ptr, 3, T, t, o, <double>0), b.cn[c], 1,
                             sign, has_wd, weight_decay, beta1, 1.0 - beta1, beta2, eps, step_size)
     return params
@@ -1088,6 +1492,10 @@ def nadam_multi(params, grads, exp_avgs, exp_avg_sqs, *, step, mu_product, doubl
     cdef _NAdamScalars sc = _nadam_scalars(step, mu_product, lr, beta1, beta2, momentum_decay)
     cdef double coef_grad = sc.coef_grad, coef_avg = sc.coef_avg, inv_bc2 = sc.inv_bc2
     cdef Py_ssize_t c, t, o, T = b.T
+    cdef double fold = _fold(grad_scale, clip, masters, lists)
+    if fold != 0:  # the gradient's factor folded into sign, exactly: no staging (see _fold)
+        sign = sign * fold
+        grad_scale = clip = None
     cdef _Staging sg = _staging(b, lists, grad_scale, clip, masters, nt)
     cdef _Sb* s
     cdef int tid
@@ -1100,7 +1508,7 @@ def nadam_multi(params, grads, exp_avgs, exp_avg_sqs, *, step, mu_product, doubl
                 u = 0
                 while u < b.cn[c]:
                     m = _stage_in(s, tid, c, u, <double>0)
-                    _nadam[double](_sp(s, tid, 0, <double>0), _sp(s, tid, 1, <double>0),
+                    _nadam[double, double, double](_sp(s, tid, 0, <double>0), _sp(s, tid, 1, <double>0),
                                   _sp(s, tid, 2, <double>0), _sp(s, tid, 3, <double>0), m, 1,
                                   sign, has_wd, decoupled_weight_decay, weight_decay, decay, beta1, 1.0 - beta1,
                                   beta2, 1.0 - beta2, inv_bc2, eps, coef_grad, coef_avg)
@@ -1112,18 +1520,55 @@ def nadam_multi(params, grads, exp_avgs, exp_avg_sqs, *, step, mu_product, doubl
                 u = 0
                 while u < b.cn[c]:
                     m = _stage_in(s, tid, c, u, <float>0)
-                    _nadam[float](_sp(s, tid, 0, <float>0), _sp(s, tid, 1, <float>0),
+                    _nadam[float, float, float](_sp(s, tid, 0, <float>0), _sp(s, tid, 1, <float>0),
                                   _sp(s, tid, 2, <float>0), _sp(s, tid, 3, <float>0), m, 1,
                                   sign, has_wd, decoupled_weight_decay, weight_decay, decay, beta1, 1.0 - beta1,
                                   beta2, 1.0 - beta2, inv_bc2, eps, coef_grad, coef_avg)
                     _stage_out(s, tid, c, u, m, <float>0)
                     u = u + m
         return params
-    if b.f32:
+    cdef int hk = _half_combo(lists)
+    if hk == 1:  # float16 params and grads, float32 state
         for c in prange(b.nchunks, schedule="static", num_threads=nt, use_threads_if=nt > 1, nogil=True):
             t = b.ct[c]
             o = b.co[c]
-            _nadam[float](_at(b.ptr, 0, T, t, o, <float>0), _at(b.ptr, 1, T, t, o, <float>0),
+            _nadam[fgd_h16, float, float](_atp(b.ptr, 0, T, t, o, <fgd_h16*>NULL),
+                                          _atp(b.ptr, 1, T, t, o, <fgd_h16*>NULL),
+                          _atp(b.ptr, 2, T, t, o, <float*>NULL), _atp(b.ptr, 3, T, t, o, <float*>NULL), b.cn[c], 1,
+                          sign, has_wd, decoupled_weight_decay, weight_decay, decay, beta1, 1.0 - beta1,
+                          beta2, 1.0 - beta2, inv_bc2, eps, coef_grad, coef_avg)
+    elif hk == 2:  # all float16
+        for c in prange(b.nchunks, schedule="static", num_threads=nt, use_threads_if=nt > 1, nogil=True):
+            t = b.ct[c]
+            o = b.co[c]
+            _nadam[fgd_h16, fgd_h16, float](_atp(b.ptr, 0, T, t, o, <fgd_h16*>NULL),
+                                            _atp(b.ptr, 1, T, t, o, <fgd_h16*>NULL),
+                          _atp(b.ptr, 2, T, t, o, <fgd_h16*>NULL), _atp(b.ptr, 3, T, t, o, <fgd_h16*>NULL), b.cn[c], 1,
+                          sign, has_wd, decoupled_weight_decay, weight_decay, decay, beta1, 1.0 - beta1,
+                          beta2, 1.0 - beta2, inv_bc2, eps, coef_grad, coef_avg)
+    elif hk == 3:  # bfloat16 params and grads, float32 state
+        for c in prange(b.nchunks, schedule="static", num_threads=nt, use_threads_if=nt > 1, nogil=True):
+            t = b.ct[c]
+            o = b.co[c]
+            _nadam[fgd_b16, float, float](_atp(b.ptr, 0, T, t, o, <fgd_b16*>NULL),
+                                          _atp(b.ptr, 1, T, t, o, <fgd_b16*>NULL),
+                          _atp(b.ptr, 2, T, t, o, <float*>NULL), _atp(b.ptr, 3, T, t, o, <float*>NULL), b.cn[c], 1,
+                          sign, has_wd, decoupled_weight_decay, weight_decay, decay, beta1, 1.0 - beta1,
+                          beta2, 1.0 - beta2, inv_bc2, eps, coef_grad, coef_avg)
+    elif hk == 4:  # all bfloat16
+        for c in prange(b.nchunks, schedule="static", num_threads=nt, use_threads_if=nt > 1, nogil=True):
+            t = b.ct[c]
+            o = b.co[c]
+            _nadam[fgd_b16, fgd_b16, float](_atp(b.ptr, 0, T, t, o, <fgd_b16*>NULL),
+                                            _atp(b.ptr, 1, T, t, o, <fgd_b16*>NULL),
+                          _atp(b.ptr, 2, T, t, o, <fgd_b16*>NULL), _atp(b.ptr, 3, T, t, o, <fgd_b16*>NULL), b.cn[c], 1,
+                          sign, has_wd, decoupled_weight_decay, weight_decay, decay, beta1, 1.0 - beta1,
+                          beta2, 1.0 - beta2, inv_bc2, eps, coef_grad, coef_avg)
+    elif b.f32:
+        for c in prange(b.nchunks, schedule="static", num_threads=nt, use_threads_if=nt > 1, nogil=True):
+            t = b.ct[c]
+            o = b.co[c]
+            _nadam[float, float, float](_at(b.ptr, 0, T, t, o, <float>0), _at(b.ptr, 1, T, t, o, <float>0),
                           _at(b.ptr, 2, T, t, o, <float>0), _at(b.ptr, 3, T, t, o, <float>0), b.cn[c], 1,
                           sign, has_wd, decoupled_weight_decay, weight_decay, decay, beta1, 1.0 - beta1,
                           beta2, 1.0 - beta2, inv_bc2, eps, coef_grad, coef_avg)
@@ -1131,7 +1576,7 @@ def nadam_multi(params, grads, exp_avgs, exp_avg_sqs, *, step, mu_product, doubl
         for c in prange(b.nchunks, schedule="static", num_threads=nt, use_threads_if=nt > 1, nogil=True):
             t = b.ct[c]
             o = b.co[c]
-            _nadam[double](_at(b.ptr, 0, T, t, o, <double>0), _at(b.ptr, 1, T, t, o, <double>0),
+            _nadam[double, double, double](_at(b.ptr, 0, T, t, o, <double>0), _at(b.ptr, 1, T, t, o, <double>0),
                            _at(b.ptr, 2, T, t, o, <double>0), _at(b.ptr, 3, T, t, o, <double>0), b.cn[c], 1,
                            sign, has_wd, decoupled_weight_decay, weight_decay, decay, beta1, 1.0 - beta1,
                            beta2, 1.0 - beta2, inv_bc2, eps, coef_grad, coef_avg)
@@ -1150,6 +1595,10 @@ def radam_multi(params, grads, exp_avgs, exp_avg_sqs, *, step, double lr, double
     cdef bint rect = sc.rect
     cdef double step_size = sc.step_size
     cdef Py_ssize_t c, t, o, T = b.T
+    cdef double fold = _fold(grad_scale, clip, masters, lists)
+    if fold != 0:  # the gradient's factor folded into sign, exactly: no staging (see _fold)
+        sign = sign * fold
+        grad_scale = clip = None
     cdef _Staging sg = _staging(b, lists, grad_scale, clip, masters, nt)
     cdef _Sb* s
     cdef int tid
@@ -1162,7 +1611,7 @@ def radam_multi(params, grads, exp_avgs, exp_avg_sqs, *, step, double lr, double
                 u = 0
                 while u < b.cn[c]:
                     m = _stage_in(s, tid, c, u, <double>0)
-                    _radam[double](_sp(s, tid, 0, <double>0), _sp(s, tid, 1, <double>0),
+                    _radam[double, double, double](_sp(s, tid, 0, <double>0), _sp(s, tid, 1, <double>0),
                                   _sp(s, tid, 2, <double>0), _sp(s, tid, 3, <double>0), m, 1,
                                   sign, has_wd, decoupled_weight_decay, weight_decay, decay, beta1, 1.0 - beta1,
                                   beta2, 1.0 - beta2, rect, step_size, eps)
@@ -1174,18 +1623,55 @@ def radam_multi(params, grads, exp_avgs, exp_avg_sqs, *, step, double lr, double
                 u = 0
                 while u < b.cn[c]:
                     m = _stage_in(s, tid, c, u, <float>0)
-                    _radam[float](_sp(s, tid, 0, <float>0), _sp(s, tid, 1, <float>0),
+                    _radam[float, float, float](_sp(s, tid, 0, <float>0), _sp(s, tid, 1, <float>0),
                                   _sp(s, tid, 2, <float>0), _sp(s, tid, 3, <float>0), m, 1,
                                   sign, has_wd, decoupled_weight_decay, weight_decay, decay, beta1, 1.0 - beta1,
                                   beta2, 1.0 - beta2, rect, step_size, eps)
                     _stage_out(s, tid, c, u, m, <float>0)
                     u = u + m
         return params
-    if b.f32:
+    cdef int hk = _half_combo(lists)
+    if hk == 1:  # float16 params and grads, float32 state
         for c in prange(b.nchunks, schedule="static", num_threads=nt, use_threads_if=nt > 1, nogil=True):
             t = b.ct[c]
             o = b.co[c]
-            _radam[float](_at(b.ptr, 0, T, t, o, <float>0), _at(b.ptr, 1, T, t, o, <float>0),
+            _radam[fgd_h16, float, float](_atp(b.ptr, 0, T, t, o, <fgd_h16*>NULL),
+                                          _atp(b.ptr, 1, T, t, o, <fgd_h16*>NULL),
+                          _atp(b.ptr, 2, T, t, o, <float*>NULL), _atp(b.ptr, 3, T, t, o, <float*>NULL), b.cn[c], 1,
+                          sign, has_wd, decoupled_weight_decay, weight_decay, decay, beta1, 1.0 - beta1,
+                          beta2, 1.0 - beta2, rect, step_size, eps)
+    elif hk == 2:  # all float16
+        for c in prange(b.nchunks, schedule="static", num_threads=nt, use_threads_if=nt > 1, nogil=True):
+            t = b.ct[c]
+            o = b.co[c]
+            _radam[fgd_h16, fgd_h16, float](_atp(b.ptr, 0, T, t, o, <fgd_h16*>NULL),
+                                            _atp(b.ptr, 1, T, t, o, <fgd_h16*>NULL),
+                          _atp(b.ptr, 2, T, t, o, <fgd_h16*>NULL), _atp(b.ptr, 3, T, t, o, <fgd_h16*>NULL), b.cn[c], 1,
+                          sign, has_wd, decoupled_weight_decay, weight_decay, decay, beta1, 1.0 - beta1,
+                          beta2, 1.0 - beta2, rect, step_size, eps)
+    elif hk == 3:  # bfloat16 params and grads, float32 state
+        for c in prange(b.nchunks, schedule="static", num_threads=nt, use_threads_if=nt > 1, nogil=True):
+            t = b.ct[c]
+            o = b.co[c]
+            _radam[fgd_b16, float, float](_atp(b.ptr, 0, T, t, o, <fgd_b16*>NULL),
+                                          _atp(b.ptr, 1, T, t, o, <fgd_b16*>NULL),
+                          _atp(b.ptr, 2, T, t, o, <float*>NULL), _atp(b.ptr, 3, T, t, o, <float*>NULL), b.cn[c], 1,
+                          sign, has_wd, decoupled_weight_decay, weight_decay, decay, beta1, 1.0 - beta1,
+                          beta2, 1.0 - beta2, rect, step_size, eps)
+    elif hk == 4:  # all bfloat16
+        for c in prange(b.nchunks, schedule="static", num_threads=nt, use_threads_if=nt > 1, nogil=True):
+            t = b.ct[c]
+            o = b.co[c]
+            _radam[fgd_b16, fgd_b16, float](_atp(b.ptr, 0, T, t, o, <fgd_b16*>NULL),
+                                            _atp(b.ptr, 1, T, t, o, <fgd_b16*>NULL),
+                          _atp(b.ptr, 2, T, t, o, <fgd_b16*>NULL), _atp(b.ptr, 3, T, t, o, <fgd_b16*>NULL), b.cn[c], 1,
+                          sign, has_wd, decoupled_weight_decay, weight_decay, decay, beta1, 1.0 - beta1,
+                          beta2, 1.0 - beta2, rect, step_size, eps)
+    elif b.f32:
+        for c in prange(b.nchunks, schedule="static", num_threads=nt, use_threads_if=nt > 1, nogil=True):
+            t = b.ct[c]
+            o = b.co[c]
+            _radam[float, float, float](_at(b.ptr, 0, T, t, o, <float>0), _at(b.ptr, 1, T, t, o, <float>0),
                           _at(b.ptr, 2, T, t, o, <float>0), _at(b.ptr, 3, T, t, o, <float>0), b.cn[c], 1,
                           sign, has_wd, decoupled_weight_decay, weight_decay, decay, beta1, 1.0 - beta1,
                           beta2, 1.0 - beta2, rect, step_size, eps)
@@ -1193,7 +1679,7 @@ def radam_multi(params, grads, exp_avgs, exp_avg_sqs, *, step, double lr, double
         for c in prange(b.nchunks, schedule="static", num_threads=nt, use_threads_if=nt > 1, nogil=True):
             t = b.ct[c]
             o = b.co[c]
-            _radam[double](_at(b.ptr, 0, T, t, o, <double>0), _at(b.ptr, 1, T, t, o, <double>0),
+            _radam[double, double, double](_at(b.ptr, 0, T, t, o, <double>0), _at(b.ptr, 1, T, t, o, <double>0),
                            _at(b.ptr, 2, T, t, o, <double>0), _at(b.ptr, 3, T, t, o, <double>0), b.cn[c], 1,
                            sign, has_wd, decoupled_weight_decay, weight_decay, decay, beta1, 1.0 - beta1,
                            beta2, 1.0 - beta2, rect, step_size, eps)
@@ -1209,6 +1695,10 @@ def adagrad_multi(params, grads, state_sums, *, step, double lr, double lr_decay
     cdef bint has_wd = weight_decay != 0
     cdef double clr = _adagrad_clr(step, lr, lr_decay)
     cdef Py_ssize_t c, t, o, T = b.T
+    cdef double fold = _fold(grad_scale, clip, masters, lists)
+    if fold != 0:  # the gradient's factor folded into sign, exactly: no staging (see _fold)
+        sign = sign * fold
+        grad_scale = clip = None
     cdef _Staging sg = _staging(b, lists, grad_scale, clip, masters, nt)
     cdef _Sb* s
     cdef int tid
@@ -1221,7 +1711,7 @@ def adagrad_multi(params, grads, state_sums, *, step, double lr, double lr_decay
                 u = 0
                 while u < b.cn[c]:
                     m = _stage_in(s, tid, c, u, <double>0)
-                    _adagrad[double](_sp(s, tid, 0, <double>0), _sp(s, tid, 1, <double>0),
+                    _adagrad[double, double, double](_sp(s, tid, 0, <double>0), _sp(s, tid, 1, <double>0),
                                     _sp(s, tid, 2, <double>0), m, 1, sign, has_wd, weight_decay, clr, eps)
                     _stage_out(s, tid, c, u, m, <double>0)
                     u = u + m
@@ -1231,22 +1721,51 @@ def adagrad_multi(params, grads, state_sums, *, step, double lr, double lr_decay
                 u = 0
                 while u < b.cn[c]:
                     m = _stage_in(s, tid, c, u, <float>0)
-                    _adagrad[float](_sp(s, tid, 0, <float>0), _sp(s, tid, 1, <float>0),
+                    _adagrad[float, float, float](_sp(s, tid, 0, <float>0), _sp(s, tid, 1, <float>0),
                                     _sp(s, tid, 2, <float>0), m, 1, sign, has_wd, weight_decay, clr, eps)
                     _stage_out(s, tid, c, u, m, <float>0)
                     u = u + m
         return params
-    if b.f32:
+    cdef int hk = _half_combo(lists)
+    if hk == 1:  # float16 params and grads, float32 state
         for c in prange(b.nchunks, schedule="static", num_threads=nt, use_threads_if=nt > 1, nogil=True):
             t = b.ct[c]
             o = b.co[c]
-            _adagrad[float](_at(b.ptr, 0, T, t, o, <float>0), _at(b.ptr, 1, T, t, o, <float>0),
+            _adagrad[fgd_h16, float, float](_atp(b.ptr, 0, T, t, o, <fgd_h16*>NULL),
+                                            _atp(b.ptr, 1, T, t, o, <fgd_h16*>NULL),
+                            _atp(b.ptr, 2, T, t, o, <float*>NULL), b.cn[c], 1, sign, has_wd, weight_decay, clr, eps)
+    elif hk == 2:  # all float16
+        for c in prange(b.nchunks, schedule="static", num_threads=nt, use_threads_if=nt > 1, nogil=True):
+            t = b.ct[c]
+            o = b.co[c]
+            _adagrad[fgd_h16, fgd_h16, float](_atp(b.ptr, 0, T, t, o, <fgd_h16*>NULL),
+                                              _atp(b.ptr, 1, T, t, o, <fgd_h16*>NULL),
+                            _atp(b.ptr, 2, T, t, o, <fgd_h16*>NULL), b.cn[c], 1, sign, has_wd, weight_decay, clr, eps)
+    elif hk == 3:  # bfloat16 params and grads, float32 state
+        for c in prange(b.nchunks, schedule="static", num_threads=nt, use_threads_if=nt > 1, nogil=True):
+            t = b.ct[c]
+            o = b.co[c]
+            _adagrad[fgd_b16, float, float](_atp(b.ptr, 0, T, t, o, <fgd_b16*>NULL),
+                                            _atp(b.ptr, 1, T, t, o, <fgd_b16*>NULL),
+                            _atp(b.ptr, 2, T, t, o, <float*>NULL), b.cn[c], 1, sign, has_wd, weight_decay, clr, eps)
+    elif hk == 4:  # all bfloat16
+        for c in prange(b.nchunks, schedule="static", num_threads=nt, use_threads_if=nt > 1, nogil=True):
+            t = b.ct[c]
+            o = b.co[c]
+            _adagrad[fgd_b16, fgd_b16, float](_atp(b.ptr, 0, T, t, o, <fgd_b16*>NULL),
+                                              _atp(b.ptr, 1, T, t, o, <fgd_b16*>NULL),
+                            _atp(b.ptr, 2, T, t, o, <fgd_b16*>NULL), b.cn[c], 1, sign, has_wd, weight_decay, clr, eps)
+    elif b.f32:
+        for c in prange(b.nchunks, schedule="static", num_threads=nt, use_threads_if=nt > 1, nogil=True):
+            t = b.ct[c]
+            o = b.co[c]
+            _adagrad[float, float, float](_at(b.ptr, 0, T, t, o, <float>0), _at(b.ptr, 1, T, t, o, <float>0),
                             _at(b.ptr, 2, T, t, o, <float>0), b.cn[c], 1, sign, has_wd, weight_decay, clr, eps)
     else:
         for c in prange(b.nchunks, schedule="static", num_threads=nt, use_threads_if=nt > 1, nogil=True):
             t = b.ct[c]
             o = b.co[c]
-            _adagrad[double](_at(b.ptr, 0, T, t, o, <double>0), _at(b.ptr, 1, T, t, o, <double>0),
+            _adagrad[double, double, double](_at(b.ptr, 0, T, t, o, <double>0), _at(b.ptr, 1, T, t, o, <double>0),
                              _at(b.ptr, 2, T, t, o, <double>0), b.cn[c], 1, sign, has_wd, weight_decay, clr, eps)
     return params
 
@@ -1259,6 +1778,10 @@ def adadelta_multi(params, grads, square_avgs, acc_deltas, *, double lr, double 
     cdef double sign = -1.0 if maximize else 1.0
     cdef bint has_wd = weight_decay != 0
     cdef Py_ssize_t c, t, o, T = b.T
+    cdef double fold = _fold(grad_scale, clip, masters, lists)
+    if fold != 0:  # the gradient's factor folded into sign, exactly: no staging (see _fold)
+        sign = sign * fold
+        grad_scale = clip = None
     cdef _Staging sg = _staging(b, lists, grad_scale, clip, masters, nt)
     cdef _Sb* s
     cdef int tid
@@ -1271,7 +1794,7 @@ def adadelta_multi(params, grads, square_avgs, acc_deltas, *, double lr, double 
                 u = 0
                 while u < b.cn[c]:
                     m = _stage_in(s, tid, c, u, <double>0)
-                    _adadelta[double](_sp(s, tid, 0, <double>0), _sp(s, tid, 1, <double>0),
+                    _adadelta[double, double, double](_sp(s, tid, 0, <double>0), _sp(s, tid, 1, <double>0),
                                      _sp(s, tid, 2, <double>0), _sp(s, tid, 3, <double>0), m, 1,
                                      sign, has_wd, weight_decay, rho, 1.0 - rho, eps, lr)
                     _stage_out(s, tid, c, u, m, <double>0)
@@ -1282,24 +1805,57 @@ def adadelta_multi(params, grads, square_avgs, acc_deltas, *, double lr, double 
                 u = 0
                 while u < b.cn[c]:
                     m = _stage_in(s, tid, c, u, <float>0)
-                    _adadelta[float](_sp(s, tid, 0, <float>0), _sp(s, tid, 1, <float>0),
+                    _adadelta[float, float, float](_sp(s, tid, 0, <float>0), _sp(s, tid, 1, <float>0),
                                      _sp(s, tid, 2, <float>0), _sp(s, tid, 3, <float>0), m, 1,
                                      sign, has_wd, weight_decay, rho, 1.0 - rho, eps, lr)
                     _stage_out(s, tid, c, u, m, <float>0)
                     u = u + m
         return params
-    if b.f32:
+    cdef int hk = _half_combo(lists)
+    if hk == 1:  # float16 params and grads, float32 state
         for c in prange(b.nchunks, schedule="static", num_threads=nt, use_threads_if=nt > 1, nogil=True):
             t = b.ct[c]
             o = b.co[c]
-            _adadelta[float](_at(b.ptr, 0, T, t, o, <float>0), _at(b.ptr, 1, T, t, o, <float>0),
+            _adadelta[fgd_h16, float, float](_atp(b.ptr, 0, T, t, o, <fgd_h16*>NULL),
+                                             _atp(b.ptr, 1, T, t, o, <fgd_h16*>NULL),
+                             _atp(b.ptr, 2, T, t, o, <float*>NULL), _atp(b.ptr, 3, T, t, o, <float*>NULL), b.cn[c], 1,
+                             sign, has_wd, weight_decay, rho, 1.0 - rho, eps, lr)
+    elif hk == 2:  # all float16
+        for c in prange(b.nchunks, schedule="static", num_threads=nt, use_threads_if=nt > 1, nogil=True):
+            t = b.ct[c]
+            o = b.co[c]
+            _adadelta[fgd_h16, fgd_h16, float](_atp(b.ptr, 0, T, t, o, <fgd_h16*>NULL),
+                                               _atp(b.ptr, 1, T, t, o, <fgd_h16*>NULL),
+                             _atp(b.ptr, 2, T, t, o, <fgd_h16*>NULL), _atp(b.ptr, 3, T, t, o, <fgd_h16*>NULL), b.cn[c], 1,
+                             sign, has_wd, weight_decay, rho, 1.0 - rho, eps, lr)
+    elif hk == 3:  # bfloat16 params and grads, float32 state
+        for c in prange(b.nchunks, schedule="static", num_threads=nt, use_threads_if=nt > 1, nogil=True):
+            t = b.ct[c]
+            o = b.co[c]
+            _adadelta[fgd_b16, float, float](_atp(b.ptr, 0, T, t, o, <fgd_b16*>NULL),
+                                             _atp(b.ptr, 1, T, t, o, <fgd_b16*>NULL),
+                             _atp(b.ptr, 2, T, t, o, <float*>NULL), _atp(b.ptr, 3, T, t, o, <float*>NULL), b.cn[c], 1,
+                             sign, has_wd, weight_decay, rho, 1.0 - rho, eps, lr)
+    elif hk == 4:  # all bfloat16
+        for c in prange(b.nchunks, schedule="static", num_threads=nt, use_threads_if=nt > 1, nogil=True):
+            t = b.ct[c]
+            o = b.co[c]
+            _adadelta[fgd_b16, fgd_b16, float](_atp(b.ptr, 0, T, t, o, <fgd_b16*>NULL),
+                                               _atp(b.ptr, 1, T, t, o, <fgd_b16*>NULL),
+                             _atp(b.ptr, 2, T, t, o, <fgd_b16*>NULL), _atp(b.ptr, 3, T, t, o, <fgd_b16*>NULL), b.cn[c], 1,
+                             sign, has_wd, weight_decay, rho, 1.0 - rho, eps, lr)
+    elif b.f32:
+        for c in prange(b.nchunks, schedule="static", num_threads=nt, use_threads_if=nt > 1, nogil=True):
+            t = b.ct[c]
+            o = b.co[c]
+            _adadelta[float, float, float](_at(b.ptr, 0, T, t, o, <float>0), _at(b.ptr, 1, T, t, o, <float>0),
                              _at(b.ptr, 2, T, t, o, <float>0), _at(b.ptr, 3, T, t, o, <float>0), b.cn[c], 1,
                              sign, has_wd, weight_decay, rho, 1.0 - rho, eps, lr)
     else:
         for c in prange(b.nchunks, schedule="static", num_threads=nt, use_threads_if=nt > 1, nogil=True):
             t = b.ct[c]
             o = b.co[c]
-            _adadelta[double](_at(b.ptr, 0, T, t, o, <double>0), _at(b.ptr, 1, T, t, o, <double>0),
+            _adadelta[double, double, double](_at(b.ptr, 0, T, t, o, <double>0), _at(b.ptr, 1, T, t, o, <double>0),
                               _at(b.ptr, 2, T, t, o, <double>0), _at(b.ptr, 3, T, t, o, <double>0), b.cn[c], 1,
                               sign, has_wd, weight_decay, rho, 1.0 - rho, eps, lr)
     return params
@@ -1314,6 +1870,10 @@ def rmsprop_multi(params, grads, square_avgs, momentum_buffers, grad_avgs, *, do
     cdef bint has_wd = weight_decay != 0
     cdef bint has_mom = momentum > 0
     cdef Py_ssize_t c, t, o, T = b.T
+    cdef double fold = _fold(grad_scale, clip, masters, lists)
+    if fold != 0:  # the gradient's factor folded into sign, exactly: no staging (see _fold)
+        sign = sign * fold
+        grad_scale = clip = None
     cdef _Staging sg = _staging(b, lists, grad_scale, clip, masters, nt)
     cdef _Sb* s
     cdef int tid
@@ -1326,7 +1886,7 @@ def rmsprop_multi(params, grads, square_avgs, momentum_buffers, grad_avgs, *, do
                 u = 0
                 while u < b.cn[c]:
                     m = _stage_in(s, tid, c, u, <double>0)
-                    _rmsprop[double](_sp(s, tid, 0, <double>0), _sp(s, tid, 1, <double>0),
+                    _rmsprop[double, double, double](_sp(s, tid, 0, <double>0), _sp(s, tid, 1, <double>0),
                                     _sp(s, tid, 2, <double>0), _sp(s, tid, 3, <double>0),
                                     _sp(s, tid, 4, <double>0), m, 1, sign, has_wd, weight_decay,
                                     alpha, 1.0 - alpha, eps, centered, has_mom, momentum, lr)
@@ -1338,18 +1898,55 @@ def rmsprop_multi(params, grads, square_avgs, momentum_buffers, grad_avgs, *, do
                 u = 0
                 while u < b.cn[c]:
                     m = _stage_in(s, tid, c, u, <float>0)
-                    _rmsprop[float](_sp(s, tid, 0, <float>0), _sp(s, tid, 1, <float>0),
+                    _rmsprop[float, float, float](_sp(s, tid, 0, <float>0), _sp(s, tid, 1, <float>0),
                                     _sp(s, tid, 2, <float>0), _sp(s, tid, 3, <float>0),
                                     _sp(s, tid, 4, <float>0), m, 1, sign, has_wd, weight_decay,
                                     alpha, 1.0 - alpha, eps, centered, has_mom, momentum, lr)
                     _stage_out(s, tid, c, u, m, <float>0)
                     u = u + m
         return params
-    if b.f32:
+    cdef int hk = _half_combo(lists)
+    if hk == 1:  # float16 params and grads, float32 state
         for c in prange(b.nchunks, schedule="static", num_threads=nt, use_threads_if=nt > 1, nogil=True):
             t = b.ct[c]
             o = b.co[c]
-            _rmsprop[float](_at(b.ptr, 0, T, t, o, <float>0), _at(b.ptr, 1, T, t, o, <float>0),
+            _rmsprop[fgd_h16, float, float](_atp(b.ptr, 0, T, t, o, <fgd_h16*>NULL),
+                                            _atp(b.ptr, 1, T, t, o, <fgd_h16*>NULL),
+                            _atp(b.ptr, 2, T, t, o, <float*>NULL), _atp(b.ptr, 3, T, t, o, <float*>NULL),
+                            _atp(b.ptr, 4, T, t, o, <float*>NULL), b.cn[c], 1, sign, has_wd, weight_decay,
+                            alpha, 1.0 - alpha, eps, centered, has_mom, momentum, lr)
+    elif hk == 2:  # all float16
+        for c in prange(b.nchunks, schedule="static", num_threads=nt, use_threads_if=nt > 1, nogil=True):
+            t = b.ct[c]
+            o = b.co[c]
+            _rmsprop[fgd_h16, fgd_h16, float](_atp(b.ptr, 0, T, t, o, <fgd_h16*>NULL),
+                                              _atp(b.ptr, 1, T, t, o, <fgd_h16*>NULL),
+                            _atp(b.ptr, 2, T, t, o, <fgd_h16*>NULL), _atp(b.ptr, 3, T, t, o, <fgd_h16*>NULL),
+                            _atp(b.ptr, 4, T, t, o, <fgd_h16*>NULL), b.cn[c], 1, sign, has_wd, weight_decay,
+                            alpha, 1.0 - alpha, eps, centered, has_mom, momentum, lr)
+    elif hk == 3:  # bfloat16 params and grads, float32 state
+        for c in prange(b.nchunks, schedule="static", num_threads=nt, use_threads_if=nt > 1, nogil=True):
+            t = b.ct[c]
+            o = b.co[c]
+            _rmsprop[fgd_b16, float, float](_atp(b.ptr, 0, T, t, o, <fgd_b16*>NULL),
+                                            _atp(b.ptr, 1, T, t, o, <fgd_b16*>NULL),
+                            _atp(b.ptr, 2, T, t, o, <float*>NULL), _atp(b.ptr, 3, T, t, o, <float*>NULL),
+                            _atp(b.ptr, 4, T, t, o, <float*>NULL), b.cn[c], 1, sign, has_wd, weight_decay,
+                            alpha, 1.0 - alpha, eps, centered, has_mom, momentum, lr)
+    elif hk == 4:  # all bfloat16
+        for c in prange(b.nchunks, schedule="static", num_threads=nt, use_threads_if=nt > 1, nogil=True):
+            t = b.ct[c]
+            o = b.co[c]
+            _rmsprop[fgd_b16, fgd_b16, float](_atp(b.ptr, 0, T, t, o, <fgd_b16*>NULL),
+                                              _atp(b.ptr, 1, T, t, o, <fgd_b16*>NULL),
+                            _atp(b.ptr, 2, T, t, o, <fgd_b16*>NULL), _atp(b.ptr, 3, T, t, o, <fgd_b16*>NULL),
+                            _atp(b.ptr, 4, T, t, o, <fgd_b16*>NULL), b.cn[c], 1, sign, has_wd, weight_decay,
+                            alpha, 1.0 - alpha, eps, centered, has_mom, momentum, lr)
+    elif b.f32:
+        for c in prange(b.nchunks, schedule="static", num_threads=nt, use_threads_if=nt > 1, nogil=True):
+            t = b.ct[c]
+            o = b.co[c]
+            _rmsprop[float, float, float](_at(b.ptr, 0, T, t, o, <float>0), _at(b.ptr, 1, T, t, o, <float>0),
                             _at(b.ptr, 2, T, t, o, <float>0), _at(b.ptr, 3, T, t, o, <float>0),
                             _at(b.ptr, 4, T, t, o, <float>0), b.cn[c], 1, sign, has_wd, weight_decay,
                             alpha, 1.0 - alpha, eps, centered, has_mom, momentum, lr)
@@ -1357,7 +1954,7 @@ def rmsprop_multi(params, grads, square_avgs, momentum_buffers, grad_avgs, *, do
         for c in prange(b.nchunks, schedule="static", num_threads=nt, use_threads_if=nt > 1, nogil=True):
             t = b.ct[c]
             o = b.co[c]
-            _rmsprop[double](_at(b.ptr, 0, T, t, o, <double>0), _at(b.ptr, 1, T, t, o, <double>0),
+            _rmsprop[double, double, double](_at(b.ptr, 0, T, t, o, <double>0), _at(b.ptr, 1, T, t, o, <double>0),
                              _at(b.ptr, 2, T, t, o, <double>0), _at(b.ptr, 3, T, t, o, <double>0),
                              _at(b.ptr, 4, T, t, o, <double>0), b.cn[c], 1, sign, has_wd, weight_decay,
                              alpha, 1.0 - alpha, eps, centered, has_mom, momentum, lr)
@@ -1373,6 +1970,10 @@ def lion_multi(params, grads, exp_avgs, *, double lr, double beta1, double beta2
     cdef bint has_wd = weight_decay != 0
     cdef double decay = 1.0 - lr * weight_decay
     cdef Py_ssize_t c, t, o, T = b.T
+    cdef double fold = _fold(grad_scale, clip, masters, lists)
+    if fold != 0:  # the gradient's factor folded into sign, exactly: no staging (see _fold)
+        sign = sign * fold
+        grad_scale = clip = None
     cdef _Staging sg = _staging(b, lists, grad_scale, clip, masters, nt)
     cdef _Sb* s
     cdef int tid
@@ -1385,7 +1986,7 @@ def lion_multi(params, grads, exp_avgs, *, double lr, double beta1, double beta2
                 u = 0
                 while u < b.cn[c]:
                     m = _stage_in(s, tid, c, u, <double>0)
-                    _lion[double](_sp(s, tid, 0, <double>0), _sp(s, tid, 1, <double>0),
+                    _lion[double, double, double](_sp(s, tid, 0, <double>0), _sp(s, tid, 1, <double>0),
                                  _sp(s, tid, 2, <double>0), m, 1, sign, has_wd, decay,
                                  beta1, 1.0 - beta1, beta2, 1.0 - beta2, lr)
                     _stage_out(s, tid, c, u, m, <double>0)
@@ -1396,24 +1997,57 @@ def lion_multi(params, grads, exp_avgs, *, double lr, double beta1, double beta2
                 u = 0
                 while u < b.cn[c]:
                     m = _stage_in(s, tid, c, u, <float>0)
-                    _lion[float](_sp(s, tid, 0, <float>0), _sp(s, tid, 1, <float>0),
+                    _lion[float, float, float](_sp(s, tid, 0, <float>0), _sp(s, tid, 1, <float>0),
                                  _sp(s, tid, 2, <float>0), m, 1, sign, has_wd, decay,
                                  beta1, 1.0 - beta1, beta2, 1.0 - beta2, lr)
                     _stage_out(s, tid, c, u, m, <float>0)
                     u = u + m
         return params
-    if b.f32:
+    cdef int hk = _half_combo(lists)
+    if hk == 1:  # float16 params and grads, float32 state
         for c in prange(b.nchunks, schedule="static", num_threads=nt, use_threads_if=nt > 1, nogil=True):
             t = b.ct[c]
             o = b.co[c]
-            _lion[float](_at(b.ptr, 0, T, t, o, <float>0), _at(b.ptr, 1, T, t, o, <float>0),
+            _lion[fgd_h16, float, float](_atp(b.ptr, 0, T, t, o, <fgd_h16*>NULL),
+                                         _atp(b.ptr, 1, T, t, o, <fgd_h16*>NULL),
+                         _atp(b.ptr, 2, T, t, o, <float*>NULL), b.cn[c], 1, sign, has_wd, decay,
+                         beta1, 1.0 - beta1, beta2, 1.0 - beta2, lr)
+    elif hk == 2:  # all float16
+        for c in prange(b.nchunks, schedule="static", num_threads=nt, use_threads_if=nt > 1, nogil=True):
+            t = b.ct[c]
+            o = b.co[c]
+            _lion[fgd_h16, fgd_h16, float](_atp(b.ptr, 0, T, t, o, <fgd_h16*>NULL),
+                                           _atp(b.ptr, 1, T, t, o, <fgd_h16*>NULL),
+                         _atp(b.ptr, 2, T, t, o, <fgd_h16*>NULL), b.cn[c], 1, sign, has_wd, decay,
+                         beta1, 1.0 - beta1, beta2, 1.0 - beta2, lr)
+    elif hk == 3:  # bfloat16 params and grads, float32 state
+        for c in prange(b.nchunks, schedule="static", num_threads=nt, use_threads_if=nt > 1, nogil=True):
+            t = b.ct[c]
+            o = b.co[c]
+            _lion[fgd_b16, float, float](_atp(b.ptr, 0, T, t, o, <fgd_b16*>NULL),
+                                         _atp(b.ptr, 1, T, t, o, <fgd_b16*>NULL),
+                         _atp(b.ptr, 2, T, t, o, <float*>NULL), b.cn[c], 1, sign, has_wd, decay,
+                         beta1, 1.0 - beta1, beta2, 1.0 - beta2, lr)
+    elif hk == 4:  # all bfloat16
+        for c in prange(b.nchunks, schedule="static", num_threads=nt, use_threads_if=nt > 1, nogil=True):
+            t = b.ct[c]
+            o = b.co[c]
+            _lion[fgd_b16, fgd_b16, float](_atp(b.ptr, 0, T, t, o, <fgd_b16*>NULL),
+                                           _atp(b.ptr, 1, T, t, o, <fgd_b16*>NULL),
+                         _atp(b.ptr, 2, T, t, o, <fgd_b16*>NULL), b.cn[c], 1, sign, has_wd, decay,
+                         beta1, 1.0 - beta1, beta2, 1.0 - beta2, lr)
+    elif b.f32:
+        for c in prange(b.nchunks, schedule="static", num_threads=nt, use_threads_if=nt > 1, nogil=True):
+            t = b.ct[c]
+            o = b.co[c]
+            _lion[float, float, float](_at(b.ptr, 0, T, t, o, <float>0), _at(b.ptr, 1, T, t, o, <float>0),
                          _at(b.ptr, 2, T, t, o, <float>0), b.cn[c], 1, sign, has_wd, decay,
                          beta1, 1.0 - beta1, beta2, 1.0 - beta2, lr)
     else:
         for c in prange(b.nchunks, schedule="static", num_threads=nt, use_threads_if=nt > 1, nogil=True):
             t = b.ct[c]
             o = b.co[c]
-            _lion[double](_at(b.ptr, 0, T, t, o, <double>0), _at(b.ptr, 1, T, t, o, <double>0),
+            _lion[double, double, double](_at(b.ptr, 0, T, t, o, <double>0), _at(b.ptr, 1, T, t, o, <double>0),
                           _at(b.ptr, 2, T, t, o, <double>0), b.cn[c], 1, sign, has_wd, decay,
                           beta1, 1.0 - beta1, beta2, 1.0 - beta2, lr)
     return params

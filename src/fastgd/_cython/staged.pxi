@@ -19,45 +19,12 @@
 # float32 by shifting, round to nearest even, NaN to 0x7fc0 with its sign (Eigen's rule).
 
 from cython.parallel cimport threadid
+from libc.math cimport frexp
 
 cdef extern from *:
     """
     #include <stdint.h>
     #include <string.h>
-    static inline float fgd_bf16_f32(uint16_t h) {
-        uint32_t u = (uint32_t)h << 16; float f; memcpy(&f, &u, 4); return f;
-    }
-    static inline uint16_t fgd_f32_bf16(float f) {
-        uint32_t u; memcpy(&u, &f, 4);
-        if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)(((u >> 16) & 0x8000u) | 0x7fc0u);
-        return (uint16_t)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
-    }
-    static inline float fgd_f16_f32(uint16_t h) {
-        uint32_t o = (uint32_t)(h & 0x7fffu) << 13, e = o & 0x0f800000u;
-        float f;
-        o += 0x38000000u;                                 /* exponent rebias 15 -> 127 */
-        if (e == 0x0f800000u) o += 0x38000000u;           /* inf / NaN (payload kept) */
-        else if (e == 0) {                                /* zero / subnormal: exact via 2**-14 */
-            o += 0x00800000u; memcpy(&f, &o, 4); f -= 6.103515625e-05f; memcpy(&o, &f, 4);
-        }
-        o |= (uint32_t)(h & 0x8000u) << 16;
-        memcpy(&f, &o, 4); return f;
-    }
-    static inline uint16_t fgd_f32_f16(float x) {
-        /* the three cases computed branch-free and selected (so the loops vectorize) */
-        uint32_t u, sign, o, norm_o, sub_o, nan_o, inf_o;
-        float f;
-        memcpy(&u, &x, 4);
-        sign = u & 0x80000000u; u ^= sign;
-        norm_o = (u + 0xc8000fffu + ((u >> 13) & 1u)) >> 13;  /* normal: rebias, round to nearest even */
-        memcpy(&f, &u, 4); f += 0.5f;                           /* < 2**-14: adding 0.5 rounds to the */
-        memcpy(&sub_o, &f, 4); sub_o -= 0x3f000000u;            /* 2**-24 grid, to even */
-        nan_o = 0x7c00u + ((u & 0x7fffffu) >> 13);              /* NaN keeps its top payload bits */
-        nan_o = nan_o == 0x7c00u ? 0x7c01u : nan_o;
-        inf_o = u > 0x7f800000u ? nan_o : 0x7c00u;              /* >= 2**16 (after rounding) is inf */
-        o = u >= 0x47800000u ? inf_o : (u < 0x38800000u ? sub_o : norm_o);
-        return (uint16_t)(o | (sign >> 16));
-    }
     /* kind: 0 the compute dtype itself, 1 float16, 2 bfloat16 */
     static void fgd_load_f(int kind, const void* src, float* dst, Py_ssize_t n) {
         const uint16_t* s = (const uint16_t*)src; Py_ssize_t i;
@@ -88,10 +55,6 @@ cdef extern from *:
         if (has_mul) for (i = 0; i < n; i++) x[i] = x[i] * mul;
     }
     """
-    float fgd_f16_f32(unsigned short h) nogil
-    unsigned short fgd_f32_f16(float x) nogil
-    float fgd_bf16_f32(unsigned short h) nogil
-    unsigned short fgd_f32_bf16(float x) nogil
     void fgd_load_f(int kind, const void* src, float* dst, Py_ssize_t n) nogil
     void fgd_store_f(int kind, const float* src, void* dst, Py_ssize_t n) nogil
     void fgd_load_d(int kind, const void* src, double* dst, Py_ssize_t n) nogil
@@ -153,14 +116,8 @@ cdef _Staging _staging(_Batch b, tuple lists, grad_scale, clip, masters, int nt)
     cdef _Staging st
     cdef int k
     cdef Py_ssize_t t
-    cdef bint any_half = False
-    if b.T == 0:
-        return None
-    for k in range(b.K):
-        if lists[k] is not None and _kind(lists[k][0]) != 0:
-            any_half = True
-    if not any_half and grad_scale is None and clip is None and masters is None:
-        return None
+    if b.T == 0 or (grad_scale is None and clip is None and masters is None):
+        return None  # plain arrays, or half-precision ones converted in registers (rules.pxi)
     if b.K > _MAXK:
         raise ValueError("too many arrays per tensor")
     st = _Staging()
@@ -190,6 +147,35 @@ cdef _Staging _staging(_Batch b, tuple lists, grad_scale, clip, masters, int nt)
         raise MemoryError()
     st.s.buf = st.raw + (64 - <uintptr_t>st.raw % 64) % 64
     return st
+
+
+cdef double _fold(grad_scale, clip, masters, tuple lists) except? -1.0:
+    """The factor f with (g / grad_scale) * clip == f * g for every g, bit for bit, or 0 where
+    there is none (then the call is staged).  Every rule multiplies the loaded gradient by
+    ``sign`` (+-1) first, so f folds into it: ``sign * ((g / s) * c) == (sign * f) * g``.
+    * clip alone: f = clip (rounded to the compute dtype, as the spec rounds it);
+    * a power-of-two scale alone: f = 1 / scale, exact, and g * 2**-k is g / 2**k exactly (one
+      correctly rounded operation on the same real number, subnormal results included);
+    * both: not folded (g / 2**k may round where it underflows, and then the product rounds
+      again); masters: staged."""
+    cdef double s, m
+    cdef int e
+    if masters is not None or (grad_scale is None and clip is None):
+        return 0.0
+    if grad_scale is not None and clip is not None:
+        return 0.0
+    if clip is not None:
+        m = clip
+        if m != m:
+            return 0.0  # NaN: staged (which NaN a product keeps depends on operand order)
+        if cnp.PyArray_TYPE(<cnp.ndarray>lists[0][0]) == cnp.NPY_FLOAT64:
+            return m
+        return <float>m  # the spec rounds clip to the compute dtype; 0 means staged
+    s = grad_scale
+    m = frexp(s, &e)
+    if m != 0.5 or e < -120 or e > 120:  # a power of two whose inverse is a normal float32
+        return 0.0
+    return 1.0 / s
 
 
 cdef inline Py_ssize_t _stage_in(_Sb* s, int tid, Py_ssize_t c, Py_ssize_t u, floating dummy) noexcept nogil:
