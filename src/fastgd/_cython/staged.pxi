@@ -247,23 +247,26 @@ cdef inline floating* _sp(_Sb* s, int tid, int k, floating dummy) noexcept nogil
 
 cdef extern from *:
     """
-    /* sum of squares in double, 8 independent partial sums (vectorizes without reassociation) */
+    /* sum of squares in double, 32 independent partial sums: vectorizes without reassociation,
+       four vector accumulators deep, so the adds' latency does not bound the loop */
     #define FGD_SUMSQ_LOOP(LOAD)                                                   \
-        for (i = 0; i + 8 <= n; i += 8)                                           \
-            for (j = 0; j < 8; j++) { double v = (double)(LOAD(i + j)); acc[j] += v * v; } \
+        for (i = 0; i + 32 <= n; i += 32)                                         \
+            for (j = 0; j < 32; j++) { double v = (double)(LOAD(i + j)); acc[j] += v * v; } \
         for (; i < n; i++) { double v = (double)(LOAD(i)); acc[0] += v * v; }
     #define FGD_LD_D(k) (((const double*)src)[k])
     #define FGD_LD_F(k) (((const float*)src)[k])
     #define FGD_LD_H(k) (fgd_f16_f32(((const uint16_t*)src)[k]))
     #define FGD_LD_B(k) (fgd_bf16_f32(((const uint16_t*)src)[k]))
     static double fgd_sumsq(int kind, int isz, const void* src, Py_ssize_t n) {
-        double acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+        double acc[32] = {0};
+        double t = 0;
         Py_ssize_t i, j;
         if (isz == 8) { FGD_SUMSQ_LOOP(FGD_LD_D) }
         else if (kind == 0) { FGD_SUMSQ_LOOP(FGD_LD_F) }
         else if (kind == 1) { FGD_SUMSQ_LOOP(FGD_LD_H) }
         else { FGD_SUMSQ_LOOP(FGD_LD_B) }
-        return ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
+        for (j = 0; j < 32; j++) t += acc[j];
+        return t;
     }
     /* divide in place by scale (in the compute dtype), 1 if any value was NaN or inf before */
     static int fgd_unscale(int kind, int isz, void* p, Py_ssize_t n, double scale) {
