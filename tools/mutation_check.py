@@ -18,6 +18,10 @@ Two stages per mutation:
    fail on any change to the reference alone -- but a bug written into the spec *and* the
    kernels would pass them, so a mutation killed only here is reported as surviving.
 
+The half-precision spec (fastgd/reference/half.py, mutations of rule ``half``) is checked the
+same way by ``tests/test_half.py`` on the numpy and numba backends (its oracle is written in
+the test: float32 copies, the float32 reference rule, casts back).
+
 Torch is required in the runs (FASTGD_REQUIRE_TORCH=1): a torch comparison that skips
 cannot kill anything.  Prints a markdown table (rule | mutation | killed? | first failing
 test | how many tests of each kind in test_independent.py failed: the hand-written steps, the
@@ -38,6 +42,15 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TARGET = os.path.join("fastgd", "reference", "rules.py")
+# the half-precision spec (mutations under rule "half"): killed by tests/test_half.py, whose
+# oracle is written in the test (float32 copies, the float32 rule, casts back), on the two
+# backends that run through the spec's staging
+HALF_TARGET = os.path.join("fastgd", "reference", "half.py")
+HALF_STAGE1 = [["-x", "tests/test_half.py", "-k", "numpy or numba"]]
+
+
+def target_of(rule):
+    return HALF_TARGET if rule == "half" else TARGET
 
 STAGE1 = [["tests/test_independent.py"]]          # run whole (~5 s): how many of its tests fail
 STAGE2 = [["-x", "tests/test_rules.py", "-k", "bit_for_bit"], ["-x", "tests/test_steps.py"]]
@@ -131,6 +144,16 @@ MUTATIONS = [
     ("lion", "decay without lr", "        param *= 1.0 - lr * weight_decay\n    update",
      "        param *= 1.0 - weight_decay\n    update", 1),
     ("lion", "maximize dropped", re.compile(r"(def lion\(.*?\n    if )maximize:", re.S), r"\1False:", 1),
+    # half precision and the extras (fastgd/reference/half.py)
+    ("half", "written arrays not rounded back", "                        a[lo:hi] = work[k].astype(a.dtype)",
+     "                        pass", 1),
+    ("half", "grad_scale multiplies", "                            g /= s", "                            g *= s", 1),
+    ("half", "clip factor ignored", "                            g *= c", "                            g = g", 1),
+    ("half", "master weights ignored", "                    elif k == 0 and mflat is not None:",
+     "                    elif False:", 1),
+    ("half", "global norm without the square root", "    norm = math.sqrt(total)", "    norm = total", 1),
+    ("half", "unscale_and_check never sets found_inf", "        found_inf.reshape(-1)[0] = 1.0",
+     "        found_inf.reshape(-1)[0] = 0.0", 1),
 ]
 
 
@@ -168,10 +191,10 @@ def mutate(source, old, new, count):
         found = source.count(old)
         out = source.replace(old, new)
     if found != count:
-        raise AssertionError("pattern occurs %d times in %s, expected %d: %r" % (found, TARGET, count, old))
+        raise AssertionError("pattern occurs %d times, expected %d: %r" % (found, count, old))
     if out == source:
         raise AssertionError("mutation changes nothing: %r" % (old,))
-    compile(out, TARGET, "exec")  # a mutation must be valid Python (a SyntaxError kills nothing real)
+    compile(out, "<mutated>", "exec")  # a mutation must be valid Python (a SyntaxError kills nothing real)
     return out
 
 
@@ -227,23 +250,26 @@ def worker(python, jobs):
     try:
         make_copy(tmp)
         check_copy_is_used(python, tmp)
-        target = os.path.join(tmp, TARGET)
-        with open(target) as f:
-            original = f.read()
+        originals = {}
+        for path in (TARGET, HALF_TARGET):
+            with open(os.path.join(tmp, path)) as f:
+                originals[path] = f.read()
         results = []
         for k in jobs:
             rule, what, old, new, count = MUTATIONS[k]
+            path = target_of(rule)
+            target = os.path.join(tmp, path)
             with open(target, "w") as f:
-                f.write(mutate(original, old, new, count))
-            fail1, t1 = run_stages(python, tmp, STAGE1)
+                f.write(mutate(originals[path], old, new, count))
+            fail1, t1 = run_stages(python, tmp, HALF_STAGE1 if rule == "half" else STAGE1)
             fail2, t2 = ([], 0.0)
-            if not fail1:
+            if not fail1 and rule != "half":
                 fail2, t2 = run_stages(python, tmp, STAGE2)
+            with open(target, "w") as f:
+                f.write(originals[path])
             results.append((k, fail1, fail2, t1 + t2))
             print("  [%2d] %-9s %-45s %s (%.1f s)" % (k, rule, what, "killed" if fail1 else "SURVIVED", t1 + t2),
                   file=sys.stderr, flush=True)
-        with open(target, "w") as f:
-            f.write(original)
         return results
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -254,7 +280,7 @@ def baseline(python):
     try:
         make_copy(tmp)
         check_copy_is_used(python, tmp)
-        for args in STAGE1 + STAGE2:
+        for args in STAGE1 + STAGE2 + HALF_STAGE1:
             failed, dt = run_pytest(python, tmp, args)
             print("baseline %s: %s (%.1f s)" % (" ".join(args), "FAILED " + " ".join(failed) if failed else "passed",
                                                 dt), file=sys.stderr, flush=True)
@@ -274,10 +300,12 @@ def main(argv=None):
     args = ap.parse_args(argv)
 
     PACKAGE[0] = package_dir(args.python)
-    with open(os.path.join(PACKAGE[0], "reference", "rules.py")) as f:  # every pattern must match it
-        source = f.read()
+    sources = {}
+    for path in (TARGET, HALF_TARGET):  # every pattern must match its file
+        with open(os.path.join(os.path.dirname(PACKAGE[0]), path)) as f:
+            sources[path] = f.read()
     for rule, what, old, new, count in MUTATIONS:
-        mutate(source, old, new, count)
+        mutate(sources[target_of(rule)], old, new, count)
 
     chosen = [k for k, m in enumerate(MUTATIONS) if not args.only or m[0] in args.only.split(",")]
     t0 = time.time()
@@ -308,7 +336,7 @@ def main(argv=None):
         first = first.replace("tests/test_independent.py::", "")
         print("| %s | %s | %s | `%s` | %s |" % (rule, what.replace("|", "\\|"), killed, first.replace("|", "\\|"),
                                                 kinds))
-    print("\n%d mutations, %d killed by tests/test_independent.py, %d surviving; %.0f s"
+    print("\n%d mutations, %d killed by their independent oracle (test_independent.py; test_half.py for half), %d surviving; %.0f s"
           % (len(results), len(results) - survivors, survivors, time.time() - t0))
     return 1 if survivors else 0
 
