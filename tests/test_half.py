@@ -947,3 +947,47 @@ def test_amp_loop(rule, backend, restore_globals):
         oracle_step(rule, orc, scaled, t, clip=_clip(max_norm, norm))
         assert_worlds_equal(world, orc, "amp step %d" % t)
         t += 1
+
+
+# ---------------------------------------------------------------------------------------
+# the Cython kernels' conversions themselves (fastgd._cython.half_cast uses the very load and
+# store functions of the kernels) against NumPy's float16 and ml_dtypes' bfloat16 casts; the
+# exhaustive run over all 2**32 float32 bit patterns (0 mismatches) is too slow for CI, this
+# takes every 16-bit value, every 1021st 32-bit pattern and the rounding neighbourhoods
+
+def _cython_or_skip():
+    from fastgd.backends import available_backends
+    if "cython" not in available_backends():
+        pytest.skip("the Cython backend is not available")
+    from fastgd import _cython
+    return _cython
+
+
+@pytest.mark.parametrize("half", [np.float16, ml_dtypes.bfloat16], ids=["float16", "bfloat16"])
+def test_kernel_conversions_equal_numpy_and_ml_dtypes(half):
+    C = _cython_or_skip()
+    bits16 = np.arange(1 << 16, dtype=np.uint32).astype(np.uint16)
+    src = bits16.view(half)
+    out = np.empty(src.size, np.float32)
+    C.half_cast(src, out)
+    with np.errstate(all="ignore"):
+        want = src.astype(np.float32)
+    assert np.array_equal(out.view(np.uint32), want.view(np.uint32))
+    # float32 -> half: a stride through all patterns, and every pattern within 3 of each
+    # half-way point and representable value of the target (ties to even, both directions)
+    if half is np.float16:  # the float32 values of every float16, and the half-way points above them
+        points = want.view(np.uint32).astype(np.int64)
+        tie = 1 << 12
+    else:  # bfloat16 is float32's top 16 bits
+        points = bits16.astype(np.int64) << 16
+        tie = 1 << 15
+    spaced = np.arange(0, 1 << 32, 1021, dtype=np.int64)
+    near = np.concatenate([points + d for d in range(-3, 4)] + [points + tie + d for d in range(-3, 4)])
+    x = (np.concatenate([spaced, near]) % (1 << 32)).astype(np.uint32).view(np.float32)
+    got = np.empty(x.size, half)
+    C.half_cast(x, got)
+    with np.errstate(all="ignore"):
+        ref = x.astype(half)
+    bad = np.flatnonzero(got.view(np.uint16) != ref.view(np.uint16))
+    assert bad.size == 0, ["%08x -> %04x, want %04x" % (x.view(np.uint32)[i], got.view(np.uint16)[i],
+                                                          ref.view(np.uint16)[i]) for i in bad[:5]]
