@@ -991,3 +991,28 @@ def test_kernel_conversions_equal_numpy_and_ml_dtypes(half):
     bad = np.flatnonzero(got.view(np.uint16) != ref.view(np.uint16))
     assert bad.size == 0, ["%08x -> %04x, want %04x" % (x.view(np.uint32)[i], got.view(np.uint16)[i],
                                                           ref.view(np.uint16)[i]) for i in bad[:5]]
+
+
+@pytest.mark.parametrize("momentum", [0.0, 0.9])
+def test_scale_and_clip_with_gradients_that_underflow_when_unscaled(momentum, backend):
+    """grad_scale (a power of two) and max_norm together: where g / scale underflows (float32
+    subnormals) the spec rounds twice, (g / s) * c, and the kernels may not fold the two into
+    one factor.  SGD from zero state with lr=1 writes the unscaled, clipped gradient itself
+    (into param, and the momentum buffer).  The norm is exact (3, 4 and values far too small
+    to count), so every backend gets the same clip factor and must equal the numpy backend
+    bit for bit."""
+    # float32 subnormals k * 2**-149 whose unscaling rounds: with this clip (1e-3 / (5 / 1024 +
+    # 1e-6)), (g / 1024) * c and g * (c / 1024) differ for k = 0x9c5... (found by search)
+    tiny = np.arange(0x9c0, 0xa00, dtype=np.uint32).view(np.float32)
+    g = np.concatenate([np.array([3.0, 4.0], np.float32), tiny, -tiny])
+    results = []
+    for b in (backend, "numpy"):
+        p = np.zeros_like(g)
+        buf = np.zeros_like(g)
+        fastgd.sgd_step(p, g, buf, lr=1.0, momentum=momentum, step=1, grad_scale=1024.0, max_norm=1e-3, backend=b)
+        results.append((p, buf))
+    c = np.float32(1e-3 / (5 / 1024 + 1e-6))  # the clip factor (the norm, 5 / 1024, is exact)
+    with np.errstate(all="ignore"):  # the two orders do differ on these gradients
+        assert not np.array_equal((g / np.float32(1024)) * c, g * (c * np.float32(2.0 ** -10)))
+    for a, want in zip(*results):
+        assert np.array_equal(a.view(np.uint32), want.view(np.uint32))

@@ -236,33 +236,36 @@ def _groups(lists):
 def _run(rule, impl, lists, mixed, kw, ext=None):
     """Run kernel ``rule`` of backend ``impl`` on the checked ``lists``: one call per dtype
     combination when ``mixed`` (which also means: some arrays are half precision) or when
-    ``ext`` = (grad_scale, clip, masters) asks for the fused extras."""
+    ``ext`` = (grad_scale, clip, masters, fold) asks for the fused extras."""
     params = lists[0]
     if not params:
         return params
     if not mixed and ext is None:
         _kernel(impl, rule)(*lists, **kw)
         return params
-    gs, clip, masters = (None, None, None) if ext is None else ext
+    gs, clip, masters, fold = (None, None, None, False) if ext is None else ext
     for idx in _groups(lists):
         sub = [None if lst is None else [lst[t] for t in idx] for lst in lists]
         sub_m = None if masters is None else [masters[t] for t in idx]
-        _staged_call(impl, rule, sub, kw, gs, clip, sub_m)
+        _staged_call(impl, rule, sub, kw, gs, clip, sub_m, fold)
     return params
 
 
-def _staged_call(impl, kernel, lists, kw, grad_scale=None, clip=None, masters=None):
+def _staged_call(impl, kernel, lists, kw, grad_scale=None, clip=None, masters=None, fold=False):
     """The kernel-level call with the extras (arrays of one dtype combination, validated):
     the backend's fused ``<kernel>_multi`` where it takes them (``STAGED`` backends: Cython),
     else :func:`fastgd.reference.half.staged` around the backend's compute-dtype kernel.
-    Plain float32/float64 lists without extras go to the ordinary kernel."""
+    Plain float32/float64 lists without extras go to the ordinary kernel.  ``fold``: no
+    nonzero gradient value is below ``grad_scale * 2**-126`` in magnitude (the norm pass
+    checked), so a power-of-two scale and a clip may fold into one exact factor."""
     params = lists[0]
     if not params:
         return params
     if grad_scale is None and clip is None and masters is None and not V.is_half(params[0].dtype):
         return _kernel(impl, kernel)(*lists, **kw)
     if getattr(impl, "STAGED", False):
-        return getattr(impl, kernel + "_multi")(*lists, grad_scale=grad_scale, clip=clip, masters=masters, **kw)
+        return getattr(impl, kernel + "_multi")(*lists, grad_scale=grad_scale, clip=clip, masters=masters,
+                                                exact_fold=fold, **kw)
     return _half.staged(getattr(impl, kernel), lists, kw, grad_scale, clip, masters)
 
 
@@ -297,11 +300,18 @@ def _extras(names, lists, grad_scale, found_inf, max_norm, masters, backend_impl
     if skip:
         return None
     clip = None
+    fold = False
     if type(max_norm) is _Clip:
         clip = float(max_norm)
     elif mn is not None:
-        clip = V.clip_coef(mn, _global_norm(backend_impl, lists[1], gs))
-    return gs, clip, masters
+        if gs is not None and getattr(backend_impl, "STAGED", False):
+            # the norm pass also says whether a scale and the clip may fold into one factor
+            norm, tiny = backend_impl.global_norm(lists[1], gs, gs * 2.0 ** -126)
+            fold = not tiny
+        else:
+            norm = _global_norm(backend_impl, lists[1], gs)
+        clip = V.clip_coef(mn, norm)
+    return gs, clip, masters, fold
 
 
 def _global_norm(impl, grads, gs):
@@ -397,7 +407,7 @@ def _go(rule, backend, lists, kw, grad_scale=None, found_inf=None, max_norm=None
         ext = _extras(rule.multi_names, checked, grad_scale, found_inf, max_norm, master_params, impl)
         if ext is None:
             return lists[0]
-        if ext == (None, None, None):
+        if ext[:3] == (None, None, None):
             ext = None
     _run(rule.kernel, impl, checked, mixed, kw, ext)
     return lists[0]

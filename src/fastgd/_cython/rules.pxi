@@ -1188,7 +1188,8 @@ include "staged.pxi"
 
 
 def sgd_multi(params, grads, momentum_buffers, *, double lr, double momentum, double dampening, bint nesterov,
-              double weight_decay, bint maximize, bint first_step, grad_scale=None, clip=None, masters=None):
+              double weight_decay, bint maximize, bint first_step, grad_scale=None, clip=None, masters=None,
+              bint exact_fold=False):
     cdef tuple lists = (params, grads, momentum_buffers)
     cdef _Batch b = _batch(lists)
     cdef int nt = _multi_threads(b)
@@ -1196,7 +1197,7 @@ def sgd_multi(params, grads, momentum_buffers, *, double lr, double momentum, do
     cdef bint has_wd = weight_decay != 0
     cdef bint has_mom = momentum != 0
     cdef Py_ssize_t c, t, o, T = b.T
-    cdef double fold = _fold(grad_scale, clip, masters, lists)
+    cdef double fold = _fold(grad_scale, clip, masters, lists, exact_fold)
     if fold != 0:  # the gradient's factor folded into sign, exactly: no staging (see _fold)
         sign = sign * fold
         grad_scale = clip = None
@@ -1281,7 +1282,8 @@ def sgd_multi(params, grads, momentum_buffers, *, double lr, double momentum, do
 
 def adam_multi(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, *, double step, double lr, double beta1,
                double beta2, double eps, double weight_decay, bint amsgrad, bint maximize,
-               bint decoupled_weight_decay, grad_scale=None, clip=None, masters=None):
+               bint decoupled_weight_decay, grad_scale=None, clip=None, masters=None,
+               bint exact_fold=False):
     cdef tuple lists = (params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs)
     cdef _Batch b = _batch(lists)
     cdef int nt = _multi_threads(b)
@@ -1290,7 +1292,7 @@ def adam_multi(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, *, double 
     cdef double step_size = sc.step_size, inv_bc2_sqrt = sc.inv_bc2_sqrt, decay = sc.decay
     cdef bint has_wd = weight_decay != 0
     cdef Py_ssize_t c, t, o, T = b.T
-    cdef double fold = _fold(grad_scale, clip, masters, lists)
+    cdef double fold = _fold(grad_scale, clip, masters, lists, exact_fold)
     if fold != 0:  # the gradient's factor folded into sign, exactly: no staging (see _fold)
         sign = sign * fold
         grad_scale = clip = None
@@ -1390,7 +1392,8 @@ def adam_multi(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, *, double 
 
 
 def adamax_multi(params, grads, exp_avgs, exp_infs, *, double step, double lr, double beta1, double beta2, double eps,
-                 double weight_decay, bint maximize, grad_scale=None, clip=None, masters=None):
+                 double weight_decay, bint maximize, grad_scale=None, clip=None, masters=None,
+                 bint exact_fold=False):
     cdef tuple lists = (params, grads, exp_avgs, exp_infs)
     cdef _Batch b = _batch(lists)
     cdef int nt = _multi_threads(b)
@@ -1398,7 +1401,7 @@ def adamax_multi(params, grads, exp_avgs, exp_infs, *, double step, double lr, d
     cdef double step_size = _adamax_step_size(step, lr, beta1)
     cdef bint has_wd = weight_decay != 0
     cdef Py_ssize_t c, t, o, T = b.T
-    cdef double fold = _fold(grad_scale, clip, masters, lists)
+    cdef double fold = _fold(grad_scale, clip, masters, lists, exact_fold)
     if fold != 0:  # the gradient's factor folded into sign, exactly: no staging (see _fold)
         sign = sign * fold
         grad_scale = clip = None
@@ -1482,7 +1485,8 @@ def adamax_multi(params, grads, exp_avgs, exp_infs, *, double step, double lr, d
 
 
 def nadam_multi(params, grads, exp_avgs, exp_avg_sqs, *, step, mu_product, double lr, double beta1, double beta2,
-                double eps, double weight_decay, double momentum_decay, bint maximize, bint decoupled_weight_decay, grad_scale=None, clip=None, masters=None):
+                double eps, double weight_decay, double momentum_decay, bint maximize, bint decoupled_weight_decay, grad_scale=None, clip=None, masters=None,
+                bint exact_fold=False):
     cdef tuple lists = (params, grads, exp_avgs, exp_avg_sqs)
     cdef _Batch b = _batch(lists)
     cdef int nt = _multi_threads(b)
@@ -1492,7 +1496,7 @@ def nadam_multi(params, grads, exp_avgs, exp_avg_sqs, *, step, mu_product, doubl
     cdef _NAdamScalars sc = _nadam_scalars(step, mu_product, lr, beta1, beta2, momentum_decay)
     cdef double coef_grad = sc.coef_grad, coef_avg = sc.coef_avg, inv_bc2 = sc.inv_bc2
     cdef Py_ssize_t c, t, o, T = b.T
-    cdef double fold = _fold(grad_scale, clip, masters, lists)
+    cdef double fold = _fold(grad_scale, clip, masters, lists, exact_fold)
     if fold != 0:  # the gradient's factor folded into sign, exactly: no staging (see _fold)
         sign = sign * fold
         grad_scale = clip = None
@@ -1584,7 +1588,8 @@ def nadam_multi(params, grads, exp_avgs, exp_avg_sqs, *, step, mu_product, doubl
 
 
 def radam_multi(params, grads, exp_avgs, exp_avg_sqs, *, step, double lr, double beta1, double beta2, double eps,
-                double weight_decay, bint maximize, bint decoupled_weight_decay, grad_scale=None, clip=None, masters=None):
+                double weight_decay, bint maximize, bint decoupled_weight_decay, grad_scale=None, clip=None, masters=None,
+                bint exact_fold=False):
     cdef tuple lists = (params, grads, exp_avgs, exp_avg_sqs)
     cdef _Batch b = _batch(lists)
     cdef int nt = _multi_threads(b)
@@ -1595,7 +1600,7 @@ def radam_multi(params, grads, exp_avgs, exp_avg_sqs, *, step, double lr, double
     cdef bint rect = sc.rect
     cdef double step_size = sc.step_size
     cdef Py_ssize_t c, t, o, T = b.T
-    cdef double fold = _fold(grad_scale, clip, masters, lists)
+    cdef double fold = _fold(grad_scale, clip, masters, lists, exact_fold)
     if fold != 0:  # the gradient's factor folded into sign, exactly: no staging (see _fold)
         sign = sign * fold
         grad_scale = clip = None
@@ -1687,7 +1692,8 @@ def radam_multi(params, grads, exp_avgs, exp_avg_sqs, *, step, double lr, double
 
 
 def adagrad_multi(params, grads, state_sums, *, step, double lr, double lr_decay, double weight_decay, double eps,
-                  bint maximize, grad_scale=None, clip=None, masters=None):
+                  bint maximize, grad_scale=None, clip=None, masters=None,
+                  bint exact_fold=False):
     cdef tuple lists = (params, grads, state_sums)
     cdef _Batch b = _batch(lists)
     cdef int nt = _multi_threads(b)
@@ -1695,7 +1701,7 @@ def adagrad_multi(params, grads, state_sums, *, step, double lr, double lr_decay
     cdef bint has_wd = weight_decay != 0
     cdef double clr = _adagrad_clr(step, lr, lr_decay)
     cdef Py_ssize_t c, t, o, T = b.T
-    cdef double fold = _fold(grad_scale, clip, masters, lists)
+    cdef double fold = _fold(grad_scale, clip, masters, lists, exact_fold)
     if fold != 0:  # the gradient's factor folded into sign, exactly: no staging (see _fold)
         sign = sign * fold
         grad_scale = clip = None
@@ -1771,14 +1777,15 @@ def adagrad_multi(params, grads, state_sums, *, step, double lr, double lr_decay
 
 
 def adadelta_multi(params, grads, square_avgs, acc_deltas, *, double lr, double rho, double eps,
-                   double weight_decay, bint maximize, grad_scale=None, clip=None, masters=None):
+                   double weight_decay, bint maximize, grad_scale=None, clip=None, masters=None,
+                   bint exact_fold=False):
     cdef tuple lists = (params, grads, square_avgs, acc_deltas)
     cdef _Batch b = _batch(lists)
     cdef int nt = _multi_threads(b)
     cdef double sign = -1.0 if maximize else 1.0
     cdef bint has_wd = weight_decay != 0
     cdef Py_ssize_t c, t, o, T = b.T
-    cdef double fold = _fold(grad_scale, clip, masters, lists)
+    cdef double fold = _fold(grad_scale, clip, masters, lists, exact_fold)
     if fold != 0:  # the gradient's factor folded into sign, exactly: no staging (see _fold)
         sign = sign * fold
         grad_scale = clip = None
@@ -1862,7 +1869,8 @@ def adadelta_multi(params, grads, square_avgs, acc_deltas, *, double lr, double 
 
 
 def rmsprop_multi(params, grads, square_avgs, momentum_buffers, grad_avgs, *, double lr, double alpha,
-                  double eps, double weight_decay, double momentum, bint centered, bint maximize, grad_scale=None, clip=None, masters=None):
+                  double eps, double weight_decay, double momentum, bint centered, bint maximize, grad_scale=None, clip=None, masters=None,
+                  bint exact_fold=False):
     cdef tuple lists = (params, grads, square_avgs, momentum_buffers, grad_avgs)
     cdef _Batch b = _batch(lists)
     cdef int nt = _multi_threads(b)
@@ -1870,7 +1878,7 @@ def rmsprop_multi(params, grads, square_avgs, momentum_buffers, grad_avgs, *, do
     cdef bint has_wd = weight_decay != 0
     cdef bint has_mom = momentum > 0
     cdef Py_ssize_t c, t, o, T = b.T
-    cdef double fold = _fold(grad_scale, clip, masters, lists)
+    cdef double fold = _fold(grad_scale, clip, masters, lists, exact_fold)
     if fold != 0:  # the gradient's factor folded into sign, exactly: no staging (see _fold)
         sign = sign * fold
         grad_scale = clip = None
@@ -1962,7 +1970,8 @@ def rmsprop_multi(params, grads, square_avgs, momentum_buffers, grad_avgs, *, do
 
 
 def lion_multi(params, grads, exp_avgs, *, double lr, double beta1, double beta2, double weight_decay,
-               bint maximize, grad_scale=None, clip=None, masters=None):
+               bint maximize, grad_scale=None, clip=None, masters=None,
+               bint exact_fold=False):
     cdef tuple lists = (params, grads, exp_avgs)
     cdef _Batch b = _batch(lists)
     cdef int nt = _multi_threads(b)
@@ -1970,7 +1979,7 @@ def lion_multi(params, grads, exp_avgs, *, double lr, double beta1, double beta2
     cdef bint has_wd = weight_decay != 0
     cdef double decay = 1.0 - lr * weight_decay
     cdef Py_ssize_t c, t, o, T = b.T
-    cdef double fold = _fold(grad_scale, clip, masters, lists)
+    cdef double fold = _fold(grad_scale, clip, masters, lists, exact_fold)
     if fold != 0:  # the gradient's factor folded into sign, exactly: no staging (see _fold)
         sign = sign * fold
         grad_scale = clip = None

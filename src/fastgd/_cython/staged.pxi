@@ -149,21 +149,32 @@ cdef _Staging _staging(_Batch b, tuple lists, grad_scale, clip, masters, int nt)
     return st
 
 
-cdef double _fold(grad_scale, clip, masters, tuple lists) except? -1.0:
+cdef double _fold(grad_scale, clip, masters, tuple lists, bint fold) except? -1.0:
     """The factor f with (g / grad_scale) * clip == f * g for every g, bit for bit, or 0 where
     there is none (then the call is staged).  Every rule multiplies the loaded gradient by
     ``sign`` (+-1) first, so f folds into it: ``sign * ((g / s) * c) == (sign * f) * g``.
     * clip alone: f = clip (rounded to the compute dtype, as the spec rounds it);
     * a power-of-two scale alone: f = 1 / scale, exact, and g * 2**-k is g / 2**k exactly (one
       correctly rounded operation on the same real number, subnormal results included);
-    * both: not folded (g / 2**k may round where it underflows, and then the product rounds
-      again); masters: staged."""
+    * both, with ``fold`` (no nonzero |g| < scale * 2**-126, checked by the norm pass): f =
+      clip * 2**-k, exact, and (g / 2**k) * clip == g * f since g / 2**k is then exact; without
+      ``fold`` it is staged (g / 2**k may round where it underflows, then the product again);
+    * masters: staged."""
     cdef double s, m
     cdef int e
+    cdef double c
     if masters is not None or (grad_scale is None and clip is None):
         return 0.0
     if grad_scale is not None and clip is not None:
-        return 0.0
+        # both: exact only where no g / 2**k underflows, which the norm pass has checked
+        # (``fold``: no nonzero |g| below scale * 2**-126; see fastgd.multi._extras)
+        if not fold:
+            return 0.0
+        c = _fold(None, clip, None, lists, False)  # the clip in the compute dtype
+        s = _fold(grad_scale, None, None, lists, False)  # 1 / scale, or 0
+        if c == 0 or s == 0 or c * s < 1.1754943508222875e-38:  # the product must be a normal float32
+            return 0.0
+        return c * s
     if clip is not None:
         m = clip
         if m != m:
@@ -251,21 +262,25 @@ cdef extern from *:
        four vector accumulators deep, so the adds' latency does not bound the loop */
     #define FGD_SUMSQ_LOOP(LOAD)                                                   \
         for (i = 0; i + 32 <= n; i += 32)                                         \
-            for (j = 0; j < 32; j++) { double v = (double)(LOAD(i + j)); acc[j] += v * v; } \
-        for (; i < n; i++) { double v = (double)(LOAD(i)); acc[0] += v * v; }
+            for (j = 0; j < 32; j++) { double v = (double)(LOAD(i + j)); acc[j] += v * v;  \
+                                       tn |= (v != 0) & (v < thr) & (v > -thr); }  \
+        for (; i < n; i++) { double v = (double)(LOAD(i)); acc[0] += v * v; tn |= (v != 0) & (v < thr) & (v > -thr); }
     #define FGD_LD_D(k) (((const double*)src)[k])
     #define FGD_LD_F(k) (((const float*)src)[k])
     #define FGD_LD_H(k) (fgd_f16_f32(((const uint16_t*)src)[k]))
     #define FGD_LD_B(k) (fgd_bf16_f32(((const uint16_t*)src)[k]))
-    static double fgd_sumsq(int kind, int isz, const void* src, Py_ssize_t n) {
+    /* ... and *tiny = 1 if some nonzero |g| < thr */
+    static double fgd_sumsq(int kind, int isz, const void* src, Py_ssize_t n, double thr, int* tiny) {
         double acc[32] = {0};
         double t = 0;
+        int tn = 0;
         Py_ssize_t i, j;
         if (isz == 8) { FGD_SUMSQ_LOOP(FGD_LD_D) }
         else if (kind == 0) { FGD_SUMSQ_LOOP(FGD_LD_F) }
         else if (kind == 1) { FGD_SUMSQ_LOOP(FGD_LD_H) }
         else { FGD_SUMSQ_LOOP(FGD_LD_B) }
         for (j = 0; j < 32; j++) t += acc[j];
+        *tiny = tn;
         return t;
     }
     /* divide in place by scale (in the compute dtype), 1 if any value was NaN or inf before */
@@ -292,7 +307,7 @@ cdef extern from *:
         return bad;
     }
     """
-    double fgd_sumsq(int kind, int isz, const void* src, Py_ssize_t n) nogil
+    double fgd_sumsq(int kind, int isz, const void* src, Py_ssize_t n, double thr, int* tiny) nogil
     int fgd_unscale(int kind, int isz, void* p, Py_ssize_t n, double scale) nogil
 
 
@@ -303,15 +318,18 @@ def _by_dtype(list arrays):
     return list(groups.values())
 
 
-def global_norm(list grads, grad_scale=None):
+def global_norm(list grads, grad_scale=None, double tiny_below=0.0):
     """fastgd.multi.global_norm's kernel (grads validated): the float64-accumulated L2 norm,
     divided by grad_scale.  Per chunk one partial sum, added in chunk order: the result does
-    not depend on the thread count."""
+    not depend on the thread count.  With ``tiny_below`` > 0: (norm, whether some nonzero
+    gradient value is smaller than it in magnitude), for the exact fold of a scale and a clip
+    (see _fold)."""
     cdef _Batch b
     cdef double total = 0.0
     cdef double* part
+    cdef int* tiny
     cdef Py_ssize_t c
-    cdef int nt, kind, isz
+    cdef int nt, kind, isz, any_tiny = 0
     for group in _by_dtype(grads):
         b = _batch((group,))
         if b.nchunks == 0:
@@ -320,15 +338,22 @@ def global_norm(list grads, grad_scale=None):
         kind = _kind(group[0])
         isz = cnp.PyArray_ITEMSIZE(<cnp.ndarray>group[0])
         part = <double*>malloc(sizeof(double) * b.nchunks)
-        if part == NULL:
+        tiny = <int*>malloc(sizeof(int) * b.nchunks)
+        if part == NULL or tiny == NULL:
+            free(part)
+            free(tiny)
             raise MemoryError()
         for c in prange(b.nchunks, schedule="static", num_threads=nt, use_threads_if=nt > 1, nogil=True):
-            part[c] = fgd_sumsq(kind, isz, <char*>b.ptr[b.ct[c]] + b.co[c] * isz, b.cn[c])
+            part[c] = fgd_sumsq(kind, isz, <char*>b.ptr[b.ct[c]] + b.co[c] * isz, b.cn[c], tiny_below, &tiny[c])
         for c in range(b.nchunks):
             total = total + part[c]
+            any_tiny = any_tiny | tiny[c]
         free(part)
+        free(tiny)
     norm = sqrt(total)
-    return norm if grad_scale is None else norm / grad_scale
+    if grad_scale is not None:
+        norm = norm / grad_scale
+    return (norm, bool(any_tiny)) if tiny_below > 0 else norm
 
 
 def unscale_and_check(list grads, double scale, found_inf):
