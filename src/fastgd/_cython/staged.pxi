@@ -259,12 +259,21 @@ cdef inline floating* _sp(_Sb* s, int tid, int k, floating dummy) noexcept nogil
 cdef extern from *:
     """
     /* sum of squares in double, 32 independent partial sums: vectorizes without reassociation,
-       four vector accumulators deep, so the adds' latency does not bound the loop */
-    #define FGD_SUMSQ_LOOP(LOAD)                                                   \
+       four vector accumulators deep, so the adds' latency does not bound the loop; fused
+       multiply-adds where the target has them (the norm is not bit-specified across backends,
+       only float64-accumulated).  With thr > 0 the same loop also flags a nonzero |g| < thr,
+       compared in the array's own precision (float32 for the 2- and 4-byte dtypes). */
+    #ifdef __FMA__
+    #define FGD_ACC(a, v) a = __builtin_fma(v, v, a)
+    #else
+    #define FGD_ACC(a, v) a += (v) * (v)
+    #endif
+    #define FGD_SUMSQ_LOOP(T, LOAD, CHECK)                                          \
         for (i = 0; i + 32 <= n; i += 32)                                         \
-            for (j = 0; j < 32; j++) { double v = (double)(LOAD(i + j)); acc[j] += v * v;  \
-                                       tn |= (v != 0) & (v < thr) & (v > -thr); }  \
-        for (; i < n; i++) { double v = (double)(LOAD(i)); acc[0] += v * v; tn |= (v != 0) & (v < thr) & (v > -thr); }
+            for (j = 0; j < 32; j++) { T x = LOAD(i + j); double v = (double)x; FGD_ACC(acc[j], v); \
+                                       if (CHECK) tn |= (x != 0) & (x < tt) & (x > -tt); } \
+        for (; i < n; i++) { T x = LOAD(i); double v = (double)x; FGD_ACC(acc[0], v);       \
+                             if (CHECK) tn |= (x != 0) & (x < tt) & (x > -tt); }
     #define FGD_LD_D(k) (((const double*)src)[k])
     #define FGD_LD_F(k) (((const float*)src)[k])
     #define FGD_LD_H(k) (fgd_f16_f32(((const uint16_t*)src)[k]))
@@ -275,10 +284,20 @@ cdef extern from *:
         double t = 0;
         int tn = 0;
         Py_ssize_t i, j;
-        if (isz == 8) { FGD_SUMSQ_LOOP(FGD_LD_D) }
-        else if (kind == 0) { FGD_SUMSQ_LOOP(FGD_LD_F) }
-        else if (kind == 1) { FGD_SUMSQ_LOOP(FGD_LD_H) }
-        else { FGD_SUMSQ_LOOP(FGD_LD_B) }
+        if (isz == 8) {
+            double tt = thr;
+            if (thr > 0) { FGD_SUMSQ_LOOP(double, FGD_LD_D, 1) } else { FGD_SUMSQ_LOOP(double, FGD_LD_D, 0) }
+        } else {
+            float tt = (float)thr;  /* thr: scale * 2**-126 for a power-of-two scale, exact in float32 */
+            if (thr > 0 && tt == 0) tt = 1.1754943508222875e-38f;
+            if (kind == 0) {
+                if (thr > 0) { FGD_SUMSQ_LOOP(float, FGD_LD_F, 1) } else { FGD_SUMSQ_LOOP(float, FGD_LD_F, 0) }
+            } else if (kind == 1) {
+                if (thr > 0) { FGD_SUMSQ_LOOP(float, FGD_LD_H, 1) } else { FGD_SUMSQ_LOOP(float, FGD_LD_H, 0) }
+            } else {
+                if (thr > 0) { FGD_SUMSQ_LOOP(float, FGD_LD_B, 1) } else { FGD_SUMSQ_LOOP(float, FGD_LD_B, 0) }
+            }
+        }
         for (j = 0; j < 32; j++) t += acc[j];
         *tiny = tn;
         return t;
