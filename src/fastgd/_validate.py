@@ -5,6 +5,7 @@ raises has changed nothing.  Type problems raise ``TypeError``, bad values ``Val
 every message names the argument.
 """
 import operator
+import sys
 
 import numpy as np
 
@@ -33,8 +34,12 @@ F32 = np.dtype(np.float32)
 def is_half(dt):
     """float16 (native byte order), or ml_dtypes' bfloat16 (recognised without importing
     ml_dtypes: an array of it can only exist once the caller has imported it)."""
-    return dt.itemsize == 2 and dt.isnative and (dt.char == "e" or
-                                                 (dt.name == "bfloat16" and dt.type.__module__ == "ml_dtypes"))
+    if dt.itemsize != 2 or not dt.isnative:
+        return False
+    if dt.char == "e":
+        return True
+    mod = sys.modules.get("ml_dtypes")  # the very bfloat16 type, not one that calls itself so
+    return mod is not None and dt.type is getattr(mod, "bfloat16", None)
 
 
 def param_dtype_ok(dt):

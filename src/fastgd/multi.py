@@ -156,7 +156,7 @@ def _overlaps(names, lists, n_readonly):
             continue
         written = k == 0 or k > n_readonly
         for t, a in enumerate(lst):
-            if params[t].size == 0:
+            if a is None or params[t].size == 0:  # (None: a float32 tensor's master in a mixed call)
                 continue
             lo = a.__array_interface__["data"][0]
             ranges.append((lo, lo + a.nbytes, written, k, t))
@@ -246,7 +246,7 @@ def _run(rule, impl, lists, mixed, kw, ext=None):
     gs, clip, masters, fold = (None, None, None, False) if ext is None else ext
     for idx in _groups(lists):
         sub = [None if lst is None else [lst[t] for t in idx] for lst in lists]
-        sub_m = None if masters is None else [masters[t] for t in idx]
+        sub_m = None if masters is None or masters[idx[0]] is None else [masters[t] for t in idx]
         _staged_call(impl, rule, sub, kw, gs, clip, sub_m, fold)
     return params
 
@@ -276,36 +276,65 @@ class _Clip(float):
     __slots__ = ()
 
 
-def _extras(names, lists, grad_scale, found_inf, max_norm, masters, backend_impl, master_name="master_params"):
-    """Check the fused extras of a call whose arrays are checked: returns None when
-    ``found_inf`` says skip (nothing may be written), else (grad_scale, clip, masters) with
-    ``clip`` the global-norm factor (None without ``max_norm``)."""
+def _extras_pre(grad_scale, found_inf, max_norm, masters, master_name="master_params"):
+    """The extras' checks that may run the caller's code (``float()`` of a number type, the
+    ``__iter__`` of a list type): done *before* the arrays are checked, so that nothing of the
+    caller's runs between those checks and the kernel.  Returns (grad_scale as a float or None,
+    skip: found_inf is nonzero, max_norm as a float (or the optimizer's _Clip) or None, masters
+    as a new list or None)."""
     gs = None if grad_scale is None else V.grad_scale(grad_scale)
     skip = found_inf is not None and V.found_inf(found_inf) != 0.0
-    mn = None if max_norm is None or type(max_norm) is _Clip else V.max_norm(max_norm)
-    params = lists[0]
+    mn = None if max_norm is None else (max_norm if type(max_norm) is _Clip else V.max_norm(max_norm))
     if masters is not None:
         if not isinstance(masters, (list, tuple)):
             raise TypeError("%s must be a list of numpy arrays, got %s" % (master_name, type(masters).__name__))
         masters = list(masters)
+    return gs, skip, mn, masters
+
+
+def _extras(names, lists, pre, found_inf, backend_impl, master_name="master_params"):
+    """Check the fused extras of a call whose arrays are checked (``pre``: from
+    :func:`_extras_pre`): returns None when ``found_inf`` says skip (nothing may be written),
+    else (grad_scale, clip, masters, fold) with ``clip`` the global-norm factor (None without
+    ``max_norm``) and ``fold`` whether a power-of-two scale >= 1 and the clip may be folded
+    into one exact factor (see _staged_call)."""
+    gs, skip, mn, masters = pre
+    params = lists[0]
+    if masters is not None:
         if len(masters) != len(params):
             raise ValueError("%s has %d arrays but %s has %d" % (master_name, len(masters), names[0], len(params)))
+        any_master = any(m is not None for m in masters)
         for t, m in enumerate(masters):
+            half = V.is_half(params[t].dtype)
+            if m is None and not half:
+                continue  # float32/float64 tensors of a mixed call have no master
+            if m is None and any_master:
+                raise TypeError("%s[%d] is required, got None: %s[%d] has dtype %s, and a call with masters has "
+                                "one for every float16/bfloat16 param (None only for float32/float64 ones)"
+                                % (master_name, t, names[0], t, params[t].dtype))
             V.master("%s[%d]" % (master_name, t), m, params[t], ())
-        _overlaps(tuple(names) + (master_name,), tuple(lists) + (masters,), 1)
-        if found_inf is not None:
-            for t, m in enumerate(masters):
-                if m.size and np.may_share_memory(m, found_inf):
-                    raise ValueError("%s[%d] and found_inf overlap in memory" % (master_name, t))
+        if not any_master:
+            masters = None
+        else:
+            _overlaps(tuple(names) + (master_name,), tuple(lists) + (masters,), 1)
+    if found_inf is not None:  # only read (before the kernel), but it must not be an array the call writes
+        for k, lst in enumerate(tuple(lists) + (masters,)):
+            if lst is None:
+                continue
+            for t, a in enumerate(lst):
+                if a is not None and a.size and np.may_share_memory(a, found_inf):
+                    raise ValueError("%s[%d] and found_inf overlap in memory; every array must be a separate buffer"
+                                     % ((tuple(names) + (master_name,))[k], t))
     if skip:
         return None
     clip = None
     fold = False
-    if type(max_norm) is _Clip:
-        clip = float(max_norm)
+    if type(mn) is _Clip:
+        clip = float(mn)
     elif mn is not None:
-        if gs is not None and getattr(backend_impl, "STAGED", False):
-            # the norm pass also says whether a scale and the clip may fold into one factor
+        if gs is not None and gs >= 1.0 and getattr(backend_impl, "STAGED", False):
+            # the norm pass also says whether the scale and the clip may fold into one factor:
+            # with scale >= 1, g / scale cannot overflow; it is exact unless it underflows
             norm, tiny = backend_impl.global_norm(lists[1], gs, gs * 2.0 ** -126)
             fold = not tiny
         else:
@@ -341,9 +370,9 @@ def global_norm(grads, *, grad_scale=None, backend=None):
         >>> fastgd.multi.global_norm([np.full(4, 1.5, np.float32), np.zeros(3)])
         3.0
     """
+    gs = None if grad_scale is None else V.grad_scale(grad_scale)  # first: it may run the caller's __float__
     impl = backend_module(backend)
     grads = _grad_list("grads", grads)
-    gs = None if grad_scale is None else V.grad_scale(grad_scale)
     return _global_norm(impl, grads, gs)
 
 
@@ -359,13 +388,13 @@ def unscale_and_check(grads, scale, found_inf, *, backend=None):
     The fused alternative: pass ``grad_scale=`` and ``found_inf=`` to the step itself (the
     gradient is then divided as it is loaded, and never rewritten).
     """
+    s = V.grad_scale(scale, "scale")  # first: it may run the caller's __float__
+    V.found_inf(found_inf)
     impl = backend_module(backend)
     grads = _grad_list("grads", grads)
     for t, g in enumerate(grads):
         if not g.flags.writeable:
             raise ValueError("grads[%d] must be writeable (it is unscaled in place)" % t)
-    s = V.grad_scale(scale, "scale")
-    V.found_inf(found_inf)
     if not found_inf.flags.writeable:
         raise ValueError("found_inf must be writeable (it is set to 1.0 when a value is not finite)")
     _overlaps(("grads",), (grads,), 0)
@@ -394,17 +423,21 @@ _EXTRAS_DOC = """
     params).  See :func:`fastgd.adam_step`."""
 
 
-def _go(rule, backend, lists, kw, grad_scale=None, found_inf=None, max_norm=None, master_params=None):
+def _go(rule, backend, lists, kw, grad_scale=None, found_inf=None, max_norm=None, master_params=None, pre=None):
     """Check the lists (params, grads, every state list, optional ones included when given),
     then run on those the call uses (``Rule.arrays``).  The backend is resolved first, so that
-    no code of the caller's runs between the checks and the kernel.  Returns ``params``
-    (untouched when ``found_inf`` said skip)."""
+    no code of the caller's runs between the checks and the kernel (the extras' own checks,
+    which may, come before both: ``pre``).  Returns ``params`` (untouched when ``found_inf``
+    said skip)."""
+    extras = grad_scale is not None or found_inf is not None or max_norm is not None or master_params is not None
+    if extras and pre is None:
+        pre = _extras_pre(grad_scale, found_inf, max_norm, master_params)
     impl = backend_module(backend)
     checked, mixed = _check_arrays(rule.multi_names, lists, 1, rule.optional)
     checked = rule.arrays(kw, checked, rule.multi_names)
     ext = None
-    if grad_scale is not None or found_inf is not None or max_norm is not None or master_params is not None:
-        ext = _extras(rule.multi_names, checked, grad_scale, found_inf, max_norm, master_params, impl)
+    if extras:
+        ext = _extras(rule.multi_names, checked, pre, found_inf, impl)
         if ext is None:
             return lists[0]
         if ext[:3] == (None, None, None):
@@ -470,11 +503,13 @@ def nadam_step(params, grads, exp_avgs, exp_avg_sqs, mu_product=None, *, step, l
     kw = S._NADAM.check(step, lr=lr, beta1=beta1, beta2=beta2, eps=eps, weight_decay=weight_decay,
                         momentum_decay=momentum_decay, decoupled_weight_decay=decoupled_weight_decay,
                         maximize=maximize)
+    pre = _extras_pre(grad_scale, found_inf, max_norm, master_params)
     lists = _as_lists(S._NADAM.multi_names, (params, grads, exp_avgs, exp_avg_sqs))
-    kw["mu_product"] = S._mu_product_before(mu_product, kw, lambda k, t: "%s[%d]" % (S._NADAM.multi_names[k], t),
-                                            lists)
-    _go(S._NADAM, backend, lists, kw, grad_scale, found_inf, max_norm, master_params)
-    if not S._skipped(found_inf):  # (checked by _go) a skipped step does not advance the product
+    names = S._NADAM.multi_names + ("master_params",)
+    kw["mu_product"] = S._mu_product_before(mu_product, kw, lambda k, t: "%s[%d]" % (names[k], t),
+                                            lists + (pre[3] if master_params is not None else None,))
+    _go(S._NADAM, backend, lists, kw, grad_scale, found_inf, max_norm, master_params, pre)
+    if not pre[1]:  # a skipped step (found_inf, read once before the checks) does not advance the product
         S._mu_product_after(mu_product, kw)
     return params
 

@@ -65,40 +65,47 @@ _SGD, _ADAM, _ADAMW, _ADAMAX, _NADAM, _RADAM, _ADAGRAD, _ADADELTA, _RMSPROP, _LI
                        "lion"))
 
 
-def _run(rule, backend, given, kw, grad_scale=None, found_inf=None, max_norm=None, master_param=None):
+def _run(rule, backend, given, kw, grad_scale=None, found_inf=None, max_norm=None, master_param=None, pre=None):
     """Check the arrays (``given``: param, grad, every state array, optional ones included
     when given), then run the backend's kernel (not on empty arrays) on those the call uses.
-    Half-precision arrays and the fused extras take :func:`_staged`."""
+    Half-precision arrays and the fused extras take :func:`_staged`; the extras' own checks,
+    which may run the caller's code (``float()`` of a number type), come first of all."""
+    extras = grad_scale is not None or found_inf is not None or max_norm is not None or master_param is not None
+    if extras and pre is None:
+        pre = _extras_pre(grad_scale, found_inf, max_norm, master_param)
     impl = backend_module(backend)  # first: no code of the caller's runs between the checks and the kernel
+    if extras:
+        return _staged(rule, impl, given, kw, found_inf, master_param, pre, False)
     if not V.arrays_ok(given, 1, rule.optional) and V.is_half(V.arrays(rule.array_names, given, 1, rule.optional)):
-        return _staged(rule, impl, given, kw, grad_scale, found_inf, max_norm, master_param)
-    if grad_scale is not None or found_inf is not None or max_norm is not None or master_param is not None:
-        return _staged(rule, impl, given, kw, grad_scale, found_inf, max_norm, master_param)
+        return _staged(rule, impl, given, kw, None, None, None, True)
     arrs = rule.arrays(kw, given)
     if arrs[0].size == 0:
         return arrs[0]
     return getattr(impl, rule.kernel)(*arrs, **kw)
 
 
-def _staged(rule, impl, given, kw, grad_scale, found_inf, max_norm, master_param):
-    """The checked arrays of a call with half-precision arrays or fused extras: the extras
-    checked too, then the one-tensor kernel-level call of :mod:`fastgd.multi`."""
+def _extras_pre(grad_scale, found_inf, max_norm, master_param):
+    """fastgd.multi's checks of the extras that precede the array checks (a single call's
+    master as a list of one)."""
     from . import multi as M  # (it imports this module)
+    return M._extras_pre(grad_scale, found_inf, max_norm, None if master_param is None else [master_param])
+
+
+def _staged(rule, impl, given, kw, found_inf, master_param, pre, checked):
+    """A call with half-precision arrays or fused extras: the arrays checked (again, in
+    Python, if the C accept did not take them), then the extras, then the one-tensor
+    kernel-level call of :mod:`fastgd.multi`."""
+    from . import multi as M  # (it imports this module)
+    if not checked:
+        V.arrays_ok(given, 1, rule.optional) or V.arrays(rule.array_names, given, 1, rule.optional)
     arrs = rule.arrays(kw, given)
-    masters = None
     if master_param is not None:
         V.master("master_param", master_param, arrs[0], zip(rule.array_names, arrs))
-        masters = [master_param]
     lists = [None if a is None else [a] for a in arrs]
-    ext = M._extras(rule.array_names, lists, grad_scale, found_inf, max_norm, masters, impl)
+    ext = M._extras(rule.array_names, lists, pre or (None, False, None, None), found_inf, impl, "master_param")
     if ext is not None and arrs[0].size:
         M._staged_call(impl, rule.kernel, lists, kw, *ext)
     return arrs[0]
-
-
-def _skipped(found_inf):
-    """Did ``found_inf`` (already checked) make the step a no-op?"""
-    return found_inf is not None and float(found_inf.reshape(-1)[0]) != 0.0
 
 
 def _adam_hyper(step, lr, beta1, beta2, eps, weight_decay, amsgrad, maximize):
@@ -166,13 +173,16 @@ def _adam(param, grad, exp_avg, exp_avg_sq, step, lr, beta1, beta2, eps, weight_
     if not V.adam_scalars_ok(step, lr, beta1, beta2, eps, weight_decay, amsgrad, maximize):
         step, lr, beta1, beta2, eps, weight_decay, amsgrad, maximize = _adam_hyper(
             step, lr, beta1, beta2, eps, weight_decay, amsgrad, maximize)
-    impl = backend_module(backend)  # first: no code of the caller's runs between the checks and the kernel
     arrs = (param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq)  # checked when given, used with amsgrad
-    if (not V.arrays_ok(arrs, 1, _ADAM_OPTIONAL) and V.is_half(V.arrays(_ADAM.array_names, arrs, 1, _ADAM_OPTIONAL))
-            or grad_scale is not None or found_inf is not None or max_norm is not None or master_param is not None):
+    if grad_scale is not None or found_inf is not None or max_norm is not None or master_param is not None:
         kw = dict(step=step, lr=lr, beta1=beta1, beta2=beta2, eps=eps, weight_decay=weight_decay, amsgrad=amsgrad,
                   maximize=maximize, decoupled_weight_decay=decoupled)
-        return _staged(_ADAM, impl, arrs, kw, grad_scale, found_inf, max_norm, master_param)
+        return _run(_ADAM, backend, arrs, kw, grad_scale, found_inf, max_norm, master_param)
+    impl = backend_module(backend)  # first: no code of the caller's runs between the checks and the kernel
+    if not V.arrays_ok(arrs, 1, _ADAM_OPTIONAL) and V.is_half(V.arrays(_ADAM.array_names, arrs, 1, _ADAM_OPTIONAL)):
+        kw = dict(step=step, lr=lr, beta1=beta1, beta2=beta2, eps=eps, weight_decay=weight_decay, amsgrad=amsgrad,
+                  maximize=maximize, decoupled_weight_decay=decoupled)
+        return _staged(_ADAM, impl, arrs, kw, None, None, None, True)
     if amsgrad:
         V.required("max_exp_avg_sq", max_exp_avg_sq, "amsgrad=True")
     else:
@@ -253,10 +263,14 @@ def nadam_step(param, grad, exp_avg, exp_avg_sq, mu_product=None, *, step, lr=2e
     """
     kw = _NADAM.check(step, lr=lr, beta1=beta1, beta2=beta2, eps=eps, weight_decay=weight_decay,
                       momentum_decay=momentum_decay, decoupled_weight_decay=decoupled_weight_decay, maximize=maximize)
-    kw["mu_product"] = _mu_product_before(mu_product, kw, lambda k, t: _NADAM.array_names[k],
-                                          ((param,), (grad,), (exp_avg,), (exp_avg_sq,)))
-    _run(_NADAM, backend, (param, grad, exp_avg, exp_avg_sq), kw, grad_scale, found_inf, max_norm, master_param)
-    if not _skipped(found_inf):  # (checked by _run) a skipped step does not advance the product
+    pre = None
+    if grad_scale is not None or found_inf is not None or max_norm is not None or master_param is not None:
+        pre = _extras_pre(grad_scale, found_inf, max_norm, master_param)
+    kw["mu_product"] = _mu_product_before(mu_product, kw, lambda k, t: (_NADAM.array_names + ("master_param",))[k],
+                                          ((param,), (grad,), (exp_avg,), (exp_avg_sq,), (master_param,)))
+    _run(_NADAM, backend, (param, grad, exp_avg, exp_avg_sq), kw, grad_scale, found_inf, max_norm, master_param,
+         pre)
+    if pre is None or not pre[1]:  # a skipped step (found_inf, read once before the checks) keeps the product
         _mu_product_after(mu_product, kw)
     return param
 
