@@ -1016,3 +1016,36 @@ def test_scale_and_clip_with_gradients_that_underflow_when_unscaled(momentum, ba
         assert not np.array_equal((g / np.float32(1024)) * c, g * (c * np.float32(2.0 ** -10)))
     for a, want in zip(*results):
         assert np.array_equal(a.view(np.uint32), want.view(np.uint32))
+
+
+@pytest.mark.parametrize("state", ["float16", "float32"])
+def test_float16_nan_payloads_pass_through_like_numpy(state, backend):
+    """AMSGrad's max passes a stored NaN through without arithmetic, so the float16 loops'
+    conversions (the hardware's, with the software rule for blocks holding a NaN) must keep a
+    signalling NaN's and a quiet NaN's payload bits exactly as NumPy's casts do; every 16-block
+    alignment is covered (NaNs at several offsets of an odd-sized array)."""
+    n = 77
+    rng = np.random.default_rng(7)
+    base = rng.standard_normal(n).astype(np.float16)
+    nan_bits = np.array([0x7c01, 0x7e05, 0xfc11, 0x7dff, 0xfe00], np.uint16)
+    out = []
+    for b in (backend, "numpy"):
+        p = base.copy()
+        g = (base * np.float16(0.5)).copy()
+        m = np.zeros(n, state)
+        v = np.full(n, 0.25, state)
+        vmax = np.full(n, 0.5, np.float16 if state == "float16" else np.float32)
+        if state == "float16":
+            bits = vmax.view(np.uint16)
+            bits[[0, 15, 16, 33, 76]] = nan_bits
+        else:
+            vmax[[0, 15, 16, 33, 76]] = np.array([0x7fa00000, 0x7fc00005, 0xff800011, 0x7fffffff, 0xffc00000],
+                                                 np.uint32).view(np.float32)
+        pv = p.view(np.uint16)
+        pv[[3, 20, 40]] = np.array([0x7c03, 0xfe01, 0x7e10], np.uint16)  # NaN params too
+        with np.errstate(all="ignore"):
+            fastgd.adam_step(p, g, m, v, step=2, lr=1e-2, amsgrad=True, max_exp_avg_sq=vmax, backend=b)
+        out.append((p.view(np.uint16).copy(), vmax.view(np.uint16 if state == "float16" else np.uint32).copy(),
+                    m.view(np.uint16 if state == "float16" else np.uint32).copy()))
+    for got, want in zip(*out):
+        assert np.array_equal(got, want)

@@ -167,6 +167,89 @@ cdef inline Py_ssize_t _spn(Py_ssize_t t, Py_ssize_t nt, Py_ssize_t n, const any
     return head + ((n - head) // per_line) * t // nt * per_line
 
 
+# ---------------------------------------------------------------------------------------
+# float16 loops: blocks of 16 elements.  Converting float16 exactly in portable code (NumPy's
+# rounding, subnormals, NaN payloads) costs ~20 vector operations per stored value, which made
+# the float16 loops compute-bound; the hardware's vcvtps2ph/vcvtph2ps (F16C, AVX-512) are one,
+# but GCC 12 does not vectorize conversions from or to _Float16.  So the float16 specializations
+# step 16 elements at a time: the float16 arrays' block is converted into 16 floats by
+# vcvtph2ps, the rule's element function runs on the blocks (float32 arrays stepped in place,
+# a loop GCC vectorizes), and the blocks are stored with vcvtps2ph.  Both conversions are
+# NumPy's for every number and quiet NaN; a block holding a NaN is redone by the software
+# rules (the hardware quiets a signalling NaN, NumPy keeps its bits).
+
+cdef extern from *:
+    """
+    #if defined(__AVX512F__) || defined(__F16C__)
+    #include <immintrin.h>
+    #endif
+    /* 16 float16 values to float32: the hardware's vcvtph2ps (exact), NaN lanes redone by the
+       software rule (the hardware quiets a signalling NaN; NumPy keeps its bits) */
+    static inline void fgd_load16_h16(const uint16_t* s, float* dst) {
+        int j;
+    #if defined(__AVX512F__)
+        __m512 x = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i*)s));
+        _mm512_storeu_ps(dst, x);
+        if (_mm512_cmp_ps_mask(x, x, _CMP_UNORD_Q))
+            for (j = 0; j < 16; j++) dst[j] = fgd_f16_f32(s[j]);
+    #elif defined(__F16C__)
+        __m256 x0 = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i*)s));
+        __m256 x1 = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i*)(s + 8)));
+        _mm256_storeu_ps(dst, x0);
+        _mm256_storeu_ps(dst + 8, x1);
+        if (_mm256_movemask_ps(_mm256_cmp_ps(x0, x0, _CMP_UNORD_Q)) | _mm256_movemask_ps(_mm256_cmp_ps(x1, x1, _CMP_UNORD_Q)))
+            for (j = 0; j < 16; j++) dst[j] = fgd_f16_f32(s[j]);
+    #else
+        for (j = 0; j < 16; j++) dst[j] = fgd_f16_f32(s[j]);
+    #endif
+    }
+    static inline void fgd_store16_h16(const float* src, uint16_t* d) {
+        int j;
+    #if defined(__AVX512F__)
+        __m512 x = _mm512_loadu_ps(src);
+        _mm256_storeu_si256((__m256i*)d, _mm512_cvtps_ph(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+        if (_mm512_cmp_ps_mask(x, x, _CMP_UNORD_Q))
+            for (j = 0; j < 16; j++) d[j] = fgd_f32_f16(src[j]);
+    #elif defined(__F16C__)
+        __m256 x0 = _mm256_loadu_ps(src), x1 = _mm256_loadu_ps(src + 8);
+        _mm_storeu_si128((__m128i*)d, _mm256_cvtps_ph(x0, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+        _mm_storeu_si128((__m128i*)(d + 8), _mm256_cvtps_ph(x1, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+        if (_mm256_movemask_ps(_mm256_cmp_ps(x0, x0, _CMP_UNORD_Q)) | _mm256_movemask_ps(_mm256_cmp_ps(x1, x1, _CMP_UNORD_Q)))
+            for (j = 0; j < 16; j++) d[j] = fgd_f32_f16(src[j]);
+    #else
+        for (j = 0; j < 16; j++) d[j] = fgd_f32_f16(src[j]);
+    #endif
+    }
+    """
+    void fgd_store16_h16(const float* src, unsigned short* d) nogil
+    void fgd_load16_h16(const unsigned short* s, float* dst) nogil
+
+
+cdef Py_ssize_t _blk16 = 16
+
+
+cdef inline float* _bin(const anyst* a, Py_ssize_t i, float* buf) noexcept nogil:
+    """The block [i, i + 16) of a as float32: the array itself (float32), or its float16 values
+    converted into buf; NULL for an unused (NULL) array."""
+    if a == NULL:
+        return NULL
+    if anyst is fgd_h16:
+        fgd_load16_h16(<const unsigned short*>(a + i), buf)
+        return buf
+    elif anyst is float:
+        return <float*>(a + i)
+    else:
+        return NULL  # (no caller: float16 loops mix only float16 and float32)
+
+
+cdef inline void _bout(anyst* a, Py_ssize_t i, float* buf) noexcept nogil:
+    """Store a float16 array's block back (float32 arrays were stepped in place)."""
+    if anyst is fgd_h16:
+        if a != NULL:
+            fgd_store16_h16(buf, <unsigned short*>(a + i))
+
+
+
 cdef inline floating _max_nan(floating a, floating b) noexcept nogil:
     """max(a, b) that propagates NaN from either side, like numpy.maximum.  Written as two
     selects on one comparison each: GCC 12 does not vectorize ``a if (a > b or a != a) else b``."""
@@ -270,6 +353,28 @@ cdef inline void _sgd_at(Py_ssize_t i, pst* p, const pst* g, sst* b, floating si
     _st(p, i, _ld(p, i, sign) - lr * gi)
 
 
+
+cdef void _sgd_h16(Py_ssize_t lo, Py_ssize_t hi, pst* p, const pst* g, sst* b, floating sign, bint has_wd, floating wd, bint has_mom, bint first, bint nesterov, floating momentum, floating omd, floating lr) noexcept nogil:
+    """The float16 loop of [lo, hi): blocks of 16 (see _bin), the rest element by element."""
+    cdef float _b_p[16]
+    cdef float _b_g[16]
+    cdef float _b_b[16]
+    cdef float* _q_p
+    cdef float* _q_g
+    cdef float* _q_b
+    cdef Py_ssize_t i = lo, j, k, bn = _blk16  # a run-time 16: GCC unrolls a literal one fully and then does not vectorize it
+    while i + 16 <= hi:
+        _q_p = _bin(p, i, _b_p)
+        _q_g = _bin(g, i, _b_g)
+        _q_b = _bin(b, i, _b_b)
+        for j in range(bn):
+            _sgd_at(j, _q_p, _q_g, _q_b, sign, has_wd, wd, has_mom, first, nesterov, momentum, omd, lr)
+        _bout(p, i, _q_p)
+        _bout(b, i, _q_b)
+        i = i + 16
+    for k in range(i, hi):
+        _sgd_at(k, p, g, b, sign, has_wd, wd, has_mom, first, nesterov, momentum, omd, lr)
+
 cdef void _sgd(pst* p, const pst* g, sst* b, Py_ssize_t n, int nthreads, floating sign,
                bint has_wd, floating wd, bint has_mom, bint first, bint nesterov, floating momentum,
                floating omd, floating lr) noexcept nogil:
@@ -289,6 +394,13 @@ cdef void _sgd(pst* p, const pst* g, sst* b, Py_ssize_t n, int nthreads, floatin
     # has_mom is a literal in the serial loops: GCC vectorizes the prange loop as it is, but not
     # the plain loop with a run-time condition around the buffer's accesses (1.4 ns/element)
     cdef Py_ssize_t i, t
+    if pst is fgd_h16:  # float16 storage: blocks of 16 with the hardware's conversion (_bin)
+        if nthreads > 1:
+            for t in prange(nthreads, schedule="static", num_threads=nthreads):
+                _sgd_h16(_spn(t, nthreads, n, p), _spn(t + 1, nthreads, n, p), p, g, b, sign, has_wd, wd, has_mom, first, nesterov, momentum, omd, lr)
+        else:
+            _sgd_h16(0, n, p, g, b, sign, has_wd, wd, has_mom, first, nesterov, momentum, omd, lr)
+        return
     cdef Py_ssize_t h = _hd(n, p)
     for i in range(h):  # up to p's first cache-line boundary: the loops below start aligned
         _sgd_at(i, p, g, b, sign, has_wd, wd, has_mom, first, nesterov, momentum, omd, lr)
@@ -352,6 +464,36 @@ cdef inline void _adam_at(Py_ssize_t i, pst* p, const pst* g, sst* m, sst* v,
     _st(p, i, pi - step_size * (mi / denom))
 
 
+
+cdef void _adam_h16(Py_ssize_t lo, Py_ssize_t hi, pst* p, const pst* g, sst* m, sst* v, sst* vmax, floating sign, bint has_wd, bint decoupled, floating wd, floating decay, floating beta1, floating omb1, floating beta2, floating omb2, floating step_size, floating inv_bc2_sqrt, floating eps, bint amsgrad) noexcept nogil:
+    """The float16 loop of [lo, hi): blocks of 16 (see _bin), the rest element by element."""
+    cdef float _b_p[16]
+    cdef float _b_g[16]
+    cdef float _b_m[16]
+    cdef float _b_v[16]
+    cdef float _b_vmax[16]
+    cdef float* _q_p
+    cdef float* _q_g
+    cdef float* _q_m
+    cdef float* _q_v
+    cdef float* _q_vmax
+    cdef Py_ssize_t i = lo, j, k, bn = _blk16  # a run-time 16: GCC unrolls a literal one fully and then does not vectorize it
+    while i + 16 <= hi:
+        _q_p = _bin(p, i, _b_p)
+        _q_g = _bin(g, i, _b_g)
+        _q_m = _bin(m, i, _b_m)
+        _q_v = _bin(v, i, _b_v)
+        _q_vmax = _bin(vmax, i, _b_vmax)
+        for j in range(bn):
+            _adam_at(j, _q_p, _q_g, _q_m, _q_v, _q_vmax, sign, has_wd, decoupled, wd, decay, beta1, omb1, beta2, omb2, step_size, inv_bc2_sqrt, eps, amsgrad)
+        _bout(p, i, _q_p)
+        _bout(m, i, _q_m)
+        _bout(v, i, _q_v)
+        _bout(vmax, i, _q_vmax)
+        i = i + 16
+    for k in range(i, hi):
+        _adam_at(k, p, g, m, v, vmax, sign, has_wd, decoupled, wd, decay, beta1, omb1, beta2, omb2, step_size, inv_bc2_sqrt, eps, amsgrad)
+
 cdef void _adam(pst* p, const pst* g, sst* m, sst* v, sst* vmax,
                 Py_ssize_t n, int nthreads, floating sign, bint has_wd, bint decoupled,
                 floating wd, floating decay, floating beta1, floating omb1, floating beta2,
@@ -379,6 +521,13 @@ cdef void _adam(pst* p, const pst* g, sst* m, sst* v, sst* vmax,
     # amsgrad is a literal in each loop: GCC does not unswitch this loop body on its own, and
     # an if-converted conditional access to vmax does not vectorize.
     cdef Py_ssize_t i, t
+    if pst is fgd_h16:  # float16 storage: blocks of 16 with the hardware's conversion (_bin)
+        if nthreads > 1:
+            for t in prange(nthreads, schedule="static", num_threads=nthreads):
+                _adam_h16(_spn(t, nthreads, n, p), _spn(t + 1, nthreads, n, p), p, g, m, v, vmax, sign, has_wd, decoupled, wd, decay, beta1, omb1, beta2, omb2, step_size, inv_bc2_sqrt, eps, amsgrad)
+        else:
+            _adam_h16(0, n, p, g, m, v, vmax, sign, has_wd, decoupled, wd, decay, beta1, omb1, beta2, omb2, step_size, inv_bc2_sqrt, eps, amsgrad)
+        return
     cdef Py_ssize_t h = _hd(n, p)
     for i in range(h):  # up to p's first cache-line boundary: the loops below start aligned
         _adam_at(i, p, g, m, v, vmax, sign, has_wd, decoupled, wd, decay, beta1, omb1, beta2, omb2, step_size,
@@ -452,6 +601,32 @@ cdef inline void _adamax_at(Py_ssize_t i, pst* p, const pst* g, sst* m, sst* u,
     _st(p, i, _ld(p, i, sign) - step_size * (mi / ui))
 
 
+
+cdef void _adamax_h16(Py_ssize_t lo, Py_ssize_t hi, pst* p, const pst* g, sst* m, sst* u, floating sign, bint has_wd, floating wd, floating beta1, floating omb1, floating beta2, floating eps, floating step_size) noexcept nogil:
+    """The float16 loop of [lo, hi): blocks of 16 (see _bin), the rest element by element."""
+    cdef float _b_p[16]
+    cdef float _b_g[16]
+    cdef float _b_m[16]
+    cdef float _b_u[16]
+    cdef float* _q_p
+    cdef float* _q_g
+    cdef float* _q_m
+    cdef float* _q_u
+    cdef Py_ssize_t i = lo, j, k, bn = _blk16  # a run-time 16: GCC unrolls a literal one fully and then does not vectorize it
+    while i + 16 <= hi:
+        _q_p = _bin(p, i, _b_p)
+        _q_g = _bin(g, i, _b_g)
+        _q_m = _bin(m, i, _b_m)
+        _q_u = _bin(u, i, _b_u)
+        for j in range(bn):
+            _adamax_at(j, _q_p, _q_g, _q_m, _q_u, sign, has_wd, wd, beta1, omb1, beta2, eps, step_size)
+        _bout(p, i, _q_p)
+        _bout(m, i, _q_m)
+        _bout(u, i, _q_u)
+        i = i + 16
+    for k in range(i, hi):
+        _adamax_at(k, p, g, m, u, sign, has_wd, wd, beta1, omb1, beta2, eps, step_size)
+
 cdef void _adamax(pst* p, const pst* g, sst* m, sst* u, Py_ssize_t n, int nthreads,
                   floating sign, bint has_wd, floating wd, floating beta1, floating omb1, floating beta2,
                   floating eps, floating step_size) noexcept nogil:
@@ -469,6 +644,13 @@ cdef void _adamax(pst* p, const pst* g, sst* m, sst* u, Py_ssize_t n, int nthrea
             if sst is not float:
                 return
     cdef Py_ssize_t i, t
+    if pst is fgd_h16:  # float16 storage: blocks of 16 with the hardware's conversion (_bin)
+        if nthreads > 1:
+            for t in prange(nthreads, schedule="static", num_threads=nthreads):
+                _adamax_h16(_spn(t, nthreads, n, p), _spn(t + 1, nthreads, n, p), p, g, m, u, sign, has_wd, wd, beta1, omb1, beta2, eps, step_size)
+        else:
+            _adamax_h16(0, n, p, g, m, u, sign, has_wd, wd, beta1, omb1, beta2, eps, step_size)
+        return
     cdef Py_ssize_t h = _hd(n, p)
     for i in range(h):  # up to p's first cache-line boundary: the loops below start aligned
         _adamax_at(i, p, g, m, u, sign, has_wd, wd, beta1, omb1, beta2, eps, step_size)
@@ -526,6 +708,32 @@ cdef inline void _nadam_at(Py_ssize_t i, pst* p, const pst* g, sst* m, sst* v,
     _st(p, i, pi - coef_avg * (mi / denom))
 
 
+
+cdef void _nadam_h16(Py_ssize_t lo, Py_ssize_t hi, pst* p, const pst* g, sst* m, sst* v, floating sign, bint has_wd, bint decoupled, floating wd, floating decay, floating beta1, floating omb1, floating beta2, floating omb2, floating inv_bc2, floating eps, floating coef_grad, floating coef_avg) noexcept nogil:
+    """The float16 loop of [lo, hi): blocks of 16 (see _bin), the rest element by element."""
+    cdef float _b_p[16]
+    cdef float _b_g[16]
+    cdef float _b_m[16]
+    cdef float _b_v[16]
+    cdef float* _q_p
+    cdef float* _q_g
+    cdef float* _q_m
+    cdef float* _q_v
+    cdef Py_ssize_t i = lo, j, k, bn = _blk16  # a run-time 16: GCC unrolls a literal one fully and then does not vectorize it
+    while i + 16 <= hi:
+        _q_p = _bin(p, i, _b_p)
+        _q_g = _bin(g, i, _b_g)
+        _q_m = _bin(m, i, _b_m)
+        _q_v = _bin(v, i, _b_v)
+        for j in range(bn):
+            _nadam_at(j, _q_p, _q_g, _q_m, _q_v, sign, has_wd, decoupled, wd, decay, beta1, omb1, beta2, omb2, inv_bc2, eps, coef_grad, coef_avg)
+        _bout(p, i, _q_p)
+        _bout(m, i, _q_m)
+        _bout(v, i, _q_v)
+        i = i + 16
+    for k in range(i, hi):
+        _nadam_at(k, p, g, m, v, sign, has_wd, decoupled, wd, decay, beta1, omb1, beta2, omb2, inv_bc2, eps, coef_grad, coef_avg)
+
 cdef void _nadam(pst* p, const pst* g, sst* m, sst* v, Py_ssize_t n, int nthreads,
                  floating sign, bint has_wd, bint decoupled, floating wd, floating decay, floating beta1,
                  floating omb1, floating beta2, floating omb2, floating inv_bc2, floating eps,
@@ -550,6 +758,13 @@ cdef void _nadam(pst* p, const pst* g, sst* m, sst* v, Py_ssize_t n, int nthread
         decay = 1
     has_wd = has_wd and not decoupled
     cdef Py_ssize_t i, t
+    if pst is fgd_h16:  # float16 storage: blocks of 16 with the hardware's conversion (_bin)
+        if nthreads > 1:
+            for t in prange(nthreads, schedule="static", num_threads=nthreads):
+                _nadam_h16(_spn(t, nthreads, n, p), _spn(t + 1, nthreads, n, p), p, g, m, v, sign, has_wd, decoupled, wd, decay, beta1, omb1, beta2, omb2, inv_bc2, eps, coef_grad, coef_avg)
+        else:
+            _nadam_h16(0, n, p, g, m, v, sign, has_wd, decoupled, wd, decay, beta1, omb1, beta2, omb2, inv_bc2, eps, coef_grad, coef_avg)
+        return
     cdef Py_ssize_t h = _hd(n, p)
     for i in range(h):  # up to p's first cache-line boundary: the loops below start aligned
         _nadam_at(i, p, g, m, v, sign, has_wd, decoupled, wd, decay, beta1, omb1, beta2, omb2, inv_bc2, eps,
@@ -616,6 +831,32 @@ cdef inline void _radam_at(Py_ssize_t i, pst* p, const pst* g, sst* m, sst* v,
         _st(p, i, pi - step_size * mi)
 
 
+
+cdef void _radam_h16(Py_ssize_t lo, Py_ssize_t hi, pst* p, const pst* g, sst* m, sst* v, floating sign, bint has_wd, bint decoupled, floating wd, floating decay, floating beta1, floating omb1, floating beta2, floating omb2, bint rect, floating step_size, floating eps) noexcept nogil:
+    """The float16 loop of [lo, hi): blocks of 16 (see _bin), the rest element by element."""
+    cdef float _b_p[16]
+    cdef float _b_g[16]
+    cdef float _b_m[16]
+    cdef float _b_v[16]
+    cdef float* _q_p
+    cdef float* _q_g
+    cdef float* _q_m
+    cdef float* _q_v
+    cdef Py_ssize_t i = lo, j, k, bn = _blk16  # a run-time 16: GCC unrolls a literal one fully and then does not vectorize it
+    while i + 16 <= hi:
+        _q_p = _bin(p, i, _b_p)
+        _q_g = _bin(g, i, _b_g)
+        _q_m = _bin(m, i, _b_m)
+        _q_v = _bin(v, i, _b_v)
+        for j in range(bn):
+            _radam_at(j, _q_p, _q_g, _q_m, _q_v, sign, has_wd, decoupled, wd, decay, beta1, omb1, beta2, omb2, rect, step_size, eps)
+        _bout(p, i, _q_p)
+        _bout(m, i, _q_m)
+        _bout(v, i, _q_v)
+        i = i + 16
+    for k in range(i, hi):
+        _radam_at(k, p, g, m, v, sign, has_wd, decoupled, wd, decay, beta1, omb1, beta2, omb2, rect, step_size, eps)
+
 cdef void _radam(pst* p, const pst* g, sst* m, sst* v, Py_ssize_t n, int nthreads,
                  floating sign, bint has_wd, bint decoupled, floating wd, floating decay, floating beta1,
                  floating omb1, floating beta2, floating omb2, bint rect, floating step_size,
@@ -641,6 +882,13 @@ cdef void _radam(pst* p, const pst* g, sst* m, sst* v, Py_ssize_t n, int nthread
     has_wd = has_wd and not decoupled
     # rect is a literal in the serial loops (see _sgd: the plain loop did not vectorize, 3.4 ns/element)
     cdef Py_ssize_t i, t
+    if pst is fgd_h16:  # float16 storage: blocks of 16 with the hardware's conversion (_bin)
+        if nthreads > 1:
+            for t in prange(nthreads, schedule="static", num_threads=nthreads):
+                _radam_h16(_spn(t, nthreads, n, p), _spn(t + 1, nthreads, n, p), p, g, m, v, sign, has_wd, decoupled, wd, decay, beta1, omb1, beta2, omb2, rect, step_size, eps)
+        else:
+            _radam_h16(0, n, p, g, m, v, sign, has_wd, decoupled, wd, decay, beta1, omb1, beta2, omb2, rect, step_size, eps)
+        return
     cdef Py_ssize_t h = _hd(n, p)
     for i in range(h):  # up to p's first cache-line boundary: the loops below start aligned
         _radam_at(i, p, g, m, v, sign, has_wd, decoupled, wd, decay, beta1, omb1, beta2, omb2, rect, step_size,
@@ -702,6 +950,28 @@ cdef inline void _adagrad_at(Py_ssize_t i, pst* p, const pst* g, sst* s, floatin
     _st(p, i, _ld(p, i, sign) - clr * (gi / (_sqrt(si) + eps)))
 
 
+
+cdef void _adagrad_h16(Py_ssize_t lo, Py_ssize_t hi, pst* p, const pst* g, sst* s, floating sign, bint has_wd, floating wd, floating clr, floating eps) noexcept nogil:
+    """The float16 loop of [lo, hi): blocks of 16 (see _bin), the rest element by element."""
+    cdef float _b_p[16]
+    cdef float _b_g[16]
+    cdef float _b_s[16]
+    cdef float* _q_p
+    cdef float* _q_g
+    cdef float* _q_s
+    cdef Py_ssize_t i = lo, j, k, bn = _blk16  # a run-time 16: GCC unrolls a literal one fully and then does not vectorize it
+    while i + 16 <= hi:
+        _q_p = _bin(p, i, _b_p)
+        _q_g = _bin(g, i, _b_g)
+        _q_s = _bin(s, i, _b_s)
+        for j in range(bn):
+            _adagrad_at(j, _q_p, _q_g, _q_s, sign, has_wd, wd, clr, eps)
+        _bout(p, i, _q_p)
+        _bout(s, i, _q_s)
+        i = i + 16
+    for k in range(i, hi):
+        _adagrad_at(k, p, g, s, sign, has_wd, wd, clr, eps)
+
 cdef void _adagrad(pst* p, const pst* g, sst* s, Py_ssize_t n, int nthreads, floating sign,
                    bint has_wd, floating wd, floating clr, floating eps) noexcept nogil:
     if floating is double:  # dtype combinations no caller makes are compiled to nothing
@@ -718,6 +988,13 @@ cdef void _adagrad(pst* p, const pst* g, sst* s, Py_ssize_t n, int nthreads, flo
             if sst is not float:
                 return
     cdef Py_ssize_t i, t
+    if pst is fgd_h16:  # float16 storage: blocks of 16 with the hardware's conversion (_bin)
+        if nthreads > 1:
+            for t in prange(nthreads, schedule="static", num_threads=nthreads):
+                _adagrad_h16(_spn(t, nthreads, n, p), _spn(t + 1, nthreads, n, p), p, g, s, sign, has_wd, wd, clr, eps)
+        else:
+            _adagrad_h16(0, n, p, g, s, sign, has_wd, wd, clr, eps)
+        return
     cdef Py_ssize_t h = _hd(n, p)
     for i in range(h):  # up to p's first cache-line boundary: the loops below start aligned
         _adagrad_at(i, p, g, s, sign, has_wd, wd, clr, eps)
@@ -769,6 +1046,32 @@ cdef inline void _adadelta_at(Py_ssize_t i, pst* p, const pst* g, sst* s, sst* a
     _st(p, i, _ld(p, i, sign) - lr * delta)
 
 
+
+cdef void _adadelta_h16(Py_ssize_t lo, Py_ssize_t hi, pst* p, const pst* g, sst* s, sst* a, floating sign, bint has_wd, floating wd, floating rho, floating omr, floating eps, floating lr) noexcept nogil:
+    """The float16 loop of [lo, hi): blocks of 16 (see _bin), the rest element by element."""
+    cdef float _b_p[16]
+    cdef float _b_g[16]
+    cdef float _b_s[16]
+    cdef float _b_a[16]
+    cdef float* _q_p
+    cdef float* _q_g
+    cdef float* _q_s
+    cdef float* _q_a
+    cdef Py_ssize_t i = lo, j, k, bn = _blk16  # a run-time 16: GCC unrolls a literal one fully and then does not vectorize it
+    while i + 16 <= hi:
+        _q_p = _bin(p, i, _b_p)
+        _q_g = _bin(g, i, _b_g)
+        _q_s = _bin(s, i, _b_s)
+        _q_a = _bin(a, i, _b_a)
+        for j in range(bn):
+            _adadelta_at(j, _q_p, _q_g, _q_s, _q_a, sign, has_wd, wd, rho, omr, eps, lr)
+        _bout(p, i, _q_p)
+        _bout(s, i, _q_s)
+        _bout(a, i, _q_a)
+        i = i + 16
+    for k in range(i, hi):
+        _adadelta_at(k, p, g, s, a, sign, has_wd, wd, rho, omr, eps, lr)
+
 cdef void _adadelta(pst* p, const pst* g, sst* s, sst* a, Py_ssize_t n, int nthreads,
                     floating sign, bint has_wd, floating wd, floating rho, floating omr, floating eps,
                     floating lr) noexcept nogil:
@@ -786,6 +1089,13 @@ cdef void _adadelta(pst* p, const pst* g, sst* s, sst* a, Py_ssize_t n, int nthr
             if sst is not float:
                 return
     cdef Py_ssize_t i, t
+    if pst is fgd_h16:  # float16 storage: blocks of 16 with the hardware's conversion (_bin)
+        if nthreads > 1:
+            for t in prange(nthreads, schedule="static", num_threads=nthreads):
+                _adadelta_h16(_spn(t, nthreads, n, p), _spn(t + 1, nthreads, n, p), p, g, s, a, sign, has_wd, wd, rho, omr, eps, lr)
+        else:
+            _adadelta_h16(0, n, p, g, s, a, sign, has_wd, wd, rho, omr, eps, lr)
+        return
     cdef Py_ssize_t h = _hd(n, p)
     for i in range(h):  # up to p's first cache-line boundary: the loops below start aligned
         _adadelta_at(i, p, g, s, a, sign, has_wd, wd, rho, omr, eps, lr)
@@ -847,6 +1157,36 @@ cdef inline void _rmsprop_at(Py_ssize_t i, pst* p, const pst* g, sst* s, sst* b,
         _st(p, i, _ld(p, i, sign) - lr * (gi / avg))
 
 
+
+cdef void _rmsprop_h16(Py_ssize_t lo, Py_ssize_t hi, pst* p, const pst* g, sst* s, sst* b, sst* ga, floating sign, bint has_wd, floating wd, floating alpha, floating oma, floating eps, bint centered, bint has_mom, floating momentum, floating lr) noexcept nogil:
+    """The float16 loop of [lo, hi): blocks of 16 (see _bin), the rest element by element."""
+    cdef float _b_p[16]
+    cdef float _b_g[16]
+    cdef float _b_s[16]
+    cdef float _b_b[16]
+    cdef float _b_ga[16]
+    cdef float* _q_p
+    cdef float* _q_g
+    cdef float* _q_s
+    cdef float* _q_b
+    cdef float* _q_ga
+    cdef Py_ssize_t i = lo, j, k, bn = _blk16  # a run-time 16: GCC unrolls a literal one fully and then does not vectorize it
+    while i + 16 <= hi:
+        _q_p = _bin(p, i, _b_p)
+        _q_g = _bin(g, i, _b_g)
+        _q_s = _bin(s, i, _b_s)
+        _q_b = _bin(b, i, _b_b)
+        _q_ga = _bin(ga, i, _b_ga)
+        for j in range(bn):
+            _rmsprop_at(j, _q_p, _q_g, _q_s, _q_b, _q_ga, sign, has_wd, wd, alpha, oma, eps, centered, has_mom, momentum, lr)
+        _bout(p, i, _q_p)
+        _bout(s, i, _q_s)
+        _bout(b, i, _q_b)
+        _bout(ga, i, _q_ga)
+        i = i + 16
+    for k in range(i, hi):
+        _rmsprop_at(k, p, g, s, b, ga, sign, has_wd, wd, alpha, oma, eps, centered, has_mom, momentum, lr)
+
 cdef void _rmsprop(pst* p, const pst* g, sst* s, sst* b, sst* ga, Py_ssize_t n,
                    int nthreads, floating sign, bint has_wd, floating wd, floating alpha, floating oma,
                    floating eps, bint centered, bint has_mom, floating momentum, floating lr) noexcept nogil:
@@ -866,6 +1206,13 @@ cdef void _rmsprop(pst* p, const pst* g, sst* s, sst* b, sst* ga, Py_ssize_t n,
     # centered and has_mom are literals in each loop (see _adam: the optional arrays must not
     # be accessed under a run-time condition inside the loop, or it does not vectorize)
     cdef Py_ssize_t i, t
+    if pst is fgd_h16:  # float16 storage: blocks of 16 with the hardware's conversion (_bin)
+        if nthreads > 1:
+            for t in prange(nthreads, schedule="static", num_threads=nthreads):
+                _rmsprop_h16(_spn(t, nthreads, n, p), _spn(t + 1, nthreads, n, p), p, g, s, b, ga, sign, has_wd, wd, alpha, oma, eps, centered, has_mom, momentum, lr)
+        else:
+            _rmsprop_h16(0, n, p, g, s, b, ga, sign, has_wd, wd, alpha, oma, eps, centered, has_mom, momentum, lr)
+        return
     cdef Py_ssize_t h = _hd(n, p)
     for i in range(h):  # up to p's first cache-line boundary: the loops below start aligned
         _rmsprop_at(i, p, g, s, b, ga, sign, has_wd, wd, alpha, oma, eps, centered, has_mom, momentum, lr)
@@ -942,6 +1289,28 @@ cdef inline void _lion_at(Py_ssize_t i, pst* p, const pst* g, sst* m, floating s
     _st(m, i, beta2 * mi + omb2 * gi)
 
 
+
+cdef void _lion_h16(Py_ssize_t lo, Py_ssize_t hi, pst* p, const pst* g, sst* m, floating sign, bint has_wd, floating decay, floating beta1, floating omb1, floating beta2, floating omb2, floating lr) noexcept nogil:
+    """The float16 loop of [lo, hi): blocks of 16 (see _bin), the rest element by element."""
+    cdef float _b_p[16]
+    cdef float _b_g[16]
+    cdef float _b_m[16]
+    cdef float* _q_p
+    cdef float* _q_g
+    cdef float* _q_m
+    cdef Py_ssize_t i = lo, j, k, bn = _blk16  # a run-time 16: GCC unrolls a literal one fully and then does not vectorize it
+    while i + 16 <= hi:
+        _q_p = _bin(p, i, _b_p)
+        _q_g = _bin(g, i, _b_g)
+        _q_m = _bin(m, i, _b_m)
+        for j in range(bn):
+            _lion_at(j, _q_p, _q_g, _q_m, sign, has_wd, decay, beta1, omb1, beta2, omb2, lr)
+        _bout(p, i, _q_p)
+        _bout(m, i, _q_m)
+        i = i + 16
+    for k in range(i, hi):
+        _lion_at(k, p, g, m, sign, has_wd, decay, beta1, omb1, beta2, omb2, lr)
+
 cdef void _lion(pst* p, const pst* g, sst* m, Py_ssize_t n, int nthreads, floating sign,
                 bint has_wd, floating decay, floating beta1, floating omb1, floating beta2, floating omb2,
                 floating lr) noexcept nogil:
@@ -959,6 +1328,13 @@ cdef void _lion(pst* p, const pst* g, sst* m, Py_ssize_t n, int nthreads, floati
             if sst is not float:
                 return
     cdef Py_ssize_t i, t
+    if pst is fgd_h16:  # float16 storage: blocks of 16 with the hardware's conversion (_bin)
+        if nthreads > 1:
+            for t in prange(nthreads, schedule="static", num_threads=nthreads):
+                _lion_h16(_spn(t, nthreads, n, p), _spn(t + 1, nthreads, n, p), p, g, m, sign, has_wd, decay, beta1, omb1, beta2, omb2, lr)
+        else:
+            _lion_h16(0, n, p, g, m, sign, has_wd, decay, beta1, omb1, beta2, omb2, lr)
+        return
     cdef Py_ssize_t h = _hd(n, p)
     for i in range(h):  # up to p's first cache-line boundary: the loops below start aligned
         _lion_at(i, p, g, m, sign, has_wd, decay, beta1, omb1, beta2, omb2, lr)
