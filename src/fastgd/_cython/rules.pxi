@@ -230,9 +230,10 @@ cdef Py_ssize_t _blk16 = 16
 
 cdef inline float* _bin(const anyst* a, Py_ssize_t i, float* buf) noexcept nogil:
     """The block [i, i + 16) of a as float32: the array itself (float32), or its float16 values
-    converted into buf; NULL for an unused (NULL) array."""
+    converted into buf; for an unused (NULL) array the (untouched) buffer: a NULL among the
+    block loop's pointers made GCC's run-time overlap check fail, and the loop ran scalar."""
     if a == NULL:
-        return NULL
+        return buf
     if anyst is fgd_h16:
         fgd_load16_h16(<const unsigned short*>(a + i), buf)
         return buf
