@@ -713,7 +713,6 @@ def test_max_norm_clips_like_clip_grad_norm(rule, mode, combo, backend, restore_
 def test_max_norm_with_global_norm_is_bit_for_bit(rule, mode, backend, restore_globals):
     """With the clip factor from fastgd.multi.global_norm (the norm the spec says the step
     uses) the clipped step equals the oracle bit for bit."""
-    multi = mode == "multi"
     world = _world(rule, "bf16-f32", mode, _seed("cx", rule, mode))
 
     def extra(t, grads):

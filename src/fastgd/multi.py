@@ -22,6 +22,15 @@ written by the call may overlap any other array of the call.  Tensors may differ
 and dtype (one compiled call per dtype); zero-size tensors are skipped; an empty list is a
 no-op.  A call that raises has changed nothing.  Returns ``params``.
 
+Half precision and the fused extras: params and grads may be float16 or bfloat16 (state in
+float32 or the param's dtype), and every function takes ``grad_scale`` (a real > 0, or a
+float32 array of one element: every gradient is divided by it as it is loaded), ``found_inf``
+(a float32 array of one element: when nonzero the call writes nothing), ``max_norm`` (clip by
+the global norm of all the call's unscaled gradients, :func:`global_norm`, folding the factor
+``min(1, max_norm / (norm + 1e-6))`` into the step) and ``master_params`` (float32 master copies
+of float16/bfloat16 params: the step runs on them and stores their rounding into params; None
+for the float32/float64 tensors of a mixed call).  See :mod:`fastgd.steps`.
+
 Backends:
   * ``cython``: one call per dtype.  The data pointers are gathered once, the work is cut
     into cache-line-aligned chunks (at most 32,768 elements, never crossing a tensor) and
@@ -412,15 +421,6 @@ def unscale_and_check(grads, scale, found_inf, *, backend=None):
 # the rules: hyperparameters checked by fastgd.steps' per-rule checks, then the arrays, then
 # the kernel
 
-_EXTRAS_DOC = """
-
-    Fused extras (every rule): ``grad_scale`` (a real > 0, or a float32 array of one element:
-    every gradient is divided by it as it is loaded), ``found_inf`` (a float32 array of one
-    element: when nonzero the call writes nothing), ``max_norm`` (clip by the global norm of
-    all the call's unscaled gradients, :func:`global_norm`, folding the factor
-    ``min(1, max_norm / (norm + 1e-6))`` into the step), ``master_params`` (float32 master
-    copies of float16/bfloat16 params: the step runs on them and stores their rounding into
-    params).  See :func:`fastgd.adam_step`."""
 
 
 def _go(rule, backend, lists, kw, grad_scale=None, found_inf=None, max_norm=None, master_params=None, pre=None):
