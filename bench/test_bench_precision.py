@@ -27,8 +27,6 @@ benchmark runs (warm-up, rounds from ``FASTGD_BENCH_BUDGET``, state reset each r
 the session's seeded float32 data, cast once per (dtype, size).
 """
 import dataclasses
-import os
-import time
 
 import numpy as np
 import pytest
@@ -36,7 +34,9 @@ import pytest
 import fastgd
 import fastgd.multi
 from fastgd import bench as _bench
-from fastgd.backends import backend_module, threads_for
+from fastgd.backends import backend_module
+
+from _harness import ResetArrays, measure
 
 BACKENDS = ("numpy", "cython", "numba")
 STEP = _bench.STEP
@@ -147,7 +147,7 @@ def _backend(case):
     return backend_module(case.backend)
 
 
-class Arrays:
+class Arrays(ResetArrays):
     """param, grad and the zero-initialised states of one benchmark (the case's dtypes), and
     their reset."""
 
@@ -158,64 +158,18 @@ class Arrays:
         self.states = [np.zeros(case.n, _bench._np_dtype(sd)) for _ in _bench.KERNELS[case.kernel][0]]
         self.reset_each_round = case.n <= reset_max
 
-    def written(self):
-        return [self.param] + self.states
 
-    def reset(self):
-        np.copyto(self.param, self.param0)
-        for s in self.states:
-            s.fill(0)
-
-
-def _call_seconds(fn):
-    t0 = time.perf_counter()
-    fn()
-    return time.perf_counter() - t0
+def _finite(a):
+    return np.isfinite(a.astype(np.float32)).all()  # (bfloat16 via float32: exact)
 
 
 def _measure(benchmark, settings, case, arrays, target, reset_scalars=None, check_finite=True):
-    """test_bench_steps.py's ``_measure`` for a ``target()`` without arguments."""
-    def setup():
-        if arrays.reset_each_round:
-            arrays.reset()
-        if reset_scalars is not None:
-            reset_scalars()
-
-    def one_round():
-        setup()
-        target()
-
-    if benchmark.enabled:
-        t = _call_seconds(one_round)            # warm-up: JIT compilation, first-touch page faults
-        if t < settings.budget / settings.min_rounds:
-            t = float(np.median([_call_seconds(one_round) for _ in range(3)]))
-        rounds = int(min(settings.max_rounds, max(settings.min_rounds, settings.budget / t)))
-    else:
-        rounds = 1
-    benchmark.group = case.group
-    compiled = case.backend != "numpy"
-    benchmark.extra_info.update(
-        kernel=case.kernel, backend=case.backend, kind=case.kind, dtype=case.dtype, n=case.n,
-        param_dtype=case.combo[1], state_dtype=case.combo[2], variant=case.variant or None,
-        n_states=len(_bench.KERNELS[case.kernel][0]), bytes_moved=case.bytes_moved(),
-        bytes_per_element=case.bytes_moved() // case.n, num_threads=fastgd.get_num_threads(),
-        threads_used=(threads_for(case.n) if compiled else 1),
-        numba_threads=(settings.numba_threads if case.backend == "numba" else None),
-        simd_variant=(fastgd.build_info().get("simd_variant") if case.backend == "cython" else None),
-        state="reset each round" if arrays.reset_each_round else "allocated once, drifts",
-        rounds=rounds, loadavg=_loadavg())
-    benchmark.pedantic(target, setup=setup, rounds=rounds, iterations=1)
-    if check_finite:  # not a speed check: drifting state must not reach inf/NaN
-        for a in arrays.written():
-            assert np.isfinite(a.astype(np.float32)).all(), "state blew up during %s" % case.id
-
-
-def _loadavg():
-    """The 1-minute load average when the benchmark starts (see test_bench_steps.py)."""
-    try:
-        return os.getloadavg()[0]
-    except (AttributeError, OSError):
-        return None
+    """The shared round loop (bench/_harness.py) for a ``target()`` without arguments."""
+    measure(benchmark, settings, case, arrays, target, reset_scalars=reset_scalars,
+            info=dict(kernel=case.kernel, param_dtype=case.combo[1], state_dtype=case.combo[2],
+                      variant=case.variant or None, n_states=len(_bench.KERNELS[case.kernel][0]),
+                      bytes_per_element=case.bytes_moved() // case.n),
+            finite=_finite if check_finite else None)
 
 
 def _step_target(case, arrays, **extra):

@@ -19,8 +19,6 @@ How a benchmark runs (``_measure``):
   4. with ``--benchmark-disable`` (the smoke run) only the one call of step 3 happens.
 """
 import dataclasses
-import os
-import time
 
 import numpy as np
 import pytest
@@ -28,7 +26,9 @@ import pytest
 import fastgd
 from fastgd import bench as _bench
 from fastgd._rules import RULES as _RULES
-from fastgd.backends import backend_module, threads_for
+from fastgd.backends import backend_module
+
+from _harness import ResetArrays, measure
 
 BACKENDS = ("numpy", "cython", "numba")      # the reference first: every group reads from it
 STEP = 10  # for rules with bias correction: past RAdam's warm-up (rho_t > 5), as in training
@@ -104,7 +104,7 @@ def _module(case):
     return mod
 
 
-class Arrays:
+class Arrays(ResetArrays):
     """param, grad and the zero-initialised states of one benchmark, and their reset."""
 
     def __init__(self, case, bench_data, reset_max):
@@ -115,65 +115,10 @@ class Arrays:
         self.states = [np.zeros_like(param0) for _ in case.kernel.states]
         self.reset_each_round = case.n <= reset_max
 
-    def written(self):
-        return [self.param] + self.states
-
-    def reset(self):
-        np.copyto(self.param, self.param0)
-        for s in self.states:
-            s.fill(0)
-
-
-def _call_seconds(fn):
-    t0 = time.perf_counter()
-    fn()
-    return time.perf_counter() - t0
-
-
-def _loadavg():
-    """The 1-minute load average when the benchmark starts (None where unknown): on a shared
-    machine, threaded kernels lose whole time slices once the load exceeds the free cores."""
-    try:
-        return os.getloadavg()[0]
-    except (AttributeError, OSError):
-        return None
-
 
 def _measure(benchmark, settings, case, arrays, target, args, kwargs, reset_scalars=None):
-    def setup():
-        if arrays.reset_each_round:
-            arrays.reset()
-        if reset_scalars is not None:
-            reset_scalars()
-
-    def one_round():
-        setup()
-        target(*args, **kwargs)
-
-    if benchmark.enabled:
-        t = _call_seconds(one_round)            # warm-up: JIT compilation, first-touch page faults
-        if t < settings.budget / settings.min_rounds:
-            # the median of three clean calls chooses the rounds (one call that lost a time
-            # slice to another process would otherwise cut them to the minimum)
-            t = float(np.median([_call_seconds(one_round) for _ in range(3)]))
-        rounds = int(min(settings.max_rounds, max(settings.min_rounds, settings.budget / t)))
-    else:
-        rounds = 1
-    benchmark.group = case.group
-    compiled = case.backend != "numpy"
-    benchmark.extra_info.update(
-        kernel=case.kernel.name, backend=case.backend, kind=case.kind, dtype=case.dtype, n=case.n,
-        n_states=len(case.kernel.states), bytes_moved=case.bytes_moved(),
-        num_threads=fastgd.get_num_threads(),
-        threads_used=(threads_for(case.n) if compiled else 1),
-        numba_threads=(settings.numba_threads if case.backend == "numba" else None),
-        simd_variant=(fastgd.build_info().get("simd_variant") if case.backend == "cython" else None),
-        state="reset each round" if arrays.reset_each_round else "allocated once, drifts",
-        rounds=rounds, loadavg=_loadavg())
-    benchmark.pedantic(target, args=args, kwargs=kwargs, setup=setup, rounds=rounds, iterations=1)
-    # not a speed check: drifting state must not reach inf/NaN, whose arithmetic times differently
-    for a in arrays.written():
-        assert np.isfinite(a).all(), "state blew up during %s; lower the learning rate" % case.id
+    measure(benchmark, settings, case, arrays, target, args, kwargs, reset_scalars,
+            info=dict(kernel=case.kernel.name, n_states=len(case.kernel.states)))
 
 
 def test_step(benchmark, bench_data, case, request):

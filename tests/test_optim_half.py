@@ -18,6 +18,7 @@ import pytest
 import fastgd.multi as M
 from fastgd import optim as O
 from fastgd.reference import rules as R
+from test_optim import CONFIG_IDS, CONFIGS  # every rule with its options switched on (shared)
 
 BF16 = np.dtype(ml_dtypes.bfloat16)
 F16 = np.dtype(np.float16)
@@ -26,24 +27,6 @@ F64 = np.dtype(np.float64)
 HALF = (BF16, F16)
 HALF_IDS = ("bfloat16", "float16")
 
-CONFIGS = [
-    ("SGD", dict(lr=0.1)),
-    ("SGD", dict(lr=0.1, momentum=0.9, dampening=0.3, weight_decay=0.01)),
-    ("SGD", dict(lr=0.1, momentum=0.9, nesterov=True, maximize=True)),
-    ("Adam", dict(lr=0.01)),
-    ("Adam", dict(lr=0.01, betas=(0.8, 0.99), eps=1e-6, weight_decay=0.1, amsgrad=True)),
-    ("AdamW", dict(lr=0.01, amsgrad=True)),
-    ("Adamax", dict(lr=0.01, weight_decay=0.1)),
-    ("NAdam", dict(lr=0.01)),
-    ("NAdam", dict(lr=0.01, weight_decay=0.1, decoupled_weight_decay=True, momentum_decay=0.01)),
-    ("RAdam", dict(lr=0.01, weight_decay=0.1)),
-    ("Adagrad", dict(lr=0.1, lr_decay=0.01, initial_accumulator_value=0.5)),
-    ("Adadelta", dict(lr=1.0, rho=0.8, weight_decay=0.01)),
-    ("RMSprop", dict(lr=0.01)),
-    ("RMSprop", dict(lr=0.01, momentum=0.9, centered=True, weight_decay=0.01)),
-    ("Lion", dict(lr=0.01, betas=(0.9, 0.99), weight_decay=0.1)),
-]
-CONFIG_IDS = ["%s-%s" % (name, "-".join("%s=%s" % kv for kv in hyper.items())) for name, hyper in CONFIGS]
 SHAPES = [(3, 5), (7,), (2, 2, 3)]
 
 
