@@ -93,16 +93,27 @@ cdef inline floating _tanh(floating v) noexcept nogil:
 # [_span(t), _span(t + 1)), shares cut at 64-byte boundaries of ``base``'s memory, so no cache
 # line is written by two threads; they differ by at most one line.
 
-cdef inline Py_ssize_t _head(Py_ssize_t n, const floating* base) noexcept nogil:
-    cdef Py_ssize_t head = ((64 - <Py_ssize_t>(<size_t>base & 63)) & 63) // sizeof(floating)
+cdef inline Py_ssize_t _head_of(Py_ssize_t n, const void* base, Py_ssize_t itemsize) noexcept nogil:
+    """_head for elements of ``itemsize`` bytes (any storage dtype; a constant once inlined)."""
+    cdef Py_ssize_t head = ((64 - <Py_ssize_t>(<size_t>base & 63)) & 63) // itemsize
     return head if head < n else n
 
 
-cdef inline Py_ssize_t _span(Py_ssize_t t, Py_ssize_t nt, Py_ssize_t n, const floating* base) noexcept nogil:
-    cdef Py_ssize_t per_line = 64 // sizeof(floating)
-    cdef Py_ssize_t head = _head(n, base)
+cdef inline Py_ssize_t _span_of(Py_ssize_t t, Py_ssize_t nt, Py_ssize_t n, const void* base,
+                                Py_ssize_t itemsize) noexcept nogil:
+    """_span for elements of ``itemsize`` bytes."""
+    cdef Py_ssize_t per_line = 64 // itemsize
+    cdef Py_ssize_t head = _head_of(n, base, itemsize)
     if t <= 0:
         return head
     if t >= nt:
         return n
     return head + ((n - head) // per_line) * t // nt * per_line
+
+
+cdef inline Py_ssize_t _head(Py_ssize_t n, const floating* base) noexcept nogil:
+    return _head_of(n, base, sizeof(floating))
+
+
+cdef inline Py_ssize_t _span(Py_ssize_t t, Py_ssize_t nt, Py_ssize_t n, const floating* base) noexcept nogil:
+    return _span_of(t, nt, n, base, sizeof(floating))

@@ -24,7 +24,8 @@ from cython.parallel cimport prange
 from libc.math cimport sqrt
 cimport numpy as cnp
 
-from fastgd._cython._helpers cimport PyThreadState, _f32, _fabs, _head, _ptr, _release_gil, _restore_gil, _span, _sqrt
+from fastgd._cython._helpers cimport (PyThreadState, _f32, _fabs, _head, _head_of, _ptr, _release_gil,
+                                      _restore_gil, _span, _span_of, _sqrt)
 
 cnp.import_array()
 
@@ -151,20 +152,13 @@ cdef inline void _st(anyst* a, Py_ssize_t i, floating x) noexcept nogil:
 
 
 cdef inline Py_ssize_t _hd(Py_ssize_t n, const anyst* base) noexcept nogil:
-    """_head for any storage dtype: elements before base's first 64-byte boundary."""
-    cdef Py_ssize_t head = ((64 - <Py_ssize_t>(<size_t>base & 63)) & 63) // sizeof(anyst)
-    return head if head < n else n
+    """_head for any storage dtype."""
+    return _head_of(n, base, sizeof(anyst))
 
 
 cdef inline Py_ssize_t _spn(Py_ssize_t t, Py_ssize_t nt, Py_ssize_t n, const anyst* base) noexcept nogil:
     """_span for any storage dtype."""
-    cdef Py_ssize_t per_line = 64 // sizeof(anyst)
-    cdef Py_ssize_t head = _hd(n, base)
-    if t <= 0:
-        return head
-    if t >= nt:
-        return n
-    return head + ((n - head) // per_line) * t // nt * per_line
+    return _span_of(t, nt, n, base, sizeof(anyst))
 
 
 # ---------------------------------------------------------------------------------------
