@@ -24,6 +24,13 @@ class ResetArrays:
             s.fill(0)
 
 
+def size_label(n):
+    """1000 -> '1e3', 16000000 -> '1.6e7'."""
+    exp = len(str(int(n))) - 1
+    mant = n / 10 ** exp
+    return ("%de%d" if mant == int(mant) else "%.1fe%d") % (mant, exp)
+
+
 def call_seconds(fn):
     t0 = time.perf_counter()
     fn()

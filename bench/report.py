@@ -17,6 +17,8 @@ import signal
 import subprocess
 import sys
 
+from _harness import size_label  # (bench/ is sys.path[0] when this runs as a script)
+
 BENCH = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(BENCH)
 RESULTS = os.path.join(BENCH, "results")
@@ -24,12 +26,6 @@ REFERENCE = "numpy"
 BACKEND_ORDER = ("numpy", "cython", "numba")
 CYTHON_1E3_TARGET_US = 3.0   # the target for one cython call on 1e3 float32 elements
 STEP_KEYS = {"kernel", "backend", "kind", "dtype", "n", "bytes_moved"}  # test_bench_steps.py's extra_info
-
-
-def size_label(n):
-    exp = len(str(int(n))) - 1
-    mant = n / 10 ** exp
-    return ("%de%d" if mant == int(mant) else "%.1fe%d") % (mant, exp)
 
 
 def fmt_time(s):

@@ -36,7 +36,7 @@ import fastgd.multi
 from fastgd import bench as _bench
 from fastgd.backends import backend_module
 
-from _harness import ResetArrays, measure
+from _harness import ResetArrays, measure, size_label
 
 BACKENDS = ("numpy", "cython", "numba")
 STEP = _bench.STEP
@@ -45,13 +45,6 @@ QUICK_SIZES = ((1_000, BACKENDS), (100_000, BACKENDS))
 EXTRAS_KERNELS = ("adam",)
 EXTRAS_SIZES = (16_000_000,)
 QUICK_EXTRAS_SIZES = (100_000,)
-
-
-def size_label(n):
-    """1000 -> '1e3', 16000000 -> '1.6e7'."""
-    exp = len(str(int(n))) - 1
-    mant = n / 10 ** exp
-    return ("%de%d" if mant == int(mant) else "%.1fe%d") % (mant, exp)
 
 
 @dataclasses.dataclass(frozen=True)

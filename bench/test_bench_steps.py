@@ -28,7 +28,7 @@ from fastgd import bench as _bench
 from fastgd._rules import RULES as _RULES
 from fastgd.backends import backend_module
 
-from _harness import ResetArrays, measure
+from _harness import ResetArrays, measure, size_label
 
 BACKENDS = ("numpy", "cython", "numba")      # the reference first: every group reads from it
 STEP = 10  # for rules with bias correction: past RAdam's warm-up (rho_t > 5), as in training
@@ -49,13 +49,6 @@ KERNELS = tuple(Kernel(name, _RULES[name].kernel, states, hyper)
 SIZES = (("float32", 1_000), ("float32", 100_000), ("float32", 1_000_000), ("float32", 16_000_000),
          ("float64", 1_000_000))
 QUICK_SIZES = (("float32", 1_000), ("float32", 100_000), ("float64", 1_000))
-
-
-def size_label(n):
-    """1000 -> '1e3', 16000000 -> '1.6e7'."""
-    exp = len(str(int(n))) - 1
-    mant = n / 10 ** exp
-    return ("%de%d" if mant == int(mant) else "%.1fe%d") % (mant, exp)
 
 
 @dataclasses.dataclass(frozen=True)
