@@ -16,6 +16,7 @@ Environment switches:
 """
 import os
 import platform
+import shlex
 import shutil
 import subprocess
 import sys
@@ -68,7 +69,10 @@ def probe_openmp():
         exe = os.path.join(tmp, "probe")
         with open(src, "w") as f:
             f.write(code)
-        cmd = [cc, *flags[0], src, "-o", exe, *flags[1]]
+        # the user's (or cibuildwheel's) flags too: e.g. Homebrew libomp's -I/-L on macOS
+        env_c = shlex.split(os.environ.get("CPPFLAGS", "")) + shlex.split(os.environ.get("CFLAGS", ""))
+        env_l = shlex.split(os.environ.get("LDFLAGS", ""))
+        cmd = [cc, *env_c, *flags[0], src, "-o", exe, *env_l, *flags[1]]
         subprocess.run(cmd, check=True, capture_output=True, timeout=120)
         out = subprocess.run([exe], check=True, capture_output=True, timeout=60)
         if out.stdout.strip() != b"1":
@@ -98,7 +102,7 @@ OPENMP = probe_openmp()
 
 def base_compile_args():
     if _is_msvc():
-        return ["/O2", "/fp:fast"]
+        return ["/O2", "/fp:precise"]  # not /fp:fast: NaN/inf propagate and no contraction, as with GCC
     if DEBUG:
         return ["-O0", "-g"]
     # -fno-math-errno lets sqrt vectorize (see PERFORMANCE-NOTES); it does not change

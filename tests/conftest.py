@@ -99,15 +99,19 @@ def dtype(request):
 
 
 def _saved_globals():
-    """The default backend, thread count and serial cutoff (public API only; called outside
-    any ``use_backend`` block, so get_backend() is the default)."""
-    return fastgd.get_backend(), fastgd.get_num_threads(), fastgd.serial_cutoff()
+    """The default backend, thread count (None: following OpenMP) and serial cutoff with its
+    source (called outside any ``use_backend`` block, so get_backend() is the default)."""
+    from fastgd import backends
+    return (fastgd.get_backend(), backends._threads["n"], fastgd.serial_cutoff(),
+            fastgd.serial_cutoff_source())
 
 
 def _restore(saved):
+    from fastgd import backends
     fastgd.set_backend(saved[0])
     fastgd.set_num_threads(saved[1])
     fastgd.set_serial_cutoff(saved[2])
+    backends._cutoff_source[0] = saved[3]
 
 
 @pytest.fixture(autouse=True, scope="session")

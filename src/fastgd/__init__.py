@@ -12,7 +12,8 @@ Backends: ``"cython"`` (default), ``"numba"`` (``pip install 'fastgd[numba]'``),
 __version__ = "0.1.0"
 
 from .backends import (available_backends, get_backend, get_num_threads, serial_cutoff,  # noqa: F401
-                       set_backend, set_num_threads, set_serial_cutoff, use_backend)
+                       serial_cutoff_source, set_backend, set_num_threads, set_serial_cutoff, use_backend)
+from ._calibrate import calibrate_serial_cutoff  # noqa: F401
 from .steps import (adadelta_step, adagrad_step, adam_step, adamax_step, adamw_step, lion_step,  # noqa: F401
                     nadam_mu_product, nadam_step, radam_step, rmsprop_step, sgd_step)
 from . import functions, multi, nn, optim  # noqa: F401,E402
@@ -22,7 +23,8 @@ from .gradcheck import check_gradient, numerical_gradient  # noqa: F401,E402
 __all__ = [
     "__version__", "build_info",
     "available_backends", "get_backend", "set_backend", "use_backend",
-    "get_num_threads", "set_num_threads", "serial_cutoff", "set_serial_cutoff",
+    "get_num_threads", "set_num_threads", "serial_cutoff", "set_serial_cutoff", "serial_cutoff_source",
+    "calibrate_serial_cutoff",
     "sgd_step", "adam_step", "adamw_step", "adamax_step", "nadam_step", "nadam_mu_product", "radam_step",
     "adagrad_step", "adadelta_step", "rmsprop_step", "lion_step",
     "gradient_descent", "newton", "numerical_gradient", "check_gradient", "optim", "functions", "nn", "multi",
@@ -31,15 +33,17 @@ __all__ = [
 
 def build_info():
     """How this fastgd was built and what it runs on: version, compiler, OpenMP, SIMD
-    variant, thread settings and the available backends."""
+    variant, thread settings (with where the serial cutoff came from) and the available
+    backends."""
     import platform
 
     import numpy
 
+    backends = available_backends()  # loads them: the Cython backend settles the serial cutoff
     info = {"version": __version__, "numpy": numpy.__version__, "python": platform.python_version(),
             "machine": platform.machine(), "num_threads": get_num_threads(),
-            "serial_cutoff": serial_cutoff(), "backends": available_backends(),
-            "default_backend": get_backend()}
+            "serial_cutoff": serial_cutoff(), "serial_cutoff_source": serial_cutoff_source(),
+            "backends": backends, "default_backend": get_backend()}
     try:
         from ._cython import SIMD_VARIANT, _core
         info.update(compiler=_core.compiler(), openmp=_core.openmp_enabled(),

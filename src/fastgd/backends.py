@@ -7,12 +7,20 @@ thread settings from here: kernels on arrays smaller than ``serial_cutoff()`` el
 on one thread, larger ones on ``get_num_threads()`` threads (OpenMP static schedule in
 Cython, a ``parallel=True`` variant in numba).
 
+Threads: ``set_num_threads(n)`` fixes the count; without it (or after ``set_num_threads(None)``)
+the kernels follow OpenMP's count for the calling thread, read at every call, so
+``OMP_NUM_THREADS`` and ``threadpoolctl.threadpool_limits`` (the scikit-learn/joblib convention,
+which calls ``omp_set_num_threads``) limit them.  The serial cutoff is measured on the running
+machine the first time the Cython backend runs a kernel, then cached (:mod:`fastgd._calibrate`,
+``fastgd.calibrate_serial_cutoff``).  A process forked after the kernels ran thread teams
+steps on one thread (GNU libgomp cannot start a team in such a child: it would hang).
+
 Environment, read once at import: ``FASTGD_NUM_THREADS`` (whole number in [1, 1024]) and
 ``FASTGD_SERIAL_CUTOFF`` (whole number in [0, 2**62]); blank means unset, anything else makes
 ``import fastgd`` raise a ValueError naming the variable and its value.  ``OMP_NUM_THREADS``
-(the default thread count when FASTGD_NUM_THREADS is unset) belongs to OpenMP and BLAS too: a
-value fastgd cannot use is ignored with a RuntimeWarning.  ``set_num_threads`` and
-``set_serial_cutoff`` check their argument (TypeError, ValueError) before changing anything.
+belongs to OpenMP and BLAS: a value fastgd cannot use is ignored with a RuntimeWarning (OpenMP
+then uses all cores).  ``set_num_threads`` and ``set_serial_cutoff`` check their argument
+(TypeError, ValueError) before changing anything.
 """
 import contextlib
 import contextvars
@@ -26,7 +34,7 @@ import warnings
 import numpy as np
 
 __all__ = ["available_backends", "get_backend", "set_backend", "use_backend", "get_num_threads",
-           "set_num_threads", "serial_cutoff", "set_serial_cutoff", "backend_module", "MAX_NUM_THREADS",
+           "set_num_threads", "serial_cutoff", "serial_cutoff_source", "set_serial_cutoff", "backend_module", "MAX_NUM_THREADS",
            "MAX_SERIAL_CUTOFF"]
 
 # name -> module path, in order of preference
@@ -56,6 +64,9 @@ def _load(name):
                                             "cython": "the compiled extensions did not build; reinstall"}.get(name, ""))
         raise RuntimeError("backend %r is not available: %s" % (name, _errors[name])) from exc
     _loaded[name] = mod
+    if name == "cython":  # its first kernel of the process: this machine's serial cutoff
+        from . import _calibrate
+        _calibrate.at_first_use()
     return mod
 
 
@@ -154,58 +165,104 @@ def _env_int(var, lo, hi):
 
 
 def _env_threads():
-    """FASTGD_NUM_THREADS (strict: a bad value is a ValueError at import), else the first entry
-    of OMP_NUM_THREADS (shared with OpenMP and BLAS, whose syntax is a comma-separated list per
-    nesting level: a value fastgd cannot use is ignored with a RuntimeWarning), else all cores."""
+    """FASTGD_NUM_THREADS (strict: a bad value is a ValueError at import), else None: follow
+    OpenMP.  OMP_NUM_THREADS is OpenMP's (and BLAS's) own variable, read by OpenMP itself; a
+    value it cannot use (its syntax is a comma-separated list per nesting level) gets a
+    RuntimeWarning here, and OpenMP then uses all cores."""
     n = _env_int("FASTGD_NUM_THREADS", 1, MAX_NUM_THREADS)
     if n is not None:
         return n
     raw = os.environ.get("OMP_NUM_THREADS")
     if raw is not None and raw.strip():
         v = raw.split(",")[0].strip()
-        if len(v) <= 20 and _DIGITS.fullmatch(v) and 1 <= int(v) <= MAX_NUM_THREADS:
-            return int(v)
-        warnings.warn("fastgd ignores environment variable OMP_NUM_THREADS=%r (its first entry is not a whole "
-                      "number in [1, %d]); using all %d cores (set FASTGD_NUM_THREADS or call "
-                      "fastgd.set_num_threads)" % (_short(raw), MAX_NUM_THREADS, os.cpu_count() or 1),
-                      RuntimeWarning, stacklevel=2)
-    return min(os.cpu_count() or 1, MAX_NUM_THREADS)
+        if not (len(v) <= 20 and _DIGITS.fullmatch(v) and 1 <= int(v) <= MAX_NUM_THREADS):
+            warnings.warn("fastgd ignores environment variable OMP_NUM_THREADS=%r (its first entry is not a whole "
+                          "number in [1, %d]); using all %d cores (set FASTGD_NUM_THREADS or call "
+                          "fastgd.set_num_threads)" % (_short(raw), MAX_NUM_THREADS, os.cpu_count() or 1),
+                          RuntimeWarning, stacklevel=2)
+            _omp_env_unusable[0] = True
+    return None
 
 
 def _env_cutoff():
-    v = _env_int("FASTGD_SERIAL_CUTOFF", 0, MAX_SERIAL_CUTOFF)
-    return _DEFAULT_SERIAL_CUTOFF if v is None else v
+    return _env_int("FASTGD_SERIAL_CUTOFF", 0, MAX_SERIAL_CUTOFF)
 
 
-_threads = {"n": _env_threads(),
-            # below this many elements the compiled kernels run on one thread.  Measured on the
-            # 2-core Zen 4 build machine (Adam, float32, alternated): two threads were 1.24-1.28x
-            # slower than one at 16,384 elements and 0.94-0.96x at 24,576.
-            "cutoff": _env_cutoff()}
+def _cores():
+    return min(os.cpu_count() or 1, MAX_NUM_THREADS)
+
+
+def _omp_env_threads():
+    """OMP_NUM_THREADS's first entry as OpenMP reads it, for when no compiled backend (so no
+    OpenMP runtime) is there to ask: else all cores."""
+    raw = os.environ.get("OMP_NUM_THREADS", "")
+    v = raw.split(",")[0].strip()
+    if not _omp_env_unusable[0] and v and _DIGITS.fullmatch(v) and 1 <= int(v) <= MAX_NUM_THREADS:
+        return int(v)
+    return _cores()
+
+
+_omp_env_unusable = [False]
+# the OpenMP runtime's current thread count (the Cython backend registers
+# fastgd._cython._core.openmp_threads at import); without it, OMP_NUM_THREADS or all cores
+_openmp_threads = [_omp_env_threads]
+_serial_only = [bool]  # the Cython backend's "forked after a team ran" flag (bool() is False)
+
+_threads = {"n": _env_threads(),  # None: follow OpenMP (set_num_threads(None) comes back to it)
+            "cutoff": _env_cutoff()}  # None until the compiled backend sets the machine's value
+# where the serial cutoff came from: "FASTGD_SERIAL_CUTOFF", "set_serial_cutoff", "measured"
+# (on this machine, now), "cache" (measured on this machine before: fastgd._calibrate),
+# or "default" (the constant below: one thread, or nothing measured)
+_cutoff_source = ["FASTGD_SERIAL_CUTOFF" if _threads["cutoff"] is not None else "default"]
+if _threads["cutoff"] is None:
+    # Measured on the 2-core Zen 4 build machine (Adam, float32, alternated): two threads were
+    # 1.24-1.28x slower than one at 16,384 elements and 0.94-0.96x at 24,576.  Used until (and
+    # unless) fastgd._calibrate measures the running machine.
+    _threads["cutoff"] = _DEFAULT_SERIAL_CUTOFF
 
 
 def get_num_threads():
-    """Threads the compiled kernels use on large arrays.
+    """Threads the compiled kernels use on large arrays (at least ``serial_cutoff()`` elements).
 
-    Default, read once at import: ``FASTGD_NUM_THREADS`` (a whole number in [1, 1024]; any
-    other value makes ``import fastgd`` raise a ValueError naming the variable), else the first
-    entry of ``OMP_NUM_THREADS`` (a value outside [1, 1024] or not a number is ignored with a
-    RuntimeWarning), else all cores."""
-    return _threads["n"]
+    The value given to :func:`set_num_threads`, or ``FASTGD_NUM_THREADS`` (read once at import:
+    a whole number in [1, 1024]; any other value makes ``import fastgd`` raise a ValueError
+    naming the variable).  Otherwise fastgd follows OpenMP's thread count for the calling
+    thread, read at every call: ``OMP_NUM_THREADS`` (a value OpenMP cannot use is ignored with
+    a RuntimeWarning), ``threadpoolctl.threadpool_limits`` (which calls OpenMP's
+    ``omp_set_num_threads``), else all cores."""
+    if _fork[1] or _serial_only[0]():
+        return 1
+    n = _threads["n"]
+    return n if n is not None else _openmp_threads[0]()
 
 
 def set_num_threads(n):
-    """Set the thread count of the compiled kernels: an int in [1, MAX_NUM_THREADS] (1024).
-    TypeError for a non-int (bool included), ValueError out of range; either way nothing
-    changes."""
-    _set("n", _count("n", n, 1, MAX_NUM_THREADS))
+    """Set the thread count of the compiled kernels: an int in [1, MAX_NUM_THREADS] (1024),
+    or None to follow OpenMP's thread count again (OMP_NUM_THREADS, threadpoolctl; the default
+    unless FASTGD_NUM_THREADS is set).  TypeError for a non-int (bool included), ValueError out
+    of range; either way nothing changes.  While a count is set, ``threadpool_limits`` and
+    ``omp_set_num_threads`` do not change fastgd's kernels."""
+    _set("n", None if n is None else _count("n", n, 1, MAX_NUM_THREADS))
 
 
 def serial_cutoff():
-    """Arrays with fewer elements than this are stepped on one thread.  Default 24576, or
-    ``FASTGD_SERIAL_CUTOFF`` read once at import (a whole number in [0, 2**62]; any other value
-    makes ``import fastgd`` raise a ValueError naming the variable)."""
+    """Arrays with fewer elements than this are stepped on one thread.
+
+    The value given to :func:`set_serial_cutoff`, or ``FASTGD_SERIAL_CUTOFF`` (read once at
+    import: a whole number in [0, 2**62]; any other value makes ``import fastgd`` raise a
+    ValueError naming the variable), or the crossover measured on this machine the first time
+    the compiled backend was imported with more than one thread (kept in fastgd's cache
+    directory: see :func:`fastgd.calibrate_serial_cutoff`), else 24576.
+    :func:`serial_cutoff_source` says which."""
     return _threads["cutoff"]
+
+
+def serial_cutoff_source():
+    """Where :func:`serial_cutoff` comes from: ``"set_serial_cutoff"``, ``"FASTGD_SERIAL_CUTOFF"``,
+    ``"measured"`` (measured on this machine by this process), ``"cache"`` (measured on this
+    machine before, read from fastgd's cache) or ``"default"`` (24576: nothing measured, e.g.
+    one thread, or no compiled backend)."""
+    return _cutoff_source[0]
 
 
 def set_serial_cutoff(n):
@@ -213,6 +270,14 @@ def set_serial_cutoff(n):
     MAX_SERIAL_CUTOFF] (2**62).  TypeError for a non-int (bool included), ValueError out of
     range; either way nothing changes."""
     _set("cutoff", _count("n", n, 0, MAX_SERIAL_CUTOFF))
+    _cutoff_source[0] = "set_serial_cutoff"
+
+
+def _machine_cutoff(value, source):
+    """The compiled backend's measured (or cached) cutoff; an explicit setting wins."""
+    if _cutoff_source[0] in ("default", "cache", "measured"):
+        _set("cutoff", value)
+        _cutoff_source[0] = source
 
 
 def _set(key, value):
@@ -233,17 +298,45 @@ def _set(key, value):
 _listeners = []
 
 
-def on_thread_settings(setter):
-    """Call ``setter(num_threads, serial_cutoff)`` now and whenever the settings change."""
+def on_thread_settings(setter, openmp_threads=None, serial_only=None):
+    """Call ``setter(num_threads, serial_cutoff)`` now and whenever the settings change
+    (``num_threads`` 0: none set, follow OpenMP).  ``openmp_threads``: the backend's OpenMP
+    runtime's current thread count, which get_num_threads() then reports when none is set;
+    ``serial_only``: True in a process forked after the backend ran a team (one thread there)."""
+    if openmp_threads is not None:
+        _openmp_threads[0] = openmp_threads
+    if serial_only is not None:
+        _serial_only[0] = serial_only
     _listeners.append(setter)
-    setter(_threads["n"], _threads["cutoff"])
+    setter(_threads["n"] or 0, _threads["cutoff"])
 
 
 def _notify():
     for setter in _listeners:
-        setter(_threads["n"], _threads["cutoff"])
+        setter(_threads["n"] or 0, _threads["cutoff"])
 
 
 def threads_for(size):
-    """How many threads a compiled kernel uses for an array of ``size`` elements."""
-    return 1 if size < _threads["cutoff"] else _threads["n"]
+    """How many threads a compiled kernel uses for an array of ``size`` elements (the numba
+    backend's choice between its serial and parallel variants)."""
+    if size < _threads["cutoff"] or _fork[1]:
+        return 1
+    n = get_num_threads()
+    if n > 1:
+        _fork[0] = True
+    return n
+
+
+# fork: a child forked after the parent's kernels ran thread teams cannot run one (GNU libgomp
+# hangs in its first parallel region; numba's OpenMP layer aborts the process), so it steps on
+# one thread: _fork = [a numba kernel of this process chose its parallel variant, serial only]
+_fork = [False, False]
+
+
+def _after_fork_in_child():
+    if _fork[0]:
+        _fork[1] = True
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)

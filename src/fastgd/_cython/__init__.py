@@ -10,7 +10,10 @@ from . import _core
 from .._rules import KERNELS
 from ..backends import on_thread_settings
 
-on_thread_settings(_core.set_threads)  # the kernels read the thread settings from C
+# the kernels read the thread settings from C; with none set they follow OpenMP's count
+on_thread_settings(_core.set_threads, _core.openmp_threads, _core.serial_only)
+# a child forked after a kernel ran a team steps on one thread (GNU libgomp hangs there)
+os.register_at_fork(after_in_child=_core.after_fork_in_child)
 
 _features = _core.cpu_features()
 _order = [v for v in ("avx512", "avx2") if _features.get(v)] + ["base"]

@@ -21,6 +21,13 @@ cdef extern from *:
         return 1;
     #endif
     }
+    static int fgd_omp_num_procs(void) {
+    #if FASTGD_OPENMP
+        return omp_get_num_procs();
+    #else
+        return 1;
+    #endif
+    }
     #if defined(__clang__)
     #define FGD_COMPILER "clang " __clang_version__
     #elif defined(__GNUC__)
@@ -49,27 +56,83 @@ cdef extern from *:
     """
     int fgd_openmp() nogil
     int fgd_omp_max_threads() nogil
+    int fgd_omp_num_procs() nogil
     const char* fgd_compiler() nogil
     int fgd_has_avx2() nogil
     int fgd_has_avx512() nogil
 
 
-cdef int _num_threads = 1
+cdef int _num_threads = 0  # 0: follow OpenMP (OMP_NUM_THREADS, threadpoolctl's omp_set_num_threads)
 cdef Py_ssize_t _serial_cutoff = 0
+cdef enum:
+    _MAX_THREADS = 1024  # fastgd.backends.MAX_NUM_THREADS
+
+
+cdef inline int _openmp_threads() noexcept nogil:
+    """OpenMP's team size for the calling thread (``omp_get_max_threads``: what OMP_NUM_THREADS,
+    ``omp_set_num_threads`` and so ``threadpoolctl.threadpool_limits`` set), kept in [1, 1024]
+    (libgomp takes OMP_NUM_THREADS=2**40 and reports it truncated to an int: all cores then)."""
+    cdef int t = fgd_omp_max_threads()
+    if t < 1:
+        t = fgd_omp_num_procs()
+        return t if 1 <= t <= _MAX_THREADS else 1
+    return t if t <= _MAX_THREADS else _MAX_THREADS
+
+
+cdef int _team_used = 0  # a kernel of this process asked for more than one thread
+cdef int _serial_only = 0  # forked from a process whose kernels ran OpenMP teams
 
 
 cdef int threads_for(Py_ssize_t n) noexcept nogil:
-    """Threads for a kernel on ``n`` elements: one below the serial cutoff (see fastgd.backends)."""
-    return 1 if n < _serial_cutoff else _num_threads
+    """Threads for a kernel on ``n`` elements: one below the serial cutoff, else the count set
+    with fastgd.set_num_threads, or OpenMP's current one when none was set (see fastgd.backends).
+    One in a process forked after OpenMP ran a team (GNU libgomp's teams hang there)."""
+    global _team_used
+    if n < _serial_cutoff or _serial_only:
+        return 1
+    cdef int t = _num_threads if _num_threads > 0 else _openmp_threads()
+    if t > 1:
+        _team_used = 1
+    return t
+
+
+def kernel_threads(Py_ssize_t n):
+    """The thread count a Cython kernel on ``n`` elements would use now, from this thread."""
+    return threads_for(n)
+
+
+def team_used():
+    """True when a kernel of this process has asked OpenMP for more than one thread."""
+    return bool(_team_used)
+
+
+def after_fork_in_child():
+    """Registered with os.register_at_fork: a child forked after this process ran an OpenMP team
+    runs every kernel on one thread (GNU libgomp cannot start a team there: it hangs)."""
+    global _serial_only
+    if _team_used:
+        _serial_only = 1
+
+
+def serial_only():
+    """True in a process forked after its parent's kernels ran OpenMP teams."""
+    return bool(_serial_only)
 
 
 def set_threads(int num_threads, Py_ssize_t serial_cutoff):
-    """Called by fastgd.backends whenever set_num_threads / set_serial_cutoff change."""
+    """Called by fastgd.backends whenever set_num_threads / set_serial_cutoff change
+    (``num_threads`` 0: follow OpenMP's thread count)."""
     global _num_threads, _serial_cutoff
-    if num_threads < 1 or serial_cutoff < 0:
-        raise ValueError("num_threads must be >= 1 and serial_cutoff >= 0")
+    if num_threads < 0 or num_threads > _MAX_THREADS or serial_cutoff < 0:
+        raise ValueError("num_threads must be in [0, 1024] and serial_cutoff >= 0")
     _num_threads = num_threads
     _serial_cutoff = serial_cutoff
+
+
+def openmp_threads():
+    """The thread count a kernel uses when fastgd.set_num_threads was not called: OpenMP's
+    ``omp_get_max_threads()`` for the calling thread, kept in [1, 1024]."""
+    return _openmp_threads()
 
 
 def openmp_enabled():
