@@ -19,6 +19,8 @@ on the machine it runs on instead of trusting a constant from another one:
 
 :func:`fastgd.serial_cutoff_source` says where the value in use came from.
 """
+from __future__ import annotations
+
 import json
 import os
 import platform
@@ -39,7 +41,7 @@ _WORK = 1 << 18  # elements stepped per sample (several calls at small sizes)
 _FILE = "serial_cutoff.json"
 
 
-def cache_file():
+def cache_file() -> str:
     """The path of the cache file (it may not exist)."""
     d = os.environ.get("FASTGD_CACHE_DIR", "").strip()
     if not d:
@@ -131,7 +133,7 @@ def measure(kernels, core, threads):
     return crossover(ratios), ratios
 
 
-def crossover(ratios):
+def crossover(ratios: dict[int, float]) -> int:
     """The smallest size from which the team (time ratio team / serial below 1) wins at every
     larger size measured; NEVER when it does not win at the largest."""
     cutoff = NEVER
@@ -147,7 +149,7 @@ def _kernels():
     return _cython._rules, _cython._core, _cython.SIMD_VARIANT
 
 
-def at_first_use():
+def at_first_use() -> None:
     """Called by fastgd.backends when the Cython backend runs its first kernel of the process:
     the cached cutoff of this machine, else a measurement (cached), unless the cutoff was set
     (FASTGD_SERIAL_CUTOFF, set_serial_cutoff) or only one thread is in use."""
@@ -167,7 +169,7 @@ def at_first_use():
     _write(key, v, {"threads": threads, "team_over_serial": {str(k): round(r, 3) for k, r in ratios.items()}})
 
 
-def calibrate_serial_cutoff(*, save=True):
+def calibrate_serial_cutoff(*, save: bool = True) -> int:
     """Measure the serial cutoff on this machine now, with the current thread count, make it the
     one in use (replacing any set before) and, with ``save=True``, store it in the cache file
     (:func:`cache_file`) for later processes.  Returns the cutoff (an int; 524288 when the

@@ -22,10 +22,18 @@ functions keep explicit signatures and formula docstrings for editors and ``help
 Adding a rule: the reference function, the Cython and numba kernels, the public functions
 (steps, multi, an optim class) and one entry here.
 """
+from __future__ import annotations
+
 import keyword
 import math
+from typing import TYPE_CHECKING, Any, Literal
 
 from . import _validate as V
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable, Mapping
+
+    HyperCheck = Literal["nonneg", "unit", "unit_closed", "flag"]
 
 __all__ = ["Rule", "State", "Hyper", "RULES", "KERNELS", "EXTRAS"]
 
@@ -37,12 +45,12 @@ class Hyper:
 
     CHECKS = ("nonneg", "unit", "unit_closed", "flag")
 
-    def __init__(self, name, default, check):
+    def __init__(self, name: str, default: float | bool | None, check: HyperCheck) -> None:
         if check not in self.CHECKS:
             raise ValueError("unknown check %r" % check)
         self.name, self.default, self.check = name, default, check
 
-    def __call__(self, value, name=None):
+    def __call__(self, value: object, name: str | None = None) -> Any:
         """The checked value (TypeError/ValueError naming ``name``, default this one's name)."""
         name = name or self.name
         c = self.check
@@ -54,7 +62,7 @@ class Hyper:
             return V.unit_interval(name, value, closed_right=True)
         return V.flag(name, value)
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return "Hyper(%r, %r, %r)" % (self.name, self.default, self.check)
 
 
@@ -73,8 +81,8 @@ class State:
     """
     __slots__ = ("name", "multi", "torch", "when", "_when", "nonneg", "init", "scalar", "from_grad")
 
-    def __init__(self, name, *, multi=None, torch=None, when=None, nonneg=False, init=0.0, scalar=False,
-                 from_grad=False):
+    def __init__(self, name: str, *, multi: str | None = None, torch: str | None = None, when: str | None = None,
+                 nonneg: bool = False, init: float | str = 0.0, scalar: bool = False, from_grad: bool = False) -> None:
         self.name = name
         self.multi = multi or name + "s"
         self.torch = torch or name
@@ -85,18 +93,18 @@ class State:
         self.scalar = scalar
         self.from_grad = from_grad
 
-    def needed(self, hyper):
+    def needed(self, hyper: Mapping[str, Any]) -> bool:
         """Is this array used by a call with these (checked) hyperparameters?"""
         return self._when is None or bool(eval(self._when, {}, hyper))
 
     @property
-    def why(self):
+    def why(self) -> str:
         """The condition as an error message says it: "momentum != 0", "amsgrad=True"."""
         if self.when is None:
             return ""
         return self.when + "=True" if self.when.isidentifier() else self.when
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return "State(%r)" % self.name
 
 
@@ -104,8 +112,11 @@ class Rule:
     """One update rule: see the module docstring.  ``check(**values)`` returns the kernel's
     keywords (the reference's names), checked, with ``fixed`` added."""
 
-    def __init__(self, name, kernel, state, hyper, *, step="required", fixed=None, combine=None, optimizer=None,
-                 optim_hyper=(), betas=None, optim_defaults=None):
+    def __init__(self, name: str, kernel: str, state: Iterable[State], hyper: Iterable[Hyper], *,
+                 step: Literal["required", "optional"] | None = "required", fixed: Mapping[str, Any] | None = None,
+                 combine: Callable[[dict[str, Any]], None] | None = None, optimizer: str | None = None,
+                 optim_hyper: Iterable[Hyper] = (), betas: tuple[str, str] | None = None,
+                 optim_defaults: Mapping[str, Any] | None = None) -> None:
         self.name = name            # "adamw": the public functions are <name>_step
         self.kernel = kernel        # "adam": the backends' kernel
         self.state = tuple(state)
@@ -131,11 +142,11 @@ class Rule:
         self.arrays = _compile_arrays(self)
 
     @property
-    def defaults(self):
+    def defaults(self) -> dict[str, Any]:
         """{hyperparameter: default}, in signature order (``step`` not included)."""
         return {h.name: h.default for h in self.hyper}
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return "Rule(%r)" % self.name
 
 

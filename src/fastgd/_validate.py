@@ -4,27 +4,34 @@ The public functions call these *before* any backend touches memory, so a call t
 raises has changed nothing.  Type problems raise ``TypeError``, bad values ``ValueError``;
 every message names the argument.
 """
+from __future__ import annotations
+
 import operator
 import sys
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from numpy.typing import NDArray
 
 # Fast accepts in C (True: the checks below would pass, return the values unchanged; False:
 # let them find and name the problem).  Hot paths call ``arrays_ok(a, n) or arrays(names, a, n)``.
 try:
     from ._cython._core import adam_scalars_ok, arrays_ok, first_overlap
 except ImportError:  # pragma: no cover - compiled part missing
-    def first_overlap(a, lists):
+    def first_overlap(a: NDArray[Any], lists: tuple[Any, ...]) -> tuple[int, int] | None:
         for k, lst in enumerate(lists):
             for t, b in enumerate(lst or ()):
                 if isinstance(b, np.ndarray) and b.size and a.size and np.may_share_memory(a, b):
                     return k, t
         return None
 
-    def arrays_ok(arrs, n_readonly, optional):
+    def arrays_ok(arrs: tuple[Any, ...], n_readonly: int, optional: int) -> bool:
         return False
 
-    def adam_scalars_ok(step, lr, beta1, beta2, eps, weight_decay, amsgrad, maximize):
+    def adam_scalars_ok(step: object, lr: object, beta1: object, beta2: object, eps: object,
+                        weight_decay: object, amsgrad: object, maximize: object) -> bool:
         return False
 
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))

@@ -22,6 +22,8 @@ belongs to OpenMP and BLAS: a value fastgd cannot use is ignored with a RuntimeW
 then uses all cores).  ``set_num_threads`` and ``set_serial_cutoff`` check their argument
 (TypeError, ValueError) before changing anything.
 """
+from __future__ import annotations
+
 import contextlib
 import contextvars
 import importlib
@@ -30,21 +32,29 @@ import os
 import re
 import sys
 import warnings
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator
+    from types import ModuleType
+
+    from ._typing import Backend
 
 __all__ = ["available_backends", "get_backend", "set_backend", "use_backend", "get_num_threads",
            "set_num_threads", "serial_cutoff", "serial_cutoff_source", "set_serial_cutoff", "backend_module", "MAX_NUM_THREADS",
            "MAX_SERIAL_CUTOFF"]
 
 # name -> module path, in order of preference
-_KNOWN = {"cython": "fastgd._cython", "numba": "fastgd._numba", "numpy": "fastgd.reference"}
-_loaded = {}
-_errors = {}
+_KNOWN: dict[Backend, str] = {"cython": "fastgd._cython", "numba": "fastgd._numba", "numpy": "fastgd.reference"}
+_loaded: dict[str, ModuleType] = {}
+_errors: dict[str, str] = {}
 # the default backend (set_backend) and a per-context override (use_backend: per thread and
 # per asyncio task); each holds (name, module)
-_default = ["cython", None]
-_override = contextvars.ContextVar("fastgd_backend", default=None)
+_default: list[Any] = ["cython", None]
+_override: contextvars.ContextVar[tuple[Backend, ModuleType] | None] = contextvars.ContextVar(
+    "fastgd_backend", default=None)
 
 
 def _load(name):
@@ -70,9 +80,9 @@ def _load(name):
     return mod
 
 
-def available_backends():
+def available_backends() -> list[Backend]:
     """Names of the backends that import on this machine, fastest first."""
-    out = []
+    out: list[Backend] = []
     for name in _KNOWN:
         try:
             _load(name)
@@ -82,20 +92,20 @@ def available_backends():
     return out
 
 
-def get_backend():
+def get_backend() -> Backend:
     """The name of the current backend (``use_backend`` overrides ``set_backend``'s default)."""
     o = _override.get()
     return o[0] if o is not None else _default[0]
 
 
-def set_backend(name):
+def set_backend(name: Backend) -> None:
     """Make ``name`` (``"cython"``, ``"numba"`` or ``"numpy"``) the default backend."""
     _default[1] = _load(name)
     _default[0] = name
 
 
 @contextlib.contextmanager
-def use_backend(name):
+def use_backend(name: Backend) -> Iterator[Backend]:
     """``with fastgd.use_backend("numba"): ...`` runs the block on that backend (in this thread
     or asyncio task; other threads keep the default)."""
     token = _override.set((name, _load(name)))
@@ -105,7 +115,7 @@ def use_backend(name):
         _override.reset(token)
 
 
-def backend_module(name=None):
+def backend_module(name: Backend | None = None) -> ModuleType:
     """The kernel namespace of ``name`` (default: the current backend)."""
     if name is None:
         o = _override.get()
@@ -205,10 +215,10 @@ def _omp_env_threads():
 _omp_env_unusable = [False]
 # the OpenMP runtime's current thread count (the Cython backend registers
 # fastgd._cython._core.openmp_threads at import); without it, OMP_NUM_THREADS or all cores
-_openmp_threads = [_omp_env_threads]
-_serial_only = [bool]  # the Cython backend's "forked after a team ran" flag (bool() is False)
+_openmp_threads: list[Callable[[], int]] = [_omp_env_threads]
+_serial_only: list[Callable[[], bool]] = [bool]  # the Cython backend's "forked after a team ran" flag (bool() is False)
 
-_threads = {"n": _env_threads(),  # None: follow OpenMP (set_num_threads(None) comes back to it)
+_threads: dict[str, Any] = {"n": _env_threads(),  # None: follow OpenMP (set_num_threads(None) comes back to it)
             "cutoff": _env_cutoff()}  # None until the compiled backend sets the machine's value
 # where the serial cutoff came from: "FASTGD_SERIAL_CUTOFF", "set_serial_cutoff", "measured"
 # (on this machine, now), "cache" (measured on this machine before: fastgd._calibrate),
@@ -221,7 +231,7 @@ if _threads["cutoff"] is None:
     _threads["cutoff"] = _DEFAULT_SERIAL_CUTOFF
 
 
-def get_num_threads():
+def get_num_threads() -> int:
     """Threads the compiled kernels use on large arrays (at least ``serial_cutoff()`` elements).
 
     The value given to :func:`set_num_threads`, or ``FASTGD_NUM_THREADS`` (read once at import:
@@ -236,7 +246,7 @@ def get_num_threads():
     return n if n is not None else _openmp_threads[0]()
 
 
-def set_num_threads(n):
+def set_num_threads(n: int | None) -> None:
     """Set the thread count of the compiled kernels: an int in [1, MAX_NUM_THREADS] (1024),
     or None to follow OpenMP's thread count again (OMP_NUM_THREADS, threadpoolctl; the default
     unless FASTGD_NUM_THREADS is set).  TypeError for a non-int (bool included), ValueError out
@@ -245,7 +255,7 @@ def set_num_threads(n):
     _set("n", None if n is None else _count("n", n, 1, MAX_NUM_THREADS))
 
 
-def serial_cutoff():
+def serial_cutoff() -> int:
     """Arrays with fewer elements than this are stepped on one thread.
 
     The value given to :func:`set_serial_cutoff`, or ``FASTGD_SERIAL_CUTOFF`` (read once at
@@ -257,7 +267,7 @@ def serial_cutoff():
     return _threads["cutoff"]
 
 
-def serial_cutoff_source():
+def serial_cutoff_source() -> str:
     """Where :func:`serial_cutoff` comes from: ``"set_serial_cutoff"``, ``"FASTGD_SERIAL_CUTOFF"``,
     ``"measured"`` (measured on this machine by this process), ``"cache"`` (measured on this
     machine before, read from fastgd's cache) or ``"default"`` (24576: nothing measured, e.g.
@@ -265,7 +275,7 @@ def serial_cutoff_source():
     return _cutoff_source[0]
 
 
-def set_serial_cutoff(n):
+def set_serial_cutoff(n: int) -> None:
     """Arrays with fewer than ``n`` elements are stepped on one thread: an int in [0,
     MAX_SERIAL_CUTOFF] (2**62).  TypeError for a non-int (bool included), ValueError out of
     range; either way nothing changes."""
@@ -295,10 +305,11 @@ def _set(key, value):
 
 # compiled backends keep a C copy of the settings (fastgd._cython._core.set_threads), so a
 # kernel call does not call back into Python for them; each registers its setter here
-_listeners = []
+_listeners: list[Callable[[int, int], Any]] = []
 
 
-def on_thread_settings(setter, openmp_threads=None, serial_only=None):
+def on_thread_settings(setter: Callable[[int, int], Any], openmp_threads: Callable[[], int] | None = None,
+                       serial_only: Callable[[], bool] | None = None) -> None:
     """Call ``setter(num_threads, serial_cutoff)`` now and whenever the settings change
     (``num_threads`` 0: none set, follow OpenMP).  ``openmp_threads``: the backend's OpenMP
     runtime's current thread count, which get_num_threads() then reports when none is set;
@@ -316,7 +327,7 @@ def _notify():
         setter(_threads["n"] or 0, _threads["cutoff"])
 
 
-def threads_for(size):
+def threads_for(size: int) -> int:
     """How many threads a compiled kernel uses for an array of ``size`` elements (the numba
     backend's choice between its serial and parallel variants)."""
     if size < _threads["cutoff"] or _fork[1]:

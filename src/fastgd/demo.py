@@ -9,24 +9,33 @@ Files written: ``<function>_paths.png`` (one panel per rule: contours, the path 
 arrows, the minimum marked), ``<function>_loss.png`` (loss per iteration, all rules),
 ``two_gaussians_momentum_vs_nesterov.png``, ``beale_gd_300k.png``, ``quadratic_1d.png``.
 """
+from __future__ import annotations
+
 import argparse
 import os
 import sys
 import time
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from . import functions as F
 from .descent import gradient_descent
 
+if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
+
+    from ._typing import Backend, Method
+    from .descent import DescentResult
+
 __all__ = ["EXPERIMENTS", "RULES", "run_experiment", "published_results", "write_plots", "main"]
 
-RULES = ("sgd", "momentum", "nesterov_lookahead", "adagrad", "rmsprop", "adadelta", "adam", "adamw", "adamax",
-         "nadam", "radam", "lion")
+RULES: tuple[Method, ...] = ("sgd", "momentum", "nesterov_lookahead", "adagrad", "rmsprop", "adadelta", "adam",
+                             "adamw", "adamax", "nadam", "radam", "lion")
 
 # start, number of iterations and hyperparameters per rule (chosen so that every rule makes
 # visible progress; the adaptive rules are insensitive to Beale's huge gradients, plain GD is not)
-EXPERIMENTS = {
+EXPERIMENTS: dict[str, dict[str, Any]] = {
     "beale": {"start": (1.0, 1.5), "iterations": 3000, "hyper": {
         "sgd": {"lr": 0.01}, "momentum": {"lr": 0.005, "mu": 0.9}, "nesterov_lookahead": {"lr": 0.005, "mu": 0.9},
         "adagrad": {"lr": 0.5}, "rmsprop": {"lr": 0.01}, "adadelta": {"lr": 1.0}, "adam": {"lr": 0.05},
@@ -54,7 +63,8 @@ def _grad_of(func):
         return func.grad
 
 
-def run_experiment(name, *, backend=None, tol=1e-8, rules=RULES):
+def run_experiment(name: str, *, backend: Backend | None = None, tol: float = 1e-8,
+                   rules: Sequence[Method] = RULES) -> dict[str, DescentResult]:
     """Run every rule of ``EXPERIMENTS[name]``; returns ``{rule: DescentResult}``."""
     exp = EXPERIMENTS[name]
     func = F.get(name)
@@ -63,10 +73,10 @@ def run_experiment(name, *, backend=None, tol=1e-8, rules=RULES):
             for rule in rules}
 
 
-def published_results(*, backend=None, quick=False):
+def published_results(*, backend: Backend | None = None, quick: bool = False) -> list[tuple[str, Any, Any]]:
     """The published results of the texts, recomputed: a list of
     ``(description, computed, published)`` (``published`` is None for qualitative claims)."""
-    out = []
+    out: list[tuple[str, Any, Any]] = []
     r = gradient_descent(F.quadratic.grad, -0.9, "sgd", lr=0.03, iterations=15, tol=0, backend=backend)
     out.append(("6x^2 - 12x + 3 from -0.9, lr 0.03, 15 updates", np.round(r.x, 6), 0.997648))
     n = 30_000 if quick else 300_000
@@ -84,7 +94,8 @@ def published_results(*, backend=None, quick=False):
     return out
 
 
-def write_plots(out_dir, results, *, backend=None, quick=False):
+def write_plots(out_dir: str | os.PathLike[str], results: Mapping[str, Mapping[str, DescentResult]], *,
+                backend: Backend | None = None, quick: bool = False) -> list[str]:
     """Write the PNG files into ``out_dir``; returns their paths."""
     from matplotlib.figure import Figure
 
@@ -110,7 +121,8 @@ def write_plots(out_dir, results, *, backend=None, quick=False):
     g = F.two_gaussians
     runs, labels = [], []
     for start, lr, steps in (((1.5, 1.5), 0.02, 90), ((0.7, -0.2), 0.1, 25)):
-        for rule in ("momentum", "nesterov_lookahead"):
+        pair: tuple[Method, Method] = ("momentum", "nesterov_lookahead")
+        for rule in pair:
             runs.append(gradient_descent(g.grad, start, rule, lr=lr, mu=0.9, iterations=steps, tol=0))
             labels.append("%s from %s" % (rule, start))
     path = os.path.join(out_dir, "two_gaussians_momentum_vs_nesterov.png")
@@ -136,7 +148,7 @@ def _fmt(v):
     return str(v)
 
 
-def main(argv=None):
+def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m fastgd.demo", description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", default="fastgd-demo", help="directory for the PNG files (default: ./fastgd-demo)")
     ap.add_argument("--backend", default=None, help="kernel backend: cython, numba or numpy (default: current)")

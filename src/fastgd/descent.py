@@ -48,15 +48,20 @@ FMA contraction), so its iterates are bit-identical to the Python loop on
 ``backend="numpy"`` and equal to round-off on the other backends.  ``compiled=False``
 forces the Python loop, ``compiled=True`` raises if the compiled loop cannot be used.
 """
+from __future__ import annotations
+
 import math
 import sys
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 import numpy as np
 
 from . import _validate as V
 from .optim import OPTIMIZERS, Optimizer
+
+if TYPE_CHECKING:
+    from ._typing import ArrayLike, Backend, Gradient, Hessian, Method, NDArray
 
 __all__ = ["DescentResult", "gradient_descent", "newton", "METHODS", "COMPILED_METHODS"]
 
@@ -80,14 +85,14 @@ class DescentResult:
     optimizer : the optimizer object that made the steps (``None`` for the textbook rules
         and the compiled loop).
     """
-    x: np.ndarray
-    path: Optional[np.ndarray]
+    x: NDArray[Any]
+    path: Optional[NDArray[Any]]
     n_iter: int
     converged: bool
-    grad: np.ndarray
+    grad: NDArray[Any]
     method: str = ""
     compiled: bool = False
-    optimizer: Any = field(default=None, repr=False)
+    optimizer: Optional[Optimizer] = field(default=None, repr=False)
 
 
 # ---------------------------------------------------------------------------------------
@@ -167,8 +172,9 @@ def _textbook_hyper(name, hyper):
 # ---------------------------------------------------------------------------------------
 # the driver
 
-def gradient_descent(grad_fn, x0, optimizer="sgd", *, iterations, tol=1e-8, record_path=True, backend=None,
-                     compiled=None, **hyperparameters):
+def gradient_descent(grad_fn: Gradient, x0: ArrayLike, optimizer: Method | Optimizer = "sgd", *, iterations: int,
+                     tol: float = 1e-8, record_path: bool = True, backend: Backend | None = None,
+                     compiled: bool | None = None, **hyperparameters: Any) -> DescentResult:
     """Descend from ``x0`` along ``-grad_fn`` with an update rule; returns a :class:`DescentResult`.
 
     grad_fn : callable ``grad_fn(x) -> array of x's shape`` (a numba-jitted function runs
@@ -417,7 +423,7 @@ def _loop_adam(grad_fn, x, path, iterations, tol, record, sc, lr, beta1, beta2, 
     return k, converged, g
 
 
-_jit_cache = {}
+_jit_cache: dict[str, Any] = {}
 
 
 def _jit_loops():
@@ -478,7 +484,8 @@ def _compiled_loop(grad_fn, x, name, hyper, iterations, tol, record_path):
 # ---------------------------------------------------------------------------------------
 # Newton's method
 
-def newton(grad_fn, hess_fn, x0, *, iterations=100, tol=1e-8, damping=0.0, record_path=True):
+def newton(grad_fn: Gradient, hess_fn: Hessian, x0: ArrayLike, *, iterations: int = 100, tol: float = 1e-8,
+           damping: float = 0.0, record_path: bool = True) -> DescentResult:
     """Newton's method: ``x <- x - d`` with ``(H(x) + damping*I) d = g(x)`` solved by
     ``numpy.linalg.solve`` at every step (no inverse is formed).
 
@@ -501,7 +508,7 @@ def newton(grad_fn, hess_fn, x0, *, iterations=100, tol=1e-8, damping=0.0, recor
     xv.flags.writeable = False
     path = np.empty((iterations + 1,) + x.shape) if record_path else None
     if record_path:
-        path[0] = x
+        path[0] = x  # type: ignore[index]  # (an array with record_path)
     g = _call_grad(grad_fn, xv, x)
     eye = np.eye(n)
     k = 0
@@ -527,9 +534,9 @@ def newton(grad_fn, hess_fn, x0, *, iterations=100, tol=1e-8, damping=0.0, recor
         x -= d.reshape(x.shape)
         k += 1
         if record_path:
-            path[k] = x
+            path[k] = x  # type: ignore[index]
         g = _call_grad(grad_fn, xv, x)
     if record_path:
-        path = path[:k + 1].copy() if 2 * (k + 1) < iterations + 1 else path[:k + 1]
+        path = path[:k + 1].copy() if 2 * (k + 1) < iterations + 1 else path[:k + 1]  # type: ignore[index]
     return DescentResult(x=x.copy(), path=path, n_iter=k, converged=converged, grad=g.copy(), method="newton",
                          compiled=False, optimizer=None)

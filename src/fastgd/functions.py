@@ -25,9 +25,17 @@ Conventions
   ``jit_grad``/``jit_value``/``jit_hess`` compile them on first use (numba required), and
   passing ``jit_grad`` to :func:`fastgd.gradient_descent` runs the whole loop compiled.
 """
+from __future__ import annotations
+
 import math
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from ._typing import ArrayLike, NDArray
 
 __all__ = ["TestFunction", "ALL", "get", "cubic", "quadratic", "quadratic2d", "canyon", "bowl", "beale",
            "two_gaussians", "sin_radial", "product", "sphere", "rosenbrock", "himmelblau"]
@@ -54,8 +62,11 @@ class TestFunction:
 
     __test__ = False  # not a pytest class
 
-    def __init__(self, name, formula, value, grad, hess, minima, dim, xlim, ylim, start, saddles=(),
-                 note=""):
+    def __init__(self, name: str, formula: str, value: Callable[..., Any],
+                 grad: Callable[[NDArray[np.float64]], NDArray[np.float64]],
+                 hess: Callable[[NDArray[np.float64]], NDArray[np.float64]] | None, minima: ArrayLike, dim: int | None,
+                 xlim: tuple[float, float], ylim: tuple[float, float] | None, start: ArrayLike, saddles: ArrayLike = (),
+                 note: str = "") -> None:
         self.name = name
         self.formula = formula
         self._value = value
@@ -69,40 +80,40 @@ class TestFunction:
         self.ylim = tuple(ylim) if ylim is not None else None
         self.start = np.array(start, dtype=np.float64)
         self.note = note
-        self._jit = {}
+        self._jit: dict[str, Any] = {}
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return "<TestFunction %s: %s>" % (self.name, self.formula)
 
     @property
-    def global_minimum(self):
+    def global_minimum(self) -> NDArray[np.float64] | None:
         return self.minima[0].copy() if len(self.minima) else None
 
     # ---- evaluation ---------------------------------------------------------------------
-    def value(self, *coords):
+    def value(self, *coords: ArrayLike) -> Any:
         """The function on one array per coordinate (broadcast; ``value(X, Y)`` on a meshgrid)."""
         if self.dim is not None and len(coords) != self.dim:
             raise TypeError("%s.value takes %d coordinate array(s), got %d" % (self.name, self.dim, len(coords)))
         return self._value(*[np.asarray(c, dtype=np.float64) if not np.isscalar(c) else c for c in coords])
 
-    def __call__(self, p):
+    def __call__(self, p: ArrayLike) -> Any:
         """The value at a point ``p`` (first axis = coordinates; elementwise for 1-D functions)."""
         p = np.asarray(p, dtype=np.float64)
         if self.dim == 1:
             return self._value(p)
         return self.value(*p)
 
-    def grad(self, p):
+    def grad(self, p: ArrayLike) -> NDArray[np.float64]:
         """The analytic gradient at ``p`` (same shape as ``p``)."""
         return self._grad(np.asarray(p, dtype=np.float64))
 
-    def hess(self, p):
+    def hess(self, p: ArrayLike) -> NDArray[np.float64]:
         """The analytic Hessian at ``p`` as an ``(n, n)`` matrix, ``n = p.size``."""
         if self._hess is None:
             raise NotImplementedError("%s has no Hessian" % self.name)
         return self._hess(np.asarray(p, dtype=np.float64))
 
-    def losses(self, path):
+    def losses(self, path: ArrayLike) -> NDArray[np.float64]:
         """The value at every point of a path of shape ``(n_points, *point_shape)``."""
         path = np.asarray(path, dtype=np.float64)
         if self.dim == 1:
@@ -124,18 +135,18 @@ class TestFunction:
         return f
 
     @property
-    def jit_grad(self):
+    def jit_grad(self) -> Callable[[NDArray[np.float64]], NDArray[np.float64]]:
         """``grad`` compiled with ``numba.njit`` (compiled on first call; needs numba).
         Takes a float64 array point, returns the gradient array."""
         return self._jitted("grad", self._grad)
 
     @property
-    def jit_value(self):
+    def jit_value(self) -> Callable[..., Any]:
         """``value(*coords)`` compiled with ``numba.njit`` (scalars or arrays)."""
         return self._jitted("value", self._value)
 
     @property
-    def jit_hess(self):
+    def jit_hess(self) -> Callable[[NDArray[np.float64]], NDArray[np.float64]]:
         """``hess`` compiled with ``numba.njit``."""
         return self._jitted("hess", self._hess)
 
@@ -437,7 +448,7 @@ ALL = {f.name: f for f in (cubic, quadratic, quadratic2d, canyon, bowl, beale, t
                            sphere, rosenbrock, himmelblau)}
 
 
-def get(name):
+def get(name: str) -> TestFunction:
     """The test function called ``name`` (see ``ALL``)."""
     try:
         return ALL[name]

@@ -11,12 +11,19 @@ arrays), while one element of one array is perturbed in place; a closure that ig
 argument and reads the arrays directly (the book's ``lambda W: net.loss(x, t)``) works too.
 Use float64 parameters: in float32 the central difference is dominated by round-off.
 """
+from __future__ import annotations
+
 from dataclasses import dataclass
-from typing import List
+from typing import TYPE_CHECKING, Any, List
 
 import numpy as np
 
 from . import _validate as V
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+
+    from ._typing import NDArray, Objective
 
 __all__ = ["numerical_gradient", "check_gradient", "GradCheckResult"]
 
@@ -49,7 +56,8 @@ def _scalar(value):
     return float(arr.reshape(()))
 
 
-def numerical_gradient(f, params, eps=1e-6):
+def numerical_gradient(f: Objective, params: NDArray[np.floating[Any]] | Sequence[NDArray[np.floating[Any]]],
+                       eps: float = 1e-6) -> NDArray[np.float64] | list[NDArray[np.float64]]:
     """Central differences ``(f(x + h) - f(x - h)) / (x_+ - x_-)`` for every element of every
     array in ``params`` (``x_+``, ``x_-`` are the perturbed values actually stored, so the
     rounding of ``x +- eps`` does not bias the quotient); each element is restored exactly
@@ -90,14 +98,16 @@ class GradCheckResult:
     passed: bool
     max_rel_error: List[float]
     max_abs_error: List[float]
-    numerical: list
-    analytic: list
+    numerical: List[NDArray[np.float64]]
+    analytic: List[NDArray[np.float64]]
 
-    def __bool__(self):
+    def __bool__(self) -> bool:
         return self.passed
 
 
-def check_gradient(f, grad_fn, params, *, eps=1e-6, rtol=1e-5, atol=1e-7):
+def check_gradient(f: Objective, grad_fn: Callable[[Any], Any],
+                   params: NDArray[np.floating[Any]] | Sequence[NDArray[np.floating[Any]]], *, eps: float = 1e-6,
+                   rtol: float = 1e-5, atol: float = 1e-7) -> GradCheckResult:
     """Compare ``grad_fn(params)`` with :func:`numerical_gradient` of ``f``.
 
     ``grad_fn`` is called once, before the numerical gradient, with ``params`` and returns
@@ -120,7 +130,7 @@ def check_gradient(f, grad_fn, params, *, eps=1e-6, rtol=1e-5, atol=1e-7):
             raise ValueError("grad_fn returned shape %s for params%s of shape %s"
                              % (a.shape, "" if single else "[%d]" % i, p.shape))
     numerical = numerical_gradient(f, params, eps=eps)
-    numerical = [numerical] if single else numerical
+    numerical = [numerical] if single else numerical  # type: ignore[list-item]  # (an array when single)
     rel, absd, ok = [], [], True
     for a, n in zip(analytic, numerical):
         diff = np.abs(a - n)
@@ -130,4 +140,5 @@ def check_gradient(f, grad_fn, params, *, eps=1e-6, rtol=1e-5, atol=1e-7):
         rel.append(float(r.max()) if r.size else 0.0)
         absd.append(float(diff.max()) if diff.size else 0.0)
         ok = ok and bool(np.all(diff <= atol + rtol * scale))
-    return GradCheckResult(passed=ok, max_rel_error=rel, max_abs_error=absd, numerical=numerical, analytic=analytic)
+    return GradCheckResult(passed=ok, max_rel_error=rel, max_abs_error=absd,
+                           numerical=numerical, analytic=analytic)  # type: ignore[arg-type]

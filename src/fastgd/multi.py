@@ -41,7 +41,10 @@ Backends:
   * ``numba`` and ``numpy``: a Python loop over the tensors calling the backend's
     single-tensor kernel (validation is still done once, up front).
 """
+from __future__ import annotations
+
 import math
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -50,6 +53,11 @@ from .backends import backend_module
 from . import steps as S
 from .reference import half as _half
 
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+
+    from ._typing import ArrayList, Backend, DTypeLike, FloatArray, NDArray, OptArrayList, Scale
+
 __all__ = ["flat_buffer", "global_norm", "unscale_and_check", "sgd_step", "adam_step",
            "adamw_step", "adamax_step", "nadam_step", "radam_step",
            "adagrad_step", "adadelta_step", "rmsprop_step", "lion_step"]
@@ -57,7 +65,7 @@ __all__ = ["flat_buffer", "global_norm", "unscale_and_check", "sgd_step", "adam_
 try:  # the C fast accept of a whole call (Cython backend's module); Python checks otherwise
     from ._cython import multi_arrays_ok as _multi_ok
 except ImportError:  # pragma: no cover - compiled part missing
-    _multi_ok = None
+    _multi_ok = None  # type: ignore[assignment]
 
 
 # ---------------------------------------------------------------------------------------
@@ -66,7 +74,8 @@ except ImportError:  # pragma: no cover - compiled part missing
 _LINE = 64  # bytes
 
 
-def flat_buffer(shapes, dtype=np.float32):
+def flat_buffer(shapes: Iterable[int | tuple[int, ...] | list[int]], dtype: DTypeLike = np.float32
+                ) -> tuple[FloatArray, list[FloatArray]]:
     """One zeroed, contiguous buffer and a view into it for each shape: ``(buffer, views)``.
 
     Each view is a C-contiguous array of its shape starting on a 64-byte (cache-line)
@@ -208,7 +217,7 @@ def _check_arrays(names, lists, n_readonly=1, optional=0):
 # ---------------------------------------------------------------------------------------
 # running
 
-_kernels = {}
+_kernels: dict[Any, Any] = {}
 
 
 def _kernel(mod, rule):
@@ -368,7 +377,7 @@ def _grad_list(name, grads):
     return grads
 
 
-def global_norm(grads, *, grad_scale=None, backend=None):
+def global_norm(grads: ArrayList, *, grad_scale: Scale | None = None, backend: Backend | None = None) -> float:
     r"""The L2 norm of all the gradients together, :math:`\sqrt{\sum_t \sum_i g_{t,i}^2}`,
     accumulated in float64 (then divided by ``grad_scale``: the norm of the unscaled
     gradients), as ``torch.nn.utils.clip_grad_norm_`` computes it.  One read pass.  Backends
@@ -385,7 +394,8 @@ def global_norm(grads, *, grad_scale=None, backend=None):
     return _global_norm(impl, grads, gs)
 
 
-def unscale_and_check(grads, scale, found_inf, *, backend=None):
+def unscale_and_check(grads: ArrayList, scale: Scale, found_inf: FloatArray, *,
+                      backend: Backend | None = None) -> FloatArray:
     """Unscale gradients in place and look for NaN/inf in the same pass, like torch's
     ``_amp_foreach_non_finite_check_and_unscale_`` (the loss scaler's step before the
     optimizer's): every ``grads[t]`` is divided by ``scale`` (in float32, float64 for float64
@@ -446,9 +456,11 @@ def _go(rule, backend, lists, kw, grad_scale=None, found_inf=None, max_norm=None
     return lists[0]
 
 
-def sgd_step(params, grads, momentum_buffers=None, *, lr, momentum=0.0, dampening=0.0, nesterov=False,
-             weight_decay=0.0, maximize=False, step=None,
-             grad_scale=None, found_inf=None, max_norm=None, master_params=None, backend=None):
+def sgd_step(params: ArrayList, grads: ArrayList, momentum_buffers: ArrayList | None = None, *, lr: float,
+             momentum: float = 0.0, dampening: float = 0.0, nesterov: bool = False, weight_decay: float = 0.0,
+             maximize: bool = False, step: int | None = None,
+             grad_scale: Scale | None = None, found_inf: FloatArray | None = None, max_norm: float | None = None,
+             master_params: OptArrayList | None = None, backend: Backend | None = None) -> ArrayList:
     """:func:`fastgd.sgd_step` on lists of arrays (``momentum_buffers`` needed when
     ``momentum != 0``; ``step=1`` makes every buffer a copy of its first gradient)."""
     kw = S._SGD.check(step, lr=lr, momentum=momentum, dampening=dampening, nesterov=nesterov,
@@ -468,25 +480,33 @@ def _adam(params, grads, exp_avgs, exp_avg_sqs, step, lr, beta1, beta2, eps, wei
                grad_scale, found_inf, max_norm, master_params)
 
 
-def adam_step(params, grads, exp_avgs, exp_avg_sqs, *, step, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8,
-              weight_decay=0.0, amsgrad=False, max_exp_avg_sqs=None, maximize=False,
-              grad_scale=None, found_inf=None, max_norm=None, master_params=None, backend=None):
+def adam_step(params: ArrayList, grads: ArrayList, exp_avgs: ArrayList, exp_avg_sqs: ArrayList, *, step: int,
+              lr: float = 1e-3, beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8,
+              weight_decay: float = 0.0, amsgrad: bool = False, max_exp_avg_sqs: ArrayList | None = None,
+              maximize: bool = False,
+              grad_scale: Scale | None = None, found_inf: FloatArray | None = None, max_norm: float | None = None,
+              master_params: OptArrayList | None = None, backend: Backend | None = None) -> ArrayList:
     """:func:`fastgd.adam_step` on lists of arrays (``max_exp_avg_sqs`` with ``amsgrad=True``)."""
     return _adam(params, grads, exp_avgs, exp_avg_sqs, step, lr, beta1, beta2, eps, weight_decay, amsgrad,
                  max_exp_avg_sqs, maximize, False, backend, grad_scale, found_inf, max_norm, master_params)
 
 
-def adamw_step(params, grads, exp_avgs, exp_avg_sqs, *, step, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8,
-               weight_decay=1e-2, amsgrad=False, max_exp_avg_sqs=None, maximize=False,
-               grad_scale=None, found_inf=None, max_norm=None, master_params=None, backend=None):
+def adamw_step(params: ArrayList, grads: ArrayList, exp_avgs: ArrayList, exp_avg_sqs: ArrayList, *, step: int,
+               lr: float = 1e-3, beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8,
+               weight_decay: float = 1e-2, amsgrad: bool = False, max_exp_avg_sqs: ArrayList | None = None,
+               maximize: bool = False,
+               grad_scale: Scale | None = None, found_inf: FloatArray | None = None, max_norm: float | None = None,
+               master_params: OptArrayList | None = None, backend: Backend | None = None) -> ArrayList:
     """:func:`fastgd.adamw_step` on lists of arrays."""
     return _adam(params, grads, exp_avgs, exp_avg_sqs, step, lr, beta1, beta2, eps, weight_decay, amsgrad,
                  max_exp_avg_sqs, maximize, True, backend, grad_scale, found_inf, max_norm, master_params)
 
 
-def adamax_step(params, grads, exp_avgs, exp_infs, *, step, lr=2e-3, beta1=0.9, beta2=0.999, eps=1e-8,
-                weight_decay=0.0, maximize=False,
-                grad_scale=None, found_inf=None, max_norm=None, master_params=None, backend=None):
+def adamax_step(params: ArrayList, grads: ArrayList, exp_avgs: ArrayList, exp_infs: ArrayList, *, step: int,
+                lr: float = 2e-3, beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8,
+                weight_decay: float = 0.0, maximize: bool = False,
+                grad_scale: Scale | None = None, found_inf: FloatArray | None = None, max_norm: float | None = None,
+                master_params: OptArrayList | None = None, backend: Backend | None = None) -> ArrayList:
     """:func:`fastgd.adamax_step` on lists of arrays."""
     kw = S._ADAMAX.check(step, lr=lr, beta1=beta1, beta2=beta2, eps=eps, weight_decay=weight_decay,
                          maximize=maximize)
@@ -494,9 +514,12 @@ def adamax_step(params, grads, exp_avgs, exp_infs, *, step, lr=2e-3, beta1=0.9, 
                grad_scale, found_inf, max_norm, master_params)
 
 
-def nadam_step(params, grads, exp_avgs, exp_avg_sqs, mu_product=None, *, step, lr=2e-3, beta1=0.9, beta2=0.999,
-               eps=1e-8, weight_decay=0.0, momentum_decay=4e-3, decoupled_weight_decay=False, maximize=False,
-               grad_scale=None, found_inf=None, max_norm=None, master_params=None, backend=None):
+def nadam_step(params: ArrayList, grads: ArrayList, exp_avgs: ArrayList, exp_avg_sqs: ArrayList,
+               mu_product: NDArray[np.float64] | None = None, *, step: int, lr: float = 2e-3, beta1: float = 0.9,
+               beta2: float = 0.999, eps: float = 1e-8, weight_decay: float = 0.0, momentum_decay: float = 4e-3,
+               decoupled_weight_decay: bool = False, maximize: bool = False,
+               grad_scale: Scale | None = None, found_inf: FloatArray | None = None, max_norm: float | None = None,
+               master_params: OptArrayList | None = None, backend: Backend | None = None) -> ArrayList:
     """:func:`fastgd.nadam_step` on lists of arrays.  ``mu_product`` (a float64 array of one
     element, or None to recompute it from ``step``) is shared by the whole list: it holds
     :math:`P_{t-1}` on entry and is updated once, in place, to :math:`P_t`."""
@@ -514,9 +537,11 @@ def nadam_step(params, grads, exp_avgs, exp_avg_sqs, mu_product=None, *, step, l
     return params
 
 
-def radam_step(params, grads, exp_avgs, exp_avg_sqs, *, step, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8,
-               weight_decay=0.0, decoupled_weight_decay=False, maximize=False,
-               grad_scale=None, found_inf=None, max_norm=None, master_params=None, backend=None):
+def radam_step(params: ArrayList, grads: ArrayList, exp_avgs: ArrayList, exp_avg_sqs: ArrayList, *, step: int,
+               lr: float = 1e-3, beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8,
+               weight_decay: float = 0.0, decoupled_weight_decay: bool = False, maximize: bool = False,
+               grad_scale: Scale | None = None, found_inf: FloatArray | None = None, max_norm: float | None = None,
+               master_params: OptArrayList | None = None, backend: Backend | None = None) -> ArrayList:
     """:func:`fastgd.radam_step` on lists of arrays."""
     kw = S._RADAM.check(step, lr=lr, beta1=beta1, beta2=beta2, eps=eps, weight_decay=weight_decay,
                         decoupled_weight_decay=decoupled_weight_decay, maximize=maximize)
@@ -524,25 +549,33 @@ def radam_step(params, grads, exp_avgs, exp_avg_sqs, *, step, lr=1e-3, beta1=0.9
                grad_scale, found_inf, max_norm, master_params)
 
 
-def adagrad_step(params, grads, state_sums, *, step, lr=1e-2, lr_decay=0.0, weight_decay=0.0, eps=1e-10,
-                 maximize=False, grad_scale=None, found_inf=None, max_norm=None, master_params=None, backend=None):
+def adagrad_step(params: ArrayList, grads: ArrayList, state_sums: ArrayList, *, step: int, lr: float = 1e-2,
+                 lr_decay: float = 0.0, weight_decay: float = 0.0, eps: float = 1e-10, maximize: bool = False,
+                 grad_scale: Scale | None = None, found_inf: FloatArray | None = None, max_norm: float | None = None,
+                 master_params: OptArrayList | None = None, backend: Backend | None = None) -> ArrayList:
     """:func:`fastgd.adagrad_step` on lists of arrays."""
     kw = S._ADAGRAD.check(step, lr=lr, lr_decay=lr_decay, weight_decay=weight_decay, eps=eps, maximize=maximize)
     return _go(S._ADAGRAD, backend, (params, grads, state_sums), kw,
                grad_scale, found_inf, max_norm, master_params)
 
 
-def adadelta_step(params, grads, square_avgs, acc_deltas, *, lr=1.0, rho=0.9, eps=1e-6, weight_decay=0.0,
-                  maximize=False, grad_scale=None, found_inf=None, max_norm=None, master_params=None, backend=None):
+def adadelta_step(params: ArrayList, grads: ArrayList, square_avgs: ArrayList, acc_deltas: ArrayList, *,
+                  lr: float = 1.0, rho: float = 0.9, eps: float = 1e-6, weight_decay: float = 0.0,
+                  maximize: bool = False,
+                  grad_scale: Scale | None = None, found_inf: FloatArray | None = None, max_norm: float | None = None,
+                  master_params: OptArrayList | None = None, backend: Backend | None = None) -> ArrayList:
     """:func:`fastgd.adadelta_step` on lists of arrays."""
     kw = S._ADADELTA.check(lr=lr, rho=rho, eps=eps, weight_decay=weight_decay, maximize=maximize)
     return _go(S._ADADELTA, backend, (params, grads, square_avgs, acc_deltas), kw,
                grad_scale, found_inf, max_norm, master_params)
 
 
-def rmsprop_step(params, grads, square_avgs, *, momentum_buffers=None, grad_avgs=None, lr=1e-2, alpha=0.99,
-                 eps=1e-8, momentum=0.0, centered=False, weight_decay=0.0, maximize=False,
-                 grad_scale=None, found_inf=None, max_norm=None, master_params=None, backend=None):
+def rmsprop_step(params: ArrayList, grads: ArrayList, square_avgs: ArrayList, *,
+                 momentum_buffers: ArrayList | None = None, grad_avgs: ArrayList | None = None, lr: float = 1e-2,
+                 alpha: float = 0.99, eps: float = 1e-8, momentum: float = 0.0, centered: bool = False,
+                 weight_decay: float = 0.0, maximize: bool = False,
+                 grad_scale: Scale | None = None, found_inf: FloatArray | None = None, max_norm: float | None = None,
+                 master_params: OptArrayList | None = None, backend: Backend | None = None) -> ArrayList:
     """:func:`fastgd.rmsprop_step` on lists of arrays (``momentum_buffers`` when
     ``momentum > 0``, ``grad_avgs`` when ``centered=True``)."""
     kw = S._RMSPROP.check(lr=lr, alpha=alpha, eps=eps, momentum=momentum, centered=centered,
@@ -551,8 +584,10 @@ def rmsprop_step(params, grads, square_avgs, *, momentum_buffers=None, grad_avgs
                grad_scale, found_inf, max_norm, master_params)
 
 
-def lion_step(params, grads, exp_avgs, *, lr=1e-4, beta1=0.9, beta2=0.99, weight_decay=0.0, maximize=False,
-              grad_scale=None, found_inf=None, max_norm=None, master_params=None, backend=None):
+def lion_step(params: ArrayList, grads: ArrayList, exp_avgs: ArrayList, *, lr: float = 1e-4, beta1: float = 0.9,
+              beta2: float = 0.99, weight_decay: float = 0.0, maximize: bool = False,
+              grad_scale: Scale | None = None, found_inf: FloatArray | None = None, max_norm: float | None = None,
+              master_params: OptArrayList | None = None, backend: Backend | None = None) -> ArrayList:
     """:func:`fastgd.lion_step` on lists of arrays."""
     kw = S._LION.check(lr=lr, beta1=beta1, beta2=beta2, weight_decay=weight_decay, maximize=maximize)
     return _go(S._LION, backend, (params, grads, exp_avgs), kw,

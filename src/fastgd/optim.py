@@ -106,6 +106,8 @@ them; they are not hyperparameters of a group and not part of ``state_dict``)::
   into every call of the step (one read pass for the norm, then the step).  ``opt.max_norm``
   may be changed between steps.
 """
+from __future__ import annotations
+
 import inspect
 import json
 import math
@@ -113,6 +115,7 @@ import operator
 import os
 import threading
 from collections.abc import Mapping, MutableMapping
+from typing import IO, TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -121,10 +124,16 @@ from . import multi as _multi
 from ._rules import RULES
 from .backends import backend_module
 
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from ._rules import Rule
+    from ._typing import ArrayList, Backend, FloatArray, Params, Scale, StateDType
+
 try:  # the C check of a whole multi-tensor call's arrays (the Cython backend's; Python checks otherwise)
     from ._cython import multi_arrays_ok as _arrays_ok
 except ImportError:  # pragma: no cover - compiled part missing
-    _arrays_ok = None
+    _arrays_ok = None  # type: ignore[assignment]
 
 __all__ = ["Optimizer", "SGD", "Adam", "AdamW", "Adamax", "NAdam", "RAdam", "Adagrad", "Adadelta", "RMSprop",
            "Lion", "OPTIMIZERS", "save", "load", "LRScheduler", "StepLR", "ExponentialLR", "CosineAnnealingLR",
@@ -225,7 +234,7 @@ class _ParamState(dict):
         self._mark((key,))
         self._changed()
 
-    def __ior__(self, other):
+    def __ior__(self, other):  # type: ignore[misc]  # (dict's |= takes any mapping; | does not)
         dict.update(self, other)
         self._unmark()
         self._changed()
@@ -311,7 +320,7 @@ class _HyperView(MutableMapping):
 
 _MAIN_THREAD = threading.main_thread()
 try:  # the C functions behind signal.signal / getsignal, without their enum conversions (~5 us)
-    from _signal import SIGINT as _SIGINT, getsignal as _getsignal, signal as _setsignal
+    from _signal import SIGINT as _SIGINT, getsignal as _getsignal, signal as _setsignal  # type: ignore
 except ImportError:  # pragma: no cover - not CPython
     from signal import SIGINT as _SIGINT, getsignal as _getsignal, signal as _setsignal
 
@@ -515,16 +524,16 @@ class Optimizer:
     ``max_norm=None`` (clip every step by the global norm of all its gradients).
     """
 
-    _rule = None
-    _defaults = {}
-    _spec = {}
-    _all_state_names = ()
-    _nonneg_state = frozenset()
-    _shared_state = ()
-    _lazy_state = ()
-    _multi_names = {}
+    _rule: Rule | None = None
+    _defaults: dict[str, Any] = {}
+    _spec: dict[str, Callable[[str, Any], Any]] = {}
+    _all_state_names: tuple[str, ...] = ()
+    _nonneg_state: frozenset[str] = frozenset()
+    _shared_state: tuple[str, ...] = ()
+    _lazy_state: tuple[str, ...] = ()
+    _multi_names: dict[str, str] = {}
 
-    def __init_subclass__(cls, rule=None, **kwargs):
+    def __init_subclass__(cls, rule: str | None = None, **kwargs: Any) -> None:
         """``class Adam(Optimizer, rule="adam")``: every class attribute above comes from the
         rule table (fastgd/_rules.py); the class writes only its constructor (torch's
         signature, for editors and help()) and its docstring."""
@@ -532,8 +541,8 @@ class Optimizer:
         if rule is not None:
             _from_table(cls, RULES[rule])
 
-    def __init__(self, params, *, backend=None, state_dtype="float32", master_weights=False, max_norm=None,
-                 **hyper):
+    def __init__(self, params: Params, *, backend: Backend | None = None, state_dtype: StateDType = "float32",
+                 master_weights: bool = False, max_norm: float | None = None, **hyper: Any) -> None:
         if backend is not None:
             backend_module(backend)  # unknown / unavailable backend: raise now
         self.backend = backend
@@ -625,7 +634,7 @@ class Optimizer:
         list.append(self.param_groups, group)
         self._version[0] += 1
 
-    def add_param_group(self, param_group):
+    def add_param_group(self, param_group: Mapping[str, Any]) -> None:
         """Add a group: a dict with ``"params"`` (an array or a list of arrays, none already in
         the optimizer) and any hyperparameters that differ from ``opt.defaults``.  Its
         parameters come after the existing ones in ``parameters()`` (and in ``step``'s
@@ -639,45 +648,45 @@ class Optimizer:
             self._append_group(ps, h)
 
     # ---- access -------------------------------------------------------------------------
-    def parameters(self):
+    def parameters(self) -> list[FloatArray]:
         """The parameter arrays, group after group (the same objects, updated in place by ``step``)."""
         return list(self._params)
 
     @property
-    def state(self):
+    def state(self) -> list[dict[str, FloatArray]]:
         """One dict of state arrays per parameter (in ``parameters()`` order)."""
         return self._state
 
     @property
-    def lr(self):
+    def lr(self) -> float:
         """The first group's lr; setting it sets every group's."""
         return self.param_groups[0]["lr"]
 
     @lr.setter
-    def lr(self, value):
+    def lr(self, value: float) -> None:
         value = V.nonneg("lr", value)
         for group in self.param_groups:
             group["lr"] = value
 
     @property
-    def state_dtype(self):
+    def state_dtype(self) -> StateDType:
         """``"float32"`` (float32 state for float16/bfloat16 parameters) or ``"param"`` (state of
         each parameter's dtype); fixed at construction."""
         return self._state_dtype
 
     @property
-    def master_weights(self):
+    def master_weights(self) -> bool:
         """Whether float16/bfloat16 parameters have a float32 master copy (``opt.state[i]["master_param"]``);
         fixed at construction."""
         return self._master_weights
 
     @property
-    def max_norm(self):
+    def max_norm(self) -> float | None:
         """The global-norm clip threshold of every step (None: no clipping); may be set between steps."""
         return self._max_norm
 
     @max_norm.setter
-    def max_norm(self, value):
+    def max_norm(self, value: float | None) -> None:
         self._max_norm = _max_norm_option(value)
 
     def _state_dtype_for(self, p):
@@ -692,20 +701,20 @@ class Optimizer:
         return self._master_weights and V.is_half(p.dtype)
 
     @property
-    def hyper(self):
+    def hyper(self) -> MutableMapping[str, Any]:
         """The hyperparameters of ``param_groups[0]`` as a live mapping (kept for backwards
         compatibility; use ``param_groups``)."""
         return _HyperView(self)
 
     @hyper.setter
-    def hyper(self, value):
+    def hyper(self, value: Mapping[str, Any]) -> None:
         h = self._check_hyper(dict(value))
         group = self.param_groups[0]
         for k in [k for k in group if k != "params"]:
             del group[k]
         group.update(h)
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         def hyper(g):
             return ", ".join("%s=%r" % kv for kv in g.items() if kv[0] != "params")
         options = "".join(", %s=%r" % (k, v) for k, v, default in (
@@ -798,7 +807,8 @@ class Optimizer:
         return copies
 
     # ---- the step -----------------------------------------------------------------------
-    def step(self, grads, *, grad_scale=None, found_inf=None):
+    def step(self, grads: ArrayList | FloatArray, *, grad_scale: Scale | None = None,
+             found_inf: FloatArray | None = None) -> list[FloatArray]:
         """Update every parameter in place with its gradient (``grads[i]`` for parameter
         ``i`` of ``parameters()``, of the parameter's dtype).  Returns the parameters.
 
@@ -1147,7 +1157,7 @@ class Optimizer:
             self._state_dtype_for(p), p.dtype, self._state_dtype, fix)
 
 
-    def zero_state(self):
+    def zero_state(self) -> None:
         """Forget the state and the step counts (the parameters and groups are kept; master
         copies are forgotten too: the next step makes them anew from the parameters)."""
         with self._lock:
@@ -1158,7 +1168,7 @@ class Optimizer:
             self._plan = None
 
     # ---- state --------------------------------------------------------------------------
-    def state_dict(self):
+    def state_dict(self) -> dict[str, Any]:
         """Everything needed to resume: ``{"optimizer", "step_count", "param_groups",
         "state"}``.  ``param_groups``: per group its hyperparameters, ``"params"`` (the
         indices of its parameters in ``parameters()``) and ``"step"`` (the steps it has
@@ -1181,7 +1191,7 @@ class Optimizer:
                     needed = [n for n in self._state_names(h) if n not in self._lazy_state] if steps else []
                 except (TypeError, ValueError):
                     h, needed = None, []
-                shared = {}
+                shared: dict[str, Any] = {}
                 for i in range(start, stop):
                     st = {k: v.copy() for k, v in self._state[i].items()}
                     deleted = getattr(self._state[i], "_deleted", None) or ()
@@ -1195,7 +1205,7 @@ class Optimizer:
             return {"optimizer": type(self).__name__, "step_count": self.step_count, "param_groups": groups,
                     "state": states}
 
-    def load_state_dict(self, state_dict):
+    def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
         """Restore a ``state_dict()`` (copies the arrays).  Also accepts the one-group form
         of earlier versions (``"hyper"`` instead of ``"param_groups"``).  Everything is
         checked first: the optimizer's name; ``step_count`` (at most 2**53); per group its
@@ -1433,9 +1443,10 @@ class SGD(Optimizer, rule="sgd"):
     the momentum buffer starts as a copy of the first gradient (``step=1`` is passed to the
     kernel on the step that creates it; a state dict without a buffer means the same)."""
 
-    def __init__(self, params, lr=1e-3, momentum=0.0, dampening=0.0, weight_decay=0.0, nesterov=False, *,
-                 maximize=False, backend=None, state_dtype="float32",
-                 master_weights=False, max_norm=None):
+    def __init__(self, params: Params, lr: float = 1e-3, momentum: float = 0.0, dampening: float = 0.0,
+                 weight_decay: float = 0.0, nesterov: bool = False, *, maximize: bool = False,
+                 backend: Backend | None = None, state_dtype: StateDType = "float32", master_weights: bool = False,
+                 max_norm: float | None = None) -> None:
         super().__init__(params, backend=backend, state_dtype=state_dtype, master_weights=master_weights,
                          max_norm=max_norm, lr=lr, momentum=momentum, dampening=dampening,
                          weight_decay=weight_decay, nesterov=nesterov, maximize=maximize)
@@ -1446,9 +1457,10 @@ class Adam(Optimizer, rule="adam"):
     maximize=False, backend=None, state_dtype="float32", master_weights=False,
     max_norm=None)`` over :func:`fastgd.adam_step`, as ``torch.optim.Adam``."""
 
-    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, amsgrad=False, *,
-                 maximize=False, backend=None, state_dtype="float32",
-                 master_weights=False, max_norm=None):
+    def __init__(self, params: Params, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
+                 weight_decay: float = 0.0, amsgrad: bool = False, *, maximize: bool = False,
+                 backend: Backend | None = None, state_dtype: StateDType = "float32", master_weights: bool = False,
+                 max_norm: float | None = None) -> None:
         super().__init__(params, backend=backend, state_dtype=state_dtype, master_weights=master_weights,
                          max_norm=max_norm, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
                          amsgrad=amsgrad, maximize=maximize)
@@ -1459,9 +1471,10 @@ class AdamW(Adam, rule="adamw"):
     maximize=False, backend=None, state_dtype="float32", master_weights=False,
     max_norm=None)`` over :func:`fastgd.adamw_step`, as ``torch.optim.AdamW``."""
 
-    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2, amsgrad=False, *,
-                 maximize=False, backend=None, state_dtype="float32",
-                 master_weights=False, max_norm=None):
+    def __init__(self, params: Params, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
+                 weight_decay: float = 1e-2, amsgrad: bool = False, *, maximize: bool = False,
+                 backend: Backend | None = None, state_dtype: StateDType = "float32", master_weights: bool = False,
+                 max_norm: float | None = None) -> None:
         super().__init__(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, amsgrad=amsgrad,
                          maximize=maximize, backend=backend, state_dtype=state_dtype,
                          master_weights=master_weights, max_norm=max_norm)
@@ -1472,9 +1485,10 @@ class Adamax(Optimizer, rule="adamax"):
     backend=None, state_dtype="float32", master_weights=False,
     max_norm=None)`` over :func:`fastgd.adamax_step`, as ``torch.optim.Adamax``."""
 
-    def __init__(self, params, lr=2e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, *, maximize=False,
-                 backend=None, state_dtype="float32",
-                 master_weights=False, max_norm=None):
+    def __init__(self, params: Params, lr: float = 2e-3, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
+                 weight_decay: float = 0.0, *, maximize: bool = False, backend: Backend | None = None,
+                 state_dtype: StateDType = "float32", master_weights: bool = False,
+                 max_norm: float | None = None) -> None:
         super().__init__(params, backend=backend, state_dtype=state_dtype, master_weights=master_weights,
                          max_norm=max_norm, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
                          maximize=maximize)
@@ -1487,9 +1501,10 @@ class NAdam(Optimizer, rule="nadam"):
     (state ``mu_product``: the running product of the momentum schedule, a float64 array of
     one element, one per group)."""
 
-    def __init__(self, params, lr=2e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, momentum_decay=4e-3,
-                 decoupled_weight_decay=False, *, maximize=False, backend=None, state_dtype="float32",
-                 master_weights=False, max_norm=None):
+    def __init__(self, params: Params, lr: float = 2e-3, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
+                 weight_decay: float = 0.0, momentum_decay: float = 4e-3, decoupled_weight_decay: bool = False, *,
+                 maximize: bool = False, backend: Backend | None = None, state_dtype: StateDType = "float32",
+                 master_weights: bool = False, max_norm: float | None = None) -> None:
         super().__init__(params, backend=backend, state_dtype=state_dtype, master_weights=master_weights,
                          max_norm=max_norm, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
                          momentum_decay=momentum_decay, decoupled_weight_decay=decoupled_weight_decay,
@@ -1501,9 +1516,10 @@ class RAdam(Optimizer, rule="radam"):
     decoupled_weight_decay=False, *, maximize=False, backend=None, state_dtype="float32",
     master_weights=False, max_norm=None)`` over :func:`fastgd.radam_step`, as ``torch.optim.RAdam``."""
 
-    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0,
-                 decoupled_weight_decay=False, *, maximize=False, backend=None, state_dtype="float32",
-                 master_weights=False, max_norm=None):
+    def __init__(self, params: Params, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
+                 weight_decay: float = 0.0, decoupled_weight_decay: bool = False, *, maximize: bool = False,
+                 backend: Backend | None = None, state_dtype: StateDType = "float32", master_weights: bool = False,
+                 max_norm: float | None = None) -> None:
         super().__init__(params, backend=backend, state_dtype=state_dtype, master_weights=master_weights,
                          max_norm=max_norm, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
                          decoupled_weight_decay=decoupled_weight_decay, maximize=maximize)
@@ -1516,9 +1532,10 @@ class Adagrad(Optimizer, rule="adagrad"):
     ``torch.optim.Adagrad`` (one of the texts starts the accumulator at 1:
     ``initial_accumulator_value=1``)."""
 
-    def __init__(self, params, lr=1e-2, lr_decay=0.0, weight_decay=0.0, initial_accumulator_value=0.0,
-                 eps=1e-10, *, maximize=False, backend=None, state_dtype="float32",
-                 master_weights=False, max_norm=None):
+    def __init__(self, params: Params, lr: float = 1e-2, lr_decay: float = 0.0, weight_decay: float = 0.0,
+                 initial_accumulator_value: float = 0.0, eps: float = 1e-10, *, maximize: bool = False,
+                 backend: Backend | None = None, state_dtype: StateDType = "float32", master_weights: bool = False,
+                 max_norm: float | None = None) -> None:
         super().__init__(params, backend=backend, state_dtype=state_dtype, master_weights=master_weights,
                          max_norm=max_norm, lr=lr, lr_decay=lr_decay, weight_decay=weight_decay,
                          initial_accumulator_value=initial_accumulator_value, eps=eps, maximize=maximize)
@@ -1529,8 +1546,9 @@ class Adadelta(Optimizer, rule="adadelta"):
     backend=None, state_dtype="float32", master_weights=False,
     max_norm=None)`` over :func:`fastgd.adadelta_step`, as ``torch.optim.Adadelta``."""
 
-    def __init__(self, params, lr=1.0, rho=0.9, eps=1e-6, weight_decay=0.0, *, maximize=False, backend=None,
-                 state_dtype="float32", master_weights=False, max_norm=None):
+    def __init__(self, params: Params, lr: float = 1.0, rho: float = 0.9, eps: float = 1e-6, weight_decay: float = 0.0,
+                 *, maximize: bool = False, backend: Backend | None = None, state_dtype: StateDType = "float32",
+                 master_weights: bool = False, max_norm: float | None = None) -> None:
         super().__init__(params, backend=backend, state_dtype=state_dtype, master_weights=master_weights,
                          max_norm=max_norm, lr=lr, rho=rho, eps=eps, weight_decay=weight_decay,
                          maximize=maximize)
@@ -1541,9 +1559,10 @@ class RMSprop(Optimizer, rule="rmsprop"):
     centered=False, *, maximize=False, backend=None, state_dtype="float32", master_weights=False,
     max_norm=None)`` over :func:`fastgd.rmsprop_step`, as ``torch.optim.RMSprop``."""
 
-    def __init__(self, params, lr=1e-2, alpha=0.99, eps=1e-8, weight_decay=0.0, momentum=0.0, centered=False, *,
-                 maximize=False, backend=None, state_dtype="float32",
-                 master_weights=False, max_norm=None):
+    def __init__(self, params: Params, lr: float = 1e-2, alpha: float = 0.99, eps: float = 1e-8,
+                 weight_decay: float = 0.0, momentum: float = 0.0, centered: bool = False, *, maximize: bool = False,
+                 backend: Backend | None = None, state_dtype: StateDType = "float32", master_weights: bool = False,
+                 max_norm: float | None = None) -> None:
         super().__init__(params, backend=backend, state_dtype=state_dtype, master_weights=master_weights,
                          max_norm=max_norm, lr=lr, alpha=alpha, eps=eps, weight_decay=weight_decay,
                          momentum=momentum, centered=centered, maximize=maximize)
@@ -1554,14 +1573,17 @@ class Lion(Optimizer, rule="lion"):
     backend=None, state_dtype="float32", master_weights=False,
     max_norm=None)`` over :func:`fastgd.lion_step` (Chen et al. 2023, decoupled weight decay)."""
 
-    def __init__(self, params, lr=1e-4, betas=(0.9, 0.99), weight_decay=0.0, *, maximize=False, backend=None,
-                 state_dtype="float32", master_weights=False, max_norm=None):
+    def __init__(self, params: Params, lr: float = 1e-4, betas: tuple[float, float] = (0.9, 0.99),
+                 weight_decay: float = 0.0, *, maximize: bool = False, backend: Backend | None = None,
+                 state_dtype: StateDType = "float32", master_weights: bool = False,
+                 max_norm: float | None = None) -> None:
         super().__init__(params, backend=backend, state_dtype=state_dtype, master_weights=master_weights,
                          max_norm=max_norm, lr=lr, betas=betas, weight_decay=weight_decay,
                          maximize=maximize)
 
 
-OPTIMIZERS = {name: globals()[rule.optimizer] for name, rule in RULES.items()}  # the table's rules, by name
+OPTIMIZERS: dict[str, type[Optimizer]] = {name: globals()[rule.optimizer]  # type: ignore[index]
+                                          for name, rule in RULES.items()}  # the table's rules, by name
 
 
 # ---------------------------------------------------------------------------------------
@@ -1577,7 +1599,7 @@ def _is_bfloat16(dt):
     return V.is_half(dt) and dt.char != "e"
 
 
-def save(opt, path, *, params=True):
+def save(opt: Optimizer, path: str | os.PathLike[str] | IO[bytes], *, params: bool = True) -> None:
     """Write ``opt.state_dict()`` (and, with ``params=True``, the parameters) to an ``.npz``
     file.  Arrays are stored bit-exactly; groups and hyperparameters as JSON (no pickle).
 
@@ -1672,7 +1694,7 @@ def _read(path, params):
     return sd, values
 
 
-def load(opt, path, *, params=True):
+def load(opt: Optimizer, path: str | os.PathLike[str] | IO[bytes], *, params: bool = True) -> Optimizer:
     """Restore into ``opt`` what :func:`save` wrote: the state (``load_state_dict``) and,
     with ``params=True`` (and if the file has them), the parameter values, copied in place.
     Reads files of this version and of the previous one (format ``fastgd.optim/1``, one
@@ -1732,20 +1754,20 @@ class LRScheduler:
     ``lr >= 0``), one that underflows is 0, and ``0 * inf`` is 0 (a zero base lr or a zero
     factor gives lr 0)."""
 
-    def __init__(self, optimizer, last_epoch=-1):
+    def __init__(self, optimizer: Optimizer, last_epoch: int = -1) -> None:
         if not isinstance(optimizer, Optimizer):
             raise TypeError("optimizer must be a fastgd.optim optimizer, got %s" % type(optimizer).__name__)
         last_epoch = _epoch("last_epoch", last_epoch)
         self.optimizer = optimizer
-        self.base_lrs = []
+        self.base_lrs: list[float] = []
         self.last_epoch = last_epoch
         self.step()
 
     @property
-    def base_lr(self):
+    def base_lr(self) -> float:
         return self.base_lrs[0]
 
-    def lr_at(self, epoch, base_lr=None):
+    def lr_at(self, epoch: int, base_lr: float | None = None) -> float:
         raise NotImplementedError
 
     def _go(self, epoch, bases):
@@ -1760,17 +1782,17 @@ class LRScheduler:
             group["lr"] = lr
         return lrs[0]
 
-    def step(self):
+    def step(self) -> float:
         """Advance one epoch; set (and return the first group's) lr."""
         return self._go(self.last_epoch + 1, self.base_lrs)
 
-    def get_last_lr(self):
+    def get_last_lr(self) -> list[float]:
         return [group["lr"] for group in self.optimizer.param_groups]
 
-    def state_dict(self):
+    def state_dict(self) -> dict[str, Any]:
         return {"last_epoch": self.last_epoch, "base_lrs": list(self.base_lrs)}
 
-    def load_state_dict(self, state_dict):
+    def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
         """Restore ``state_dict()`` (``last_epoch`` and one base lr per parameter group; the
         single ``base_lr`` of earlier versions is taken for every group).  Checked first."""
         if not isinstance(state_dict, Mapping):
@@ -1834,12 +1856,12 @@ def _positive_int(name, v):
 class StepLR(LRScheduler):
     """``lr = base_lr * gamma ** (epoch // step_size)``."""
 
-    def __init__(self, optimizer, step_size, gamma=0.1, last_epoch=-1):
+    def __init__(self, optimizer: Optimizer, step_size: int, gamma: float = 0.1, last_epoch: int = -1) -> None:
         self.step_size = _positive_int("step_size", step_size)
         self.gamma = V.nonneg("gamma", gamma)
         super().__init__(optimizer, last_epoch)
 
-    def lr_at(self, epoch, base_lr=None):
+    def lr_at(self, epoch: int, base_lr: float | None = None) -> float:
         base = self.base_lr if base_lr is None else base_lr
         return _scaled(base, _power(self.gamma, epoch // self.step_size))
 
@@ -1847,11 +1869,11 @@ class StepLR(LRScheduler):
 class ExponentialLR(LRScheduler):
     """``lr = base_lr * gamma ** epoch``."""
 
-    def __init__(self, optimizer, gamma, last_epoch=-1):
+    def __init__(self, optimizer: Optimizer, gamma: float, last_epoch: int = -1) -> None:
         self.gamma = V.nonneg("gamma", gamma)
         super().__init__(optimizer, last_epoch)
 
-    def lr_at(self, epoch, base_lr=None):
+    def lr_at(self, epoch: int, base_lr: float | None = None) -> float:
         base = self.base_lr if base_lr is None else base_lr
         return _scaled(base, _power(self.gamma, epoch))
 
@@ -1860,12 +1882,12 @@ class CosineAnnealingLR(LRScheduler):
     """``lr = eta_min + (base_lr - eta_min) * (1 + cos(pi * epoch / T_max)) / 2`` (torch's
     closed form; periodic beyond ``T_max``)."""
 
-    def __init__(self, optimizer, T_max, eta_min=0.0, last_epoch=-1):
+    def __init__(self, optimizer: Optimizer, T_max: int, eta_min: float = 0.0, last_epoch: int = -1) -> None:
         self.T_max = _positive_int("T_max", T_max)
         self.eta_min = V.nonneg("eta_min", eta_min)
         super().__init__(optimizer, last_epoch)
 
-    def lr_at(self, epoch, base_lr=None):
+    def lr_at(self, epoch: int, base_lr: float | None = None) -> float:
         base = self.base_lr if base_lr is None else base_lr
         if epoch > V.MAX_STEP:  # epoch / T_max may not fit a float: reduce by the period 2 T_max first
             epoch %= 2 * self.T_max
@@ -1879,13 +1901,13 @@ class LambdaLR(LRScheduler):
     """``lr = base_lr * lr_lambda(epoch)`` for any callable of the epoch (step) number, as
     ``torch.optim.lr_scheduler.LambdaLR`` (warm-up, inverse-time decay, ...)."""
 
-    def __init__(self, optimizer, lr_lambda, last_epoch=-1):
+    def __init__(self, optimizer: Optimizer, lr_lambda: Callable[[int], float], last_epoch: int = -1) -> None:
         if not callable(lr_lambda):
             raise TypeError("lr_lambda must be callable, got %s" % type(lr_lambda).__name__)
         self.lr_lambda = lr_lambda
         super().__init__(optimizer, last_epoch)
 
-    def lr_at(self, epoch, base_lr=None):
+    def lr_at(self, epoch: int, base_lr: float | None = None) -> float:
         base = self.base_lr if base_lr is None else base_lr
         factor = V.real("lr_lambda(%d)" % epoch, self.lr_lambda(epoch))
         return V.nonneg("lr", _scaled(base, factor))

@@ -12,7 +12,21 @@ Pass ``ax=`` to draw into an existing axes instead (the figure of that axes is r
     >>> contour_plot(F.two_gaussians, [r1, r2], labels=["momentum", "Nesterov"], save="paths.png")
     >>> loss_plot([r1, r2], func=F.two_gaussians, labels=["momentum", "Nesterov"], save="loss.png")
 """
+from __future__ import annotations
+
+from typing import IO, TYPE_CHECKING, Any
+
 import numpy as np
+
+if TYPE_CHECKING:
+    import os
+    from collections.abc import Callable, Sequence
+
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+
+    from ._typing import NDArray
+    from .functions import TestFunction
 
 __all__ = ["contour_plot", "loss_plot", "function_plot"]
 
@@ -83,9 +97,13 @@ def _value_fn(func):
     return value if value is not None else func
 
 
-def contour_plot(func, paths=None, *, labels=None, xlim=None, ylim=None, levels=30, log_levels=None, minima=None,
-                 arrows=True, max_arrows=200, resolution=300, title=None, legend=True, ax=None, figsize=(6.4, 5.2),
-                 save=None, dpi=120):
+def contour_plot(func: TestFunction | Callable[..., Any], paths: Any = None, *, labels: Sequence[str] | None = None,
+                 xlim: tuple[float, float] | None = None, ylim: tuple[float, float] | None = None,
+                 levels: int | Sequence[float] | NDArray[Any] = 30, log_levels: bool | None = None,
+                 minima: Sequence[Sequence[float]] | NDArray[Any] | None = None,
+                 arrows: bool = True, max_arrows: int = 200, resolution: int = 300, title: str | None = None,
+                 legend: bool = True, ax: Axes | None = None, figsize: tuple[float, float] = (6.4, 5.2),
+                 save: str | os.PathLike[str] | IO[bytes] | None = None, dpi: int = 120) -> Figure:
     """Contours of a 2-D function with optimizer paths drawn as arrows between iterates.
 
     func : a :class:`fastgd.functions.TestFunction` or any ``value(X, Y)`` that broadcasts.
@@ -125,10 +143,11 @@ def contour_plot(func, paths=None, *, labels=None, xlim=None, ylim=None, levels=
         zmin, zmax = float(np.nanmin(Z)), float(np.nanmax(Z))
         if log_levels is None:
             log_levels = zmax - zmin > 1e3
-        if log_levels:
-            levels = zmin + np.geomspace(1e-3 * max(zmax - zmin, 1e-12) / levels, zmax - zmin, int(levels))
+        if log_levels:  # (levels is a number here)
+            levels = zmin + np.geomspace(1e-3 * max(zmax - zmin, 1e-12) / levels,  # type: ignore[operator]
+                                         zmax - zmin, int(levels))  # type: ignore[arg-type]
         else:
-            levels = np.linspace(zmin, zmax, int(levels))
+            levels = np.linspace(zmin, zmax, int(levels))  # type: ignore[arg-type]  # (a number here)
     ax.contour(X, Y, Z, levels=levels, cmap="viridis", linewidths=0.8)
     if minima is None:
         minima = getattr(func, "minima", None)
@@ -160,8 +179,11 @@ def contour_plot(func, paths=None, *, labels=None, xlim=None, ylim=None, levels=
     return _finish(fig, save, dpi)
 
 
-def loss_plot(curves, *, func=None, labels=None, logy=True, title=None, xlabel="iteration", ylabel="loss",
-              ax=None, figsize=(6.4, 4.0), save=None, dpi=120):
+def loss_plot(curves: Any, *, func: TestFunction | Callable[..., Any] | None = None,
+              labels: Sequence[str] | None = None, logy: bool = True, title: str | None = None,
+              xlabel: str = "iteration", ylabel: str = "loss", ax: Axes | None = None,
+              figsize: tuple[float, float] = (6.4, 4.0), save: str | os.PathLike[str] | IO[bytes] | None = None,
+              dpi: int = 120) -> Figure:
     """The loss per iteration of one or more runs.
 
     curves : a 1-D array of losses, a path, a DescentResult, or a list of them.  Paths and
@@ -213,8 +235,11 @@ def loss_plot(curves, *, func=None, labels=None, logy=True, title=None, xlabel="
     return _finish(fig, save, dpi)
 
 
-def function_plot(func, paths=None, *, labels=None, xlim=None, derivative=True, resolution=400, title=None,
-                  ax=None, figsize=(6.4, 4.0), save=None, dpi=120):
+def function_plot(func: TestFunction | Callable[..., Any], paths: Any = None, *, labels: Sequence[str] | None = None,
+                  xlim: tuple[float, float] | None = None, derivative: bool | Callable[..., Any] = True,
+                  resolution: int = 400, title: str | None = None, ax: Axes | None = None,
+                  figsize: tuple[float, float] = (6.4, 4.0), save: str | os.PathLike[str] | IO[bytes] | None = None,
+                  dpi: int = 120) -> Figure:
     """A 1-D function, its derivative (dashed), and optionally the iterates of runs on it
     as markers on the curve.  ``func``: a 1-D TestFunction (or a callable, then
     ``derivative=False`` or a callable ``derivative``)."""

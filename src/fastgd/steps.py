@@ -44,12 +44,19 @@ Zero-size arrays are a no-op.  NaN and inf propagate exactly as in the NumPy ref
 ``backend=`` picks ``"cython"``, ``"numba"`` or ``"numpy"`` for one call (default: the current
 backend, see ``fastgd.set_backend``).
 """
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
 import numpy as np
 
 from . import _validate as V
 from .backends import backend_module
 from ._rules import RULES
 from .reference.rules import nadam_mu
+
+if TYPE_CHECKING:
+    from ._typing import Backend, FloatArray, NDArray, Scale
 
 __all__ = ["sgd_step", "adam_step", "adamw_step", "adamax_step", "nadam_step", "radam_step",
            "adagrad_step", "adadelta_step", "rmsprop_step", "lion_step"]
@@ -140,9 +147,11 @@ def _mu_product_after(mu_product, kw):
         mu_product.flat[0] = kw["mu_product"] * nadam_mu(kw["step"], kw["beta1"], kw["momentum_decay"])
 
 
-def sgd_step(param, grad, momentum_buffer=None, *, lr, momentum=0.0, dampening=0.0, nesterov=False,
-             weight_decay=0.0, maximize=False, step=None,
-             grad_scale=None, found_inf=None, max_norm=None, master_param=None, backend=None):
+def sgd_step(param: FloatArray, grad: FloatArray, momentum_buffer: FloatArray | None = None, *, lr: float,
+             momentum: float = 0.0, dampening: float = 0.0, nesterov: bool = False, weight_decay: float = 0.0,
+             maximize: bool = False, step: int | None = None,
+             grad_scale: Scale | None = None, found_inf: FloatArray | None = None, max_norm: float | None = None,
+             master_param: FloatArray | None = None, backend: Backend | None = None) -> FloatArray:
     """Stochastic gradient descent with optional (Nesterov) momentum, as ``torch.optim.SGD``.
 
     .. math::
@@ -193,9 +202,12 @@ def _adam(param, grad, exp_avg, exp_avg_sq, step, lr, beta1, beta2, eps, weight_
                      amsgrad, maximize, decoupled)
 
 
-def adam_step(param, grad, exp_avg, exp_avg_sq, *, step, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8,
-              weight_decay=0.0, amsgrad=False, max_exp_avg_sq=None, maximize=False,
-              grad_scale=None, found_inf=None, max_norm=None, master_param=None, backend=None):
+def adam_step(param: FloatArray, grad: FloatArray, exp_avg: FloatArray, exp_avg_sq: FloatArray, *, step: int,
+              lr: float = 1e-3, beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8,
+              weight_decay: float = 0.0, amsgrad: bool = False, max_exp_avg_sq: FloatArray | None = None,
+              maximize: bool = False,
+              grad_scale: Scale | None = None, found_inf: FloatArray | None = None, max_norm: float | None = None,
+              master_param: FloatArray | None = None, backend: Backend | None = None) -> FloatArray:
     """Adam (Kingma & Ba 2015), optionally AMSGrad, as ``torch.optim.Adam``.
 
     .. math::
@@ -211,9 +223,12 @@ def adam_step(param, grad, exp_avg, exp_avg_sq, *, step, lr=1e-3, beta1=0.9, bet
                  max_exp_avg_sq, maximize, False, backend, grad_scale, found_inf, max_norm, master_param)
 
 
-def adamw_step(param, grad, exp_avg, exp_avg_sq, *, step, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8,
-               weight_decay=1e-2, amsgrad=False, max_exp_avg_sq=None, maximize=False,
-               grad_scale=None, found_inf=None, max_norm=None, master_param=None, backend=None):
+def adamw_step(param: FloatArray, grad: FloatArray, exp_avg: FloatArray, exp_avg_sq: FloatArray, *, step: int,
+               lr: float = 1e-3, beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8,
+               weight_decay: float = 1e-2, amsgrad: bool = False, max_exp_avg_sq: FloatArray | None = None,
+               maximize: bool = False,
+               grad_scale: Scale | None = None, found_inf: FloatArray | None = None, max_norm: float | None = None,
+               master_param: FloatArray | None = None, backend: Backend | None = None) -> FloatArray:
     """AdamW (Loshchilov & Hutter 2019): Adam with decoupled weight decay, as ``torch.optim.AdamW``.
 
     .. math::
@@ -227,9 +242,11 @@ def adamw_step(param, grad, exp_avg, exp_avg_sq, *, step, lr=1e-3, beta1=0.9, be
                  max_exp_avg_sq, maximize, True, backend, grad_scale, found_inf, max_norm, master_param)
 
 
-def adamax_step(param, grad, exp_avg, exp_inf, *, step, lr=2e-3, beta1=0.9, beta2=0.999, eps=1e-8,
-                weight_decay=0.0, maximize=False,
-                grad_scale=None, found_inf=None, max_norm=None, master_param=None, backend=None):
+def adamax_step(param: FloatArray, grad: FloatArray, exp_avg: FloatArray, exp_inf: FloatArray, *, step: int,
+                lr: float = 2e-3, beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8,
+                weight_decay: float = 0.0, maximize: bool = False,
+                grad_scale: Scale | None = None, found_inf: FloatArray | None = None, max_norm: float | None = None,
+                master_param: FloatArray | None = None, backend: Backend | None = None) -> FloatArray:
     """AdaMax (Kingma & Ba 2015, sec. 7), as ``torch.optim.Adamax``.
 
     .. math::
@@ -244,9 +261,12 @@ def adamax_step(param, grad, exp_avg, exp_inf, *, step, lr=2e-3, beta1=0.9, beta
     return _run(_ADAMAX, backend, (param, grad, exp_avg, exp_inf), kw, grad_scale, found_inf, max_norm, master_param)
 
 
-def nadam_step(param, grad, exp_avg, exp_avg_sq, mu_product=None, *, step, lr=2e-3, beta1=0.9, beta2=0.999,
-               eps=1e-8, weight_decay=0.0, momentum_decay=4e-3, decoupled_weight_decay=False, maximize=False,
-               grad_scale=None, found_inf=None, max_norm=None, master_param=None, backend=None):
+def nadam_step(param: FloatArray, grad: FloatArray, exp_avg: FloatArray, exp_avg_sq: FloatArray,
+               mu_product: NDArray[np.float64] | None = None, *, step: int, lr: float = 2e-3, beta1: float = 0.9,
+               beta2: float = 0.999, eps: float = 1e-8, weight_decay: float = 0.0, momentum_decay: float = 4e-3,
+               decoupled_weight_decay: bool = False, maximize: bool = False,
+               grad_scale: Scale | None = None, found_inf: FloatArray | None = None, max_norm: float | None = None,
+               master_param: FloatArray | None = None, backend: Backend | None = None) -> FloatArray:
     """NAdam (Dozat 2016), as ``torch.optim.NAdam``.
 
     .. math::
@@ -275,7 +295,7 @@ def nadam_step(param, grad, exp_avg, exp_avg_sq, mu_product=None, *, step, lr=2e
     return param
 
 
-def nadam_mu_product(step, *, beta1=0.9, momentum_decay=4e-3):
+def nadam_mu_product(step: int, *, beta1: float = 0.9, momentum_decay: float = 4e-3) -> float:
     """:math:`P_t = \\prod_{i=1}^{t} \\beta_1 (1 - \\tfrac12 0.96^{i\\psi})` (1.0 for ``step=0``),
     multiplied in the same order as torch so that the result is bit-identical to its running product.
     At most 10**7 steps (pass the running product to nadam_step beyond that)."""
@@ -300,9 +320,11 @@ def nadam_mu_product(step, *, beta1=0.9, momentum_decay=4e-3):
 _MU_PRODUCT_MAX_STEPS = 10_000_000  # a few seconds of Python
 
 
-def radam_step(param, grad, exp_avg, exp_avg_sq, *, step, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8,
-               weight_decay=0.0, decoupled_weight_decay=False, maximize=False,
-               grad_scale=None, found_inf=None, max_norm=None, master_param=None, backend=None):
+def radam_step(param: FloatArray, grad: FloatArray, exp_avg: FloatArray, exp_avg_sq: FloatArray, *, step: int,
+               lr: float = 1e-3, beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8,
+               weight_decay: float = 0.0, decoupled_weight_decay: bool = False, maximize: bool = False,
+               grad_scale: Scale | None = None, found_inf: FloatArray | None = None, max_norm: float | None = None,
+               master_param: FloatArray | None = None, backend: Backend | None = None) -> FloatArray:
     """RAdam (Liu et al. 2020), as ``torch.optim.RAdam``.
 
     .. math::
@@ -319,8 +341,10 @@ def radam_step(param, grad, exp_avg, exp_avg_sq, *, step, lr=1e-3, beta1=0.9, be
     return _run(_RADAM, backend, (param, grad, exp_avg, exp_avg_sq), kw, grad_scale, found_inf, max_norm, master_param)
 
 
-def adagrad_step(param, grad, state_sum, *, step, lr=1e-2, lr_decay=0.0, weight_decay=0.0, eps=1e-10,
-                 maximize=False, grad_scale=None, found_inf=None, max_norm=None, master_param=None, backend=None):
+def adagrad_step(param: FloatArray, grad: FloatArray, state_sum: FloatArray, *, step: int, lr: float = 1e-2,
+                 lr_decay: float = 0.0, weight_decay: float = 0.0, eps: float = 1e-10, maximize: bool = False,
+                 grad_scale: Scale | None = None, found_inf: FloatArray | None = None, max_norm: float | None = None,
+                 master_param: FloatArray | None = None, backend: Backend | None = None) -> FloatArray:
     """Adagrad (Duchi et al. 2011), as ``torch.optim.Adagrad``.
 
     .. math::
@@ -334,8 +358,11 @@ def adagrad_step(param, grad, state_sum, *, step, lr=1e-2, lr_decay=0.0, weight_
     return _run(_ADAGRAD, backend, (param, grad, state_sum), kw, grad_scale, found_inf, max_norm, master_param)
 
 
-def adadelta_step(param, grad, square_avg, acc_delta, *, lr=1.0, rho=0.9, eps=1e-6, weight_decay=0.0,
-                  maximize=False, grad_scale=None, found_inf=None, max_norm=None, master_param=None, backend=None):
+def adadelta_step(param: FloatArray, grad: FloatArray, square_avg: FloatArray, acc_delta: FloatArray, *,
+                  lr: float = 1.0, rho: float = 0.9, eps: float = 1e-6, weight_decay: float = 0.0,
+                  maximize: bool = False,
+                  grad_scale: Scale | None = None, found_inf: FloatArray | None = None, max_norm: float | None = None,
+                  master_param: FloatArray | None = None, backend: Backend | None = None) -> FloatArray:
     """Adadelta (Zeiler 2012), as ``torch.optim.Adadelta``.
 
     .. math::
@@ -352,9 +379,12 @@ def adadelta_step(param, grad, square_avg, acc_delta, *, lr=1.0, rho=0.9, eps=1e
                 grad_scale, found_inf, max_norm, master_param)
 
 
-def rmsprop_step(param, grad, square_avg, *, momentum_buffer=None, grad_avg=None, lr=1e-2, alpha=0.99,
-                 eps=1e-8, momentum=0.0, centered=False, weight_decay=0.0, maximize=False,
-                 grad_scale=None, found_inf=None, max_norm=None, master_param=None, backend=None):
+def rmsprop_step(param: FloatArray, grad: FloatArray, square_avg: FloatArray, *,
+                 momentum_buffer: FloatArray | None = None, grad_avg: FloatArray | None = None, lr: float = 1e-2,
+                 alpha: float = 0.99, eps: float = 1e-8, momentum: float = 0.0, centered: bool = False,
+                 weight_decay: float = 0.0, maximize: bool = False,
+                 grad_scale: Scale | None = None, found_inf: FloatArray | None = None, max_norm: float | None = None,
+                 master_param: FloatArray | None = None, backend: Backend | None = None) -> FloatArray:
     """RMSprop (Hinton 2012), optionally centered and with momentum, as ``torch.optim.RMSprop``.
 
     .. math::
@@ -373,8 +403,10 @@ def rmsprop_step(param, grad, square_avg, *, momentum_buffer=None, grad_avg=None
                 grad_scale, found_inf, max_norm, master_param)
 
 
-def lion_step(param, grad, exp_avg, *, lr=1e-4, beta1=0.9, beta2=0.99, weight_decay=0.0, maximize=False,
-              grad_scale=None, found_inf=None, max_norm=None, master_param=None, backend=None):
+def lion_step(param: FloatArray, grad: FloatArray, exp_avg: FloatArray, *, lr: float = 1e-4, beta1: float = 0.9,
+              beta2: float = 0.99, weight_decay: float = 0.0, maximize: bool = False,
+              grad_scale: Scale | None = None, found_inf: FloatArray | None = None, max_norm: float | None = None,
+              master_param: FloatArray | None = None, backend: Backend | None = None) -> FloatArray:
     """Lion (Chen et al. 2023, "Symbolic Discovery of Optimization Algorithms"), decoupled
     weight decay as in the paper and optax.
 

@@ -19,10 +19,16 @@ Shared conventions (as in torch.optim):
   * ``weight_decay`` (L2, coupled): ``g = g + weight_decay * param`` before anything else;
     with ``decoupled_weight_decay`` instead ``param *= 1 - lr * weight_decay`` (AdamW).
 """
+from __future__ import annotations
+
 import functools
 import math
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from numpy.typing import NDArray
 
 __all__ = ["sgd", "adam", "adamax", "nadam", "radam", "adagrad", "adadelta", "rmsprop", "lion",
            "nadam_mu", "copy_skeleton"]
@@ -53,8 +59,8 @@ def _prologue(param, grad, lr, weight_decay, maximize, decoupled_weight_decay=Fa
 
 
 @_ieee
-def sgd(param, grad, momentum_buffer, lr, momentum, dampening, nesterov, weight_decay, maximize,
-        first_step):
+def sgd(param: NDArray[Any], grad: NDArray[Any], momentum_buffer: Any, lr: float, momentum: float, dampening: float,
+        nesterov: bool, weight_decay: float, maximize: bool, first_step: bool) -> NDArray[Any]:
     """g = g + wd*p;  b = g (first step) | mu*b + (1-dampening)*g;  d = g + mu*b (nesterov) | b;
     p = p - lr*d."""
     grad = _prologue(param, grad, lr, weight_decay, maximize)
@@ -73,8 +79,9 @@ def sgd(param, grad, momentum_buffer, lr, momentum, dampening, nesterov, weight_
 
 
 @_ieee
-def adam(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, step, lr, beta1, beta2, eps,
-         weight_decay, amsgrad, maximize, decoupled_weight_decay):
+def adam(param: NDArray[Any], grad: NDArray[Any], exp_avg: NDArray[Any], exp_avg_sq: NDArray[Any], max_exp_avg_sq: Any,
+         step: int, lr: float, beta1: float, beta2: float, eps: float, weight_decay: float, amsgrad: bool,
+         maximize: bool, decoupled_weight_decay: bool) -> NDArray[Any]:
     """m = b1*m + (1-b1)*g;  v = b2*v + (1-b2)*g*g;  vmax = max(vmax, v) (amsgrad);
     p = p - lr/(1-b1^t) * m / (sqrt(v or vmax)/sqrt(1-b2^t) + eps)."""
     grad = _prologue(param, grad, lr, weight_decay, maximize, decoupled_weight_decay)
@@ -94,7 +101,8 @@ def adam(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, step, lr, beta1, beta
 
 
 @_ieee
-def adamax(param, grad, exp_avg, exp_inf, step, lr, beta1, beta2, eps, weight_decay, maximize):
+def adamax(param: NDArray[Any], grad: NDArray[Any], exp_avg: NDArray[Any], exp_inf: NDArray[Any], step: int, lr: float,
+           beta1: float, beta2: float, eps: float, weight_decay: float, maximize: bool) -> NDArray[Any]:
     """m = b1*m + (1-b1)*g;  u = max(b2*u, |g| + eps);  p = p - lr/(1-b1^t) * m / u."""
     grad = _prologue(param, grad, lr, weight_decay, maximize)
     step_size = lr / (1.0 - beta1 ** step)
@@ -105,14 +113,15 @@ def adamax(param, grad, exp_avg, exp_inf, step, lr, beta1, beta2, eps, weight_de
     return param
 
 
-def nadam_mu(step, beta1, momentum_decay):
+def nadam_mu(step: int, beta1: float, momentum_decay: float) -> float:
     """NAdam's momentum schedule: mu_t = b1 * (1 - 0.5 * 0.96^(t * momentum_decay))."""
     return beta1 * (1.0 - 0.5 * 0.96 ** (step * momentum_decay))
 
 
 @_ieee
-def nadam(param, grad, exp_avg, exp_avg_sq, step, mu_product, lr, beta1, beta2, eps, weight_decay,
-          momentum_decay, maximize, decoupled_weight_decay):
+def nadam(param: NDArray[Any], grad: NDArray[Any], exp_avg: NDArray[Any], exp_avg_sq: NDArray[Any], step: int,
+          mu_product: float, lr: float, beta1: float, beta2: float, eps: float, weight_decay: float,
+          momentum_decay: float, maximize: bool, decoupled_weight_decay: bool) -> NDArray[Any]:
     """mu_t = b1*(1 - 0.5*0.96^(t*psi)), P_t = mu_product*mu_t (the running product);
     m = b1*m + (1-b1)*g;  v = b2*v + (1-b2)*g*g;  d = sqrt(v/(1-b2^t)) + eps;
     p = p - lr*(1-mu_t)/(1-P_t) * g/d - lr*mu_{t+1}/(1-P_t*mu_{t+1}) * m/d.
@@ -138,8 +147,9 @@ def nadam(param, grad, exp_avg, exp_avg_sq, step, mu_product, lr, beta1, beta2, 
 
 
 @_ieee
-def radam(param, grad, exp_avg, exp_avg_sq, step, lr, beta1, beta2, eps, weight_decay, maximize,
-          decoupled_weight_decay):
+def radam(param: NDArray[Any], grad: NDArray[Any], exp_avg: NDArray[Any], exp_avg_sq: NDArray[Any], step: int,
+          lr: float, beta1: float, beta2: float, eps: float, weight_decay: float, maximize: bool,
+          decoupled_weight_decay: bool) -> NDArray[Any]:
     """m = b1*m + (1-b1)*g;  v = b2*v + (1-b2)*g*g;  rho_inf = 2/(1-b2) - 1;
     rho_t = rho_inf - 2 t b2^t/(1-b2^t);  if rho_t > 5:
     p = p - lr*r_t/(1-b1^t) * m * sqrt(1-b2^t)/(sqrt(v) + eps) with
@@ -163,7 +173,8 @@ def radam(param, grad, exp_avg, exp_avg_sq, step, lr, beta1, beta2, eps, weight_
 
 
 @_ieee
-def adagrad(param, grad, state_sum, step, lr, lr_decay, weight_decay, eps, maximize):
+def adagrad(param: NDArray[Any], grad: NDArray[Any], state_sum: NDArray[Any], step: int, lr: float, lr_decay: float,
+            weight_decay: float, eps: float, maximize: bool) -> NDArray[Any]:
     """s = s + g*g;  p = p - lr/(1 + (t-1)*lr_decay) * g / (sqrt(s) + eps)."""
     grad = _prologue(param, grad, lr, weight_decay, maximize)
     clr = lr / (1.0 + (step - 1) * lr_decay)
@@ -173,7 +184,8 @@ def adagrad(param, grad, state_sum, step, lr, lr_decay, weight_decay, eps, maxim
 
 
 @_ieee
-def adadelta(param, grad, square_avg, acc_delta, lr, rho, eps, weight_decay, maximize):
+def adadelta(param: NDArray[Any], grad: NDArray[Any], square_avg: NDArray[Any], acc_delta: NDArray[Any], lr: float,
+             rho: float, eps: float, weight_decay: float, maximize: bool) -> NDArray[Any]:
     """s = rho*s + (1-rho)*g*g;  d = sqrt(a + eps)/sqrt(s + eps) * g;
     a = rho*a + (1-rho)*d*d;  p = p - lr*d."""
     grad = _prologue(param, grad, lr, weight_decay, maximize)
@@ -187,8 +199,9 @@ def adadelta(param, grad, square_avg, acc_delta, lr, rho, eps, weight_decay, max
 
 
 @_ieee
-def rmsprop(param, grad, square_avg, momentum_buffer, grad_avg, lr, alpha, eps, weight_decay, momentum,
-            centered, maximize):
+def rmsprop(param: NDArray[Any], grad: NDArray[Any], square_avg: NDArray[Any], momentum_buffer: Any, grad_avg: Any,
+            lr: float, alpha: float, eps: float, weight_decay: float, momentum: float, centered: bool,
+            maximize: bool) -> NDArray[Any]:
     """s = a*s + (1-a)*g*g;  (centered) ga = a*ga + (1-a)*g, avg = sqrt(s - ga*ga) + eps,
     else avg = sqrt(s) + eps;  momentum > 0: b = mu*b + g/avg, p = p - lr*b;  else p = p - lr*g/avg."""
     grad = _prologue(param, grad, lr, weight_decay, maximize)
@@ -210,7 +223,8 @@ def rmsprop(param, grad, square_avg, momentum_buffer, grad_avg, lr, alpha, eps, 
 
 
 @_ieee
-def lion(param, grad, exp_avg, lr, beta1, beta2, weight_decay, maximize):
+def lion(param: NDArray[Any], grad: NDArray[Any], exp_avg: NDArray[Any], lr: float, beta1: float, beta2: float,
+         weight_decay: float, maximize: bool) -> NDArray[Any]:
     """c = b1*m + (1-b1)*g;  p = p*(1 - lr*wd) - lr*sign(c);  m = b2*m + (1-b2)*g.
     (Chen et al. 2023, "Symbolic Discovery of Optimization Algorithms", decoupled decay as in optax.)"""
     if maximize:
@@ -224,7 +238,7 @@ def lion(param, grad, exp_avg, lr, beta1, beta2, weight_decay, maximize):
     return param
 
 
-def copy_skeleton(grad, *outs):
+def copy_skeleton(grad: NDArray[Any], *outs: NDArray[Any]) -> NDArray[Any]:
     """Benchmark skeleton: ``out += grad`` for every out; moves the bytes of a rule that reads
     ``grad`` and reads and writes ``outs`` (param and its state arrays)."""
     for out in outs:
