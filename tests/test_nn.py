@@ -378,7 +378,9 @@ def test_aliasing_checks_without_the_compiled_accept(backend, monkeypatch):
     m[1].grad_bias = m[0].grad_bias  # allowed: the layers' arrays are checked per layer
     m(x)
     assert m[0]._x is x  # not copied
-    monkeypatch.setattr(nn, "_fast_state", [None, True])  # as when the Cython dense module does not import
+    no_accept = [None, True]  # as when the Cython dense module does not import: for the kernels and the layers
+    monkeypatch.setattr(nn.functional, "_fast_state", no_accept)
+    monkeypatch.setattr(nn.models, "_fast_state", no_accept)
     m, r = mlp_pair([4, 4, 4], np.float64, backend)
     same(m(m(x)), r(r(x).copy()))
     for got, want in zip(model_state(m, g), model_state(r, g)):

@@ -1,422 +1,44 @@
-"""Dense networks on fastgd's kernels: fused dense-layer and loss kernels, layers, models, training.
-
-    >>> import numpy as np
-    >>> from fastgd.nn import MLP
-    >>> model = MLP([64, 128, 10], rng=0)             # ReLU hidden layer, logits out
-    >>> history = model.fit(x, labels, epochs=20, batch_size=32, optimizer="adam", lr=1e-3, seed=0)
-    >>> model.evaluate(x_test, labels_test)            # {'loss': ..., 'accuracy': ...}
-
-Functional kernels (every backend, float32 and float64; batch along axis 0)
---------------------------------------------------------------------------
-``dense_forward(x, weight, bias)``
-    ``f(x @ weight + bias)``: one BLAS product, then one fused pass adding the bias and applying
-    the activation.  Only the output is kept: the backward pass takes every derivative from it.
-    ``bias`` is required (there is no bias-free form: pass ``numpy.zeros(out_features)``).
-``dense_backward(grad_output, x, weight, output)``
-    ``(grad_x, grad_weight, grad_bias)``: one fused pass computes ``grad_z = grad_output *
-    f'(z)`` and ``grad_bias = grad_z.sum(0)``, then two BLAS products.
-``softmax_cross_entropy``, ``mse_loss``, ``binary_cross_entropy_with_logits``
-    ``(loss, grad_wrt_input)`` in one pass; the loss is a mean (``torch.nn``'s default
-    ``reduction="mean"``).
-
-Activations: ``identity``, ``relu`` (derivative 0 at z <= 0), ``leaky_relu`` (``negative_slope``
->= 0, derivative ``negative_slope`` at z <= 0), ``sigmoid``, ``tanh``.  The formulas are in
-``fastgd/reference/dense.py``, the spec the compiled backends are tested against.
-
-BLAS: the Cython backend calls SciPy's sgemm/dgemm without the GIL (``pip install
-'fastgd[nn]'``); numba and the reference call ``numpy.matmul``.  Without SciPy, the *current*
-backend (``backend=None``, e.g. the default ``"cython"``) runs the layers on the NumPy
-reference's dense kernels instead (one ``RuntimeWarning``; the same formulas in the same order,
-so the results differ from the Cython kernels' by BLAS rounding only); naming
-``backend="cython"`` explicitly raises a ``RuntimeError`` that says SciPy is missing.
-
-Arguments are checked before anything is written, as for the step kernels (a call that raises
-has written nothing): every array argument is exactly a ``numpy.ndarray`` (``None`` where an
-array is required, ``numpy.matrix``, masked arrays and other subclasses are a ``TypeError``
-naming the argument), native float32 or float64 (one dtype per call), C-contiguous, aligned,
-with consistent shapes (the message names the arrays); outputs are writeable and do not overlap
-any other argument.  Integer labels are copied and must lie in ``[0, classes)``.  ``out=`` /
-``grad_*=`` take preallocated outputs, so a training loop need not allocate per step.
-
-Layers and models
------------------
-``Dense(in_features, out_features, activation="relu", dtype=..., rng=...)`` holds ``weight``
-(in, out), ``bias`` (out,) and their gradients; ``Sequential(*layers, loss=...)`` and ``MLP(sizes,
-...)`` chain them with ``forward``, ``backward``, ``parameters()``, ``gradients()`` (same order:
-W1, b1, W2, b2, ...), ``fit``, ``predict`` and ``evaluate``.  ``parameters()`` and
-``gradients()`` are the arrays themselves, so fastgd's step kernels and ``fastgd.optim``
-optimizers update the model in place.  A layer's shapes and dtype are fixed at construction:
-assigning ``layer.weight = w`` checks ``w`` like a kernel argument, and the layer's arrays are
-checked again (shape, dtype, contiguity) on every call that reaches a kernel.  Layers and
-models reuse their output and gradient buffers from call to call and keep their input by
-reference until ``backward``; an input that shares memory with one of the buffers they write
-(``layer(layer(x))``, ``model(model(x))``) is copied first, and an input that is another layer's
-buffer, rewritten before ``backward``, makes ``backward`` raise (the ``Dense`` and
-``Sequential`` docstrings list which arrays are kept and which buffers are reused).
+"""fastgd.nn's layers and models: ``Dense``, ``Sequential`` and ``MLP`` with ``forward``,
+``backward``, ``train_step``, ``fit``, ``predict`` and ``evaluate``, the reusable buffers they
+write and the checks that keep an input apart from them, and ``fit``'s progress display.
+Every kernel they run is one of ``fastgd.nn.functional``'s backend kernels, reached after the
+checks here; the package docstring, ``help(fastgd.nn)``, describes both.
 """
-import importlib
+from __future__ import annotations
+
 import itertools
 import math
 import operator
 import sys
 import time
-import warnings
 import weakref
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from . import _validate as V
-from .backends import backend_module, get_backend
+from .. import _validate as V
+from .functional import (LOSSES, _activation, _blas_dims, _class_indices, _fast_ok, _fast_state, _input,
+                         _kernels)
 
-__all__ = ["ACTIVATIONS", "LOSSES", "dense_forward", "dense_backward", "softmax_cross_entropy", "mse_loss",
-           "binary_cross_entropy_with_logits", "Dense", "Sequential", "MLP"]
+if TYPE_CHECKING:
+    from collections.abc import Iterator, Sequence
+    from typing import Any, Protocol, overload
 
-ACTIVATIONS = ("identity", "relu", "leaky_relu", "sigmoid", "tanh")
-LOSSES = ("softmax_cross_entropy", "mse_loss", "binary_cross_entropy_with_logits")
-_INT_MAX = 2 ** 31 - 1  # BLAS takes dimensions as C int
+    from numpy.typing import ArrayLike
 
+    from .._typing import Activation, Backend, DTypeLike, FloatArray
+    from .functional import Loss
 
-# ---------------------------------------------------------------------------------------
-# the backends' dense kernels: fastgd/reference/dense.py, fastgd/_cython/dense.pyx,
-# fastgd/_numba/dense.py, one module per backend with the same function names
+    #: ``rng=`` / ``seed=``: what numpy.random.default_rng takes
+    Seed = int | np.random.Generator | None
 
-_dense_modules = {}  # backend module -> its dense-kernel module, or the ImportError that stopped it
-_fallback_warned = [False]
+    class SupportsStep(Protocol):
+        """What ``train_step`` and ``fit`` step: an object with ``step(grads)``."""
 
-
-def _kernels(backend):
-    """The dense-kernel module of ``backend`` (None: the current backend).
-
-    The Cython dense kernels import SciPy (for BLAS).  When they do not import, the current
-    backend (``backend=None``) falls back to the NumPy reference's dense kernels, with one
-    RuntimeWarning; a backend named explicitly raises RuntimeError instead."""
-    mod = backend_module(backend)
-    k = _dense_modules.get(mod)
-    if k is None:
-        try:
-            k = importlib.import_module(mod.__name__ + ".dense")
-        except ImportError as exc:
-            k = exc
-        _dense_modules[mod] = k
-    if isinstance(k, ImportError):
-        name = backend if backend is not None else get_backend()
-        if backend is None and mod.__name__ != "fastgd.reference":
-            if not _fallback_warned[0]:
-                _fallback_warned[0] = True
-                warnings.warn("fastgd.nn: backend %r has no dense kernels here (%s); the dense layers and losses "
-                              "run on the NumPy reference kernels" % (name, k), RuntimeWarning, stacklevel=3)
-            from .reference import dense as ref
-            return ref
-        raise RuntimeError("backend %r has no dense kernels here: %s" % (name, k)) from k
-    return k
+        def step(self, grads: list[FloatArray], /) -> Any: ...
 
 
-# ---------------------------------------------------------------------------------------
-# argument checks (run before any kernel touches memory)
-
-def _activation(activation):
-    if type(activation) is not str:
-        raise TypeError("activation must be a str, got %s" % type(activation).__name__)
-    if activation not in ACTIVATIONS:
-        raise ValueError("activation must be one of %s, got %r" % (", ".join(ACTIVATIONS), activation))
-    return activation
-
-
-def _input(name, a, ndim, dtype=None, dtype_of="x", shape=None, written=False):
-    """An array a kernel reads (``written``: and writes) through a raw pointer: V.array's checks
-    (exactly numpy.ndarray, not None, native float32/float64, C-contiguous, aligned, writeable
-    when written) and ``ndim`` dimensions, the ``dtype`` of the argument ``dtype_of``, ``shape``."""
-    if (not written and type(a) is np.ndarray and not a.flags.c_contiguous
-            and a.dtype in V.FLOAT_DTYPES and a.dtype.isnative):
-        # V.array's message is about arrays updated in place; an input may simply be copied
-        raise ValueError("%s must be C-contiguous: the kernels read it through a raw pointer "
-                         "(numpy.ascontiguousarray(%s) is a contiguous copy)" % (name, name))
-    dt = V.array(name, a)
-    if dtype is not None and dt != dtype:
-        raise TypeError("%s has dtype %s but %s has dtype %s" % (name, dt, dtype_of, dtype))
-    if ndim is not None and a.ndim != ndim:
-        raise ValueError("%s must be %d-dimensional, got shape %s" % (name, ndim, a.shape))
-    if shape is not None and a.shape != shape:
-        raise ValueError("%s has shape %s, expected %s" % (name, a.shape, shape))
-    if written and not a.flags.writeable:
-        raise ValueError("%s must be writeable (it is an output)" % name)
-    return dt
-
-
-def _output(name, a, shape, dtype, dtype_of="x"):
-    """A preallocated output: like an input, with exactly ``shape``, and writeable."""
-    _input(name, a, len(shape), dtype, dtype_of, shape, True)
-
-
-def _no_overlap(written, others):
-    """No written array may share memory with any other argument (or another written one)."""
-    for i, (wn, wa) in enumerate(written):
-        if wa.size == 0:
-            continue
-        for on, oa in written[i + 1:] + others:
-            if oa is not None and oa.size and np.may_share_memory(wa, oa):
-                raise ValueError("%s and %s overlap in memory; outputs must be separate buffers" % (wn, on))
-
-
-# the compiled fast accept, fastgd._cython.dense.arrays_ok (loaded on first use: it imports
-# SciPy).  It checks exact ndarray type, one float32/float64 type number, C-contiguity,
-# writeable outputs and overlap, and skips None entries; it does NOT check alignment or byte
-# order (a byte-swapped float32 array has the type number of float32), so _fast_accept adds
-# those, and the callers rule out None for required arguments before calling it.
-_fast_state = [None, False]
-
-
-def _fast_ok():
-    """The compiled fast accept of array arguments, or None when the Cython backend is absent."""
-    if not _fast_state[1]:
-        _fast_state[1] = True
-        try:
-            from ._cython.dense import arrays_ok
-            _fast_state[0] = arrays_ok
-        except ImportError:
-            pass
-    return _fast_state[0]
-
-
-def _fast_accept(ins, outs):
-    """True when every array check would pass for these arrays (shapes aside, which the caller
-    compares): arrays_ok, then alignment and native byte order.  False: run the named checks.
-    Entries may be None only where the argument is optional."""
-    ok = _fast_state[0] if _fast_state[1] else _fast_ok()
-    return ok is not None and bool(ok(ins, outs))  # (aligned, native order: checked in C)
-
-
-def _blas_dims(**dims):
-    for name, d in dims.items():
-        if d > _INT_MAX:
-            raise ValueError("%s = %d is too large for BLAS (at most %d)" % (name, d, _INT_MAX))
-
-
-def _check_xw(x, weight):
-    dtype = _input("x", x, 2)
-    _input("weight", weight, 2, dtype)
-    if weight.shape[0] != x.shape[1]:
-        raise ValueError("x has shape %s but weight has shape %s: x.shape[1] must equal weight.shape[0] "
-                         "(in_features)" % (x.shape, weight.shape))
-    _blas_dims(batch=x.shape[0], in_features=x.shape[1], out_features=weight.shape[1])
-    return dtype
-
-
-def _check_dense(x, weight, bias):
-    dtype = _check_xw(x, weight)
-    _input("bias", bias, 1, dtype)
-    if bias.shape[0] != weight.shape[1]:
-        raise ValueError("bias has shape %s but weight has shape %s: bias must have shape (%d,) "
-                         "(out_features)" % (bias.shape, weight.shape, weight.shape[1]))
-    return dtype
-
-
-def dense_forward(x, weight, bias, *, activation="relu", negative_slope=0.01, out=None, backend=None):
-    """``out = f(x @ weight + bias)`` for a batch ``x`` of shape (n, in_features), ``weight``
-    (in_features, out_features), ``bias`` (out_features,); returns ``out`` (n, out_features).
-
-    One BLAS product, then a single pass that adds the bias and applies the activation in place.
-    ``out`` is the post-activation output, which is all :func:`dense_backward` needs.
-    ``negative_slope`` (>= 0) is leaky_relu's slope for z <= 0.  ``bias`` is required on every
-    backend (``None`` is a TypeError): for a layer without bias pass zeros.
-    """
-    activation = _activation(activation)
-    slope = V.nonneg("negative_slope", negative_slope)
-    if (out is not None and x is not None and weight is not None and bias is not None
-            and _fast_accept((x, weight, bias), (out,)) and x.ndim == 2 and weight.ndim == 2
-            and bias.ndim == 1 and x.shape[1] == weight.shape[0] and bias.shape[0] == weight.shape[1]
-            and out.shape == (x.shape[0], weight.shape[1]) and x.shape[0] <= _INT_MAX and x.shape[1] <= _INT_MAX
-            and weight.shape[1] <= _INT_MAX):
-        # fast accept: everything below would pass
-        if out.size == 0:
-            return out
-        return _kernels(backend).dense_forward(x, weight, bias, out, activation=activation, negative_slope=slope)
-    dtype = _check_dense(x, weight, bias)
-    shape = (x.shape[0], weight.shape[1])
-    if out is None:
-        out = np.empty(shape, dtype)
-    else:
-        _output("out", out, shape, dtype)
-        _no_overlap([("out", out)], [("x", x), ("weight", weight), ("bias", bias)])
-    if out.size == 0:
-        return out
-    return _kernels(backend).dense_forward(x, weight, bias, out, activation=activation, negative_slope=slope)
-
-
-def dense_backward(grad_output, x, weight, output, *, activation="relu", negative_slope=0.01, grad_x=None,
-                   grad_weight=None, grad_bias=None, compute_grad_x=True, overwrite_grad_output=False,
-                   backend=None):
-    """Backpropagation through ``output = f(x @ weight + bias)``; returns ``(grad_x, grad_weight,
-    grad_bias)``::
-
-        grad_z      = grad_output * f'(z)      # f' from output; one pass with the next line
-        grad_bias   = grad_z.sum(axis=0)
-        grad_weight = x.T @ grad_z
-        grad_x      = grad_z @ weight.T        # None when compute_grad_x=False (first layer)
-
-    ``output`` is what :func:`dense_forward` returned for ``x``.  ``grad_output``, ``x``,
-    ``weight`` and ``output`` are required; ``grad_x``, ``grad_weight``, ``grad_bias`` are
-    optional preallocated outputs (None: allocated).  With ``overwrite_grad_output=True``,
-    ``grad_z`` is written over ``grad_output`` (which must be writeable) instead of a new array:
-    with preallocated outputs the call then allocates nothing.
-    """
-    activation = _activation(activation)
-    slope = V.nonneg("negative_slope", negative_slope)
-    compute_grad_x = V.flag("compute_grad_x", compute_grad_x)
-    overwrite = V.flag("overwrite_grad_output", overwrite_grad_output)
-    if (grad_output is not None and x is not None and weight is not None and output is not None
-            and (compute_grad_x or grad_x is None)
-            and (_fast_accept((x, weight, output), (grad_output, grad_x, grad_weight, grad_bias)) if overwrite
-                 else _fast_accept((x, weight, output, grad_output), (grad_x, grad_weight, grad_bias)))
-            and x.ndim == 2 and weight.ndim == 2 and grad_output.ndim == 2 and output.ndim == 2):
-        # fast accept: everything below would pass
-        n, k = x.shape
-        m = weight.shape[1]
-        if (weight.shape[0] == k and grad_output.shape == (n, m) and output.shape == (n, m)
-                and (grad_x is None or grad_x.shape == (n, k)) and (grad_weight is None or grad_weight.shape == (k, m))
-                and (grad_bias is None or grad_bias.shape == (m,)) and n <= _INT_MAX and k <= _INT_MAX
-                and m <= _INT_MAX):
-            return _backward(grad_output, x, weight, output, activation, slope, grad_x, grad_weight, grad_bias,
-                             compute_grad_x, overwrite, backend)
-    _input("grad_output", grad_output, 2)  # a None or a list here is named before x is looked at
-    dtype = _check_xw(x, weight)
-    n, k = x.shape
-    m = weight.shape[1]
-    for name, a in (("grad_output", grad_output), ("output", output)):
-        _input(name, a, 2, dtype)
-        if a.shape != (n, m):
-            raise ValueError("%s has shape %s but x has shape %s and weight %s: expected %s"
-                             % (name, a.shape, x.shape, weight.shape, (n, m)))
-    if overwrite and not grad_output.flags.writeable:
-        raise ValueError("grad_output must be writeable with overwrite_grad_output=True")
-    if not compute_grad_x and grad_x is not None:
-        raise ValueError("grad_x was given but compute_grad_x=False")
-    written = [("grad_output", grad_output)] if overwrite else []
-    for name, a, shape in (("grad_x", grad_x, (n, k)), ("grad_weight", grad_weight, (k, m)),
-                           ("grad_bias", grad_bias, (m,))):
-        if a is not None:
-            _output(name, a, shape, dtype)
-            written.append((name, a))
-    if written:
-        ins = [("x", x), ("weight", weight), ("output", output)]
-        if not overwrite:
-            ins.append(("grad_output", grad_output))
-        _no_overlap(written, ins)
-    return _backward(grad_output, x, weight, output, activation, slope, grad_x, grad_weight, grad_bias,
-                     compute_grad_x, overwrite, backend)
-
-
-def _backward(grad_output, x, weight, output, activation, slope, grad_x, grad_weight, grad_bias, compute_grad_x,
-              overwrite, backend):
-    """dense_backward after the checks: allocate what was not given, run the kernel."""
-    n, k = x.shape
-    m = weight.shape[1]
-    dtype = x.dtype
-    if compute_grad_x and grad_x is None:
-        grad_x = np.empty((n, k), dtype)
-    if grad_weight is None:
-        grad_weight = np.empty((k, m), dtype)
-    if grad_bias is None:
-        grad_bias = np.empty(m, dtype)
-    if activation == "identity" or overwrite:
-        grad_z = grad_output
-    else:
-        grad_z = np.empty((n, m), dtype)
-    # empty batches and layers need no special case: every backend writes empty sums as zeros
-    return _kernels(backend).dense_backward(grad_output, x, weight, output, grad_x, grad_weight, grad_bias, grad_z,
-                                            activation=activation, negative_slope=slope)
-
-
-def _loss_out(out, like_name, like, other_name, other):
-    """The gradient output: ``out`` checked (shape and dtype of ``like``), or a new array."""
-    if out is None:
-        return np.empty(like.shape, like.dtype)
-    _output("out", out, like.shape, like.dtype, like_name)
-    _no_overlap([("out", out)], [(like_name, like), (other_name, other)])
-    return out
-
-
-def _class_indices(name, labels, n, classes, what):
-    """Integer labels (n,) as a new intp array, checked to lie in [0, classes).  The range is
-    checked on the copy the kernel will read, so nothing (another thread, a wrapping cast) can
-    change a label between the check and the kernel that indexes with it."""
-    if labels.shape != (n,):
-        raise ValueError("%s has shape %s but %s: integer labels must have shape (%d,)"
-                         % (name, labels.shape, what, n))
-    lab = np.array(labels, dtype=np.intp, order="C")  # a copy, whatever the dtype and layout
-    if n:
-        lo, hi = int(lab.min()), int(lab.max())
-        if lo < 0 or hi >= classes or lo != int(labels.min()) or hi != int(labels.max()):
-            raise ValueError("%s must be class indices in [0, %d) for %s; got values in [%d, %d]"
-                             % (name, classes, what, int(labels.min()), int(labels.max())))
-    return lab
-
-
-def _labels(labels, logits):
-    """Integer class indices (n,) -> a checked intp copy, or probabilities (n, classes) of
-    logits' dtype (checked like any kernel input)."""
-    n, c = logits.shape
-    V.plain("labels", labels)
-    if labels.dtype.kind in "iu":
-        return _class_indices("labels", labels, n, c, "logits has shape %s" % (logits.shape,))
-    if labels.dtype.kind == "f":
-        _input("labels", labels, 2, logits.dtype, "logits")
-        if labels.shape != logits.shape:
-            raise ValueError("labels has shape %s but logits has shape %s: class probabilities (one-hot) must "
-                             "have the shape of logits" % (labels.shape, logits.shape))
-        return labels
-    raise TypeError("labels must be integer class indices or float class probabilities, got dtype %s"
-                    % labels.dtype)
-
-
-def softmax_cross_entropy(logits, labels, *, out=None, backend=None):
-    """Softmax cross-entropy, mean over the batch, and its gradient: returns ``(loss, grad)``.
-
-    ``logits`` (n, classes); ``labels``: integer class indices (n,) in ``[0, classes)`` (any
-    integer dtype; copied to intp before the kernel reads them) or class probabilities /
-    one-hot rows (n, classes) of logits' dtype.  Per row, with ``p = softmax(z)`` computed from
-    ``z - max(z)`` (stable for any finite logits)::
-
-        loss = mean_rows( -sum_j y_j log p_j ),   grad = (p - y) / n
-
-    as ``torch.nn.functional.cross_entropy``.  ``out``: preallocated gradient (n, classes).
-    """
-    _input("logits", logits, 2)
-    labels = _labels(labels, logits)
-    out = _loss_out(out, "logits", logits, "labels", labels)
-    if logits.size == 0:
-        return float("nan"), out
-    return _kernels(backend).softmax_cross_entropy(logits, labels, out), out
-
-
-def _pair(a_name, a, b_name, b):
-    _input(a_name, a, None)
-    _input(b_name, b, None, a.dtype, a_name)
-    if b.shape != a.shape:
-        raise ValueError("%s has shape %s but %s has shape %s: they must match" % (b_name, b.shape, a_name, a.shape))
-
-
-def mse_loss(pred, target, *, out=None, backend=None):
-    """Mean squared error over all N elements and its gradient: returns ``(loss, grad)`` with
-    ``loss = mean((pred - target)**2)``, ``grad = 2 (pred - target) / N`` (as
-    ``torch.nn.MSELoss()``; the book's ``0.5 * sum / batch`` differs by a constant factor)."""
-    _pair("pred", pred, "target", target)
-    out = _loss_out(out, "pred", pred, "target", target)
-    if pred.size == 0:
-        return float("nan"), out
-    return _kernels(backend).mse_loss(pred, target, out), out
-
-
-def binary_cross_entropy_with_logits(logits, targets, *, out=None, backend=None):
-    """Sigmoid + binary cross-entropy, mean over all N elements, and its gradient: returns
-    ``(loss, grad)`` with ``loss = mean(max(z, 0) - z*y + log1p(exp(-|z|)))`` (stable for any
-    logits), ``grad = (sigmoid(z) - y) / N``, as ``torch.nn.BCEWithLogitsLoss()``.
-    ``targets`` in [0, 1], shape and dtype of ``logits``."""
-    _pair("logits", logits, "targets", targets)
-    out = _loss_out(out, "logits", logits, "targets", targets)
-    if logits.size == 0:
-        return float("nan"), out
-    return _kernels(backend).binary_cross_entropy_with_logits(logits, targets, out), out
+__all__ = ["Dense", "Sequential", "MLP"]
 
 
 # ---------------------------------------------------------------------------------------
@@ -447,8 +69,8 @@ def _dtype(dtype):
 # with a buffer the same layer (or model) writes (_apart, exact: every array involved is
 # C-contiguous), and for an input that is another layer's buffer it records the buffer's write
 # count, which backward compares (_WRITES).
-_WRITES = {}  # id(buffer array) -> [times handed out for writing]; entries leave with their array
-_REFS = {}    # id(buffer array) -> weakref whose callback removes both entries
+_WRITES: dict[int, list[int]] = {}  # id(buffer array) -> [times handed out for writing]; entries leave with their array
+_REFS: dict[int, weakref.ref[Any]] = {}  # id(buffer array) -> weakref whose callback removes both entries
 _layout = [0]  # bumped when a buffer is reallocated or a layer's gradient assigned: cached hazard tuples are stale
 
 
@@ -554,8 +176,14 @@ class Dense:
     copied.  ``activation`` and ``negative_slope`` may be assigned valid values.
     """
 
-    def __init__(self, in_features, out_features, activation="relu", *, negative_slope=0.01, dtype=np.float32,
-                 rng=None, backend=None):
+    backend: Backend | None
+    _x: FloatArray | None  # the input of the last forward, kept for backward
+    _y: FloatArray | None  # its output
+    _xw: list[int] | None
+
+    def __init__(self, in_features: int, out_features: int, activation: Activation = "relu", *,
+                 negative_slope: float = 0.01, dtype: DTypeLike = np.float32, rng: Seed = None,
+                 backend: Backend | None = None) -> None:
         self._in = _size("in_features", in_features)
         self._outf = _size("out_features", out_features)
         self._activation = _activation(activation)
@@ -586,19 +214,19 @@ class Dense:
     dtype = property(lambda self: self._dtype, doc="float32 or float64 (read-only).")
 
     @property
-    def activation(self):
+    def activation(self) -> Activation:
         return self._activation
 
     @activation.setter
-    def activation(self, value):
+    def activation(self, value: Activation) -> None:
         self._activation = _activation(value)
 
     @property
-    def negative_slope(self):
+    def negative_slope(self) -> float:
         return self._slope
 
     @negative_slope.setter
-    def negative_slope(self, value):
+    def negative_slope(self, value: float) -> None:
         self._slope = V.nonneg("negative_slope", value)
 
     def _set(self, name, value):
@@ -641,7 +269,7 @@ class Dense:
             _input(name, a, len(shape), dt, "the layer", shape, name.startswith("grad_"))
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def reset_parameters(self, rng=None):
+    def reset_parameters(self, rng: Seed = None) -> None:
         """Draw new weights (He or Glorot, see the class) and zero the bias."""
         rng = np.random.default_rng(rng)
         fan_in, fan_out = self.in_features, self.out_features
@@ -655,13 +283,13 @@ class Dense:
         w_[...] = w
         b_.fill(0)
 
-    def parameters(self):
+    def parameters(self) -> list[FloatArray]:
         return [self.weight, self.bias]
 
-    def gradients(self):
+    def gradients(self) -> list[FloatArray]:
         return [self.grad_weight, self.grad_bias]
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         extra = ", negative_slope=%g" % self.negative_slope if self.activation == "leaky_relu" else ""
         return "Dense(%d, %d, activation=%r%s, dtype=%s)" % (self.in_features, self.out_features, self.activation,
                                                              extra, self.dtype.name)
@@ -729,7 +357,7 @@ class Dense:
         if x.shape[1] != self.in_features:
             raise ValueError("%s has shape %s but the layer takes %d features" % (name, x.shape, self.in_features))
 
-    def forward(self, x):
+    def forward(self, x: FloatArray) -> FloatArray:
         """``f(x @ weight + bias)`` for x (n, in_features); returns the layer's output buffer,
         rewritten by the next ``forward``.  ``x`` is kept by reference until ``backward`` (copied
         first when it shares memory with an array the layer writes; see the class)."""
@@ -746,7 +374,8 @@ class Dense:
 
     __call__ = forward
 
-    def backward(self, grad_output, *, compute_grad_x=True, overwrite_grad_output=False):
+    def backward(self, grad_output: FloatArray, *, compute_grad_x: bool = True,
+                 overwrite_grad_output: bool = False) -> FloatArray | None:
         """Fill ``grad_weight``/``grad_bias`` for the last ``forward``; return the gradient with
         respect to its input (the layer's grad_x buffer, rewritten by the next ``backward``), or
         None with ``compute_grad_x=False``.  RuntimeError if the forward input was another
@@ -785,7 +414,7 @@ def _make_optimizer(optimizer, params, backend, hyper):
     if isinstance(optimizer, str):
         # a rule name: fastgd.optim's object for it (torch's hyperparameter names, e.g. betas=),
         # which steps every parameter in one multi-tensor call
-        from .optim import OPTIMIZERS
+        from ..optim import OPTIMIZERS
         if optimizer not in OPTIMIZERS:
             raise ValueError("optimizer must be one of %s or an object with a step(grads) method, got %r"
                              % (", ".join(sorted(OPTIMIZERS)), optimizer))
@@ -851,7 +480,20 @@ class Sequential:
     batch differs or if that call rewrote the input the next layer kept.
     """
 
-    def __init__(self, *layers, loss="softmax_cross_entropy", backend=None):
+    backend: Backend | None
+    history: dict[str, list[float]] | None
+    _grad: _Buffer
+
+    if TYPE_CHECKING:  # the layers one by one, or one list or tuple of them
+        @overload
+        def __init__(self, *layers: Dense, loss: Loss = "softmax_cross_entropy",
+                     backend: Backend | None = None) -> None: ...
+
+        @overload
+        def __init__(self, layers: Sequence[Dense], /, *, loss: Loss = "softmax_cross_entropy",
+                     backend: Backend | None = None) -> None: ...
+
+    def __init__(self, *layers: Any, loss: Loss = "softmax_cross_entropy", backend: Backend | None = None) -> None:
         if len(layers) == 1 and isinstance(layers[0], (list, tuple)):
             layers = tuple(layers[0])
         if not layers:
@@ -909,27 +551,27 @@ class Sequential:
     in_features = property(lambda self: self._in, doc="Input features (read-only).")
     out_features = property(lambda self: self._outf, doc="Output features (read-only).")
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return "%s(\n  %s,\n  loss=%r)" % (type(self).__name__, ",\n  ".join(map(repr, self.layers)), self.loss)
 
-    def __len__(self):
+    def __len__(self) -> int:
         return len(self.layers)
 
-    def __getitem__(self, i):
+    def __getitem__(self, i: int) -> Dense:
         return self.layers[i]
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[Dense]:
         return iter(self.layers)
 
-    def parameters(self):
+    def parameters(self) -> list[FloatArray]:
         """[W1, b1, W2, b2, ...]: the arrays themselves (updated in place by optimizers)."""
         return [p for layer in self.layers for p in layer.parameters()]
 
-    def gradients(self):
+    def gradients(self) -> list[FloatArray]:
         """[dW1, db1, dW2, db2, ...], in the order of ``parameters()``, filled by ``backward``."""
         return [g for layer in self.layers for g in layer.gradients()]
 
-    def num_parameters(self):
+    def num_parameters(self) -> int:
         return sum(p.size for p in self.parameters())
 
     # -- forward / backward ------------------------------------------------------------
@@ -963,7 +605,7 @@ class Sequential:
             raise ValueError("x is an empty batch")
         _blas_dims(batch=x.shape[0])
 
-    def forward(self, x):
+    def forward(self, x: FloatArray) -> FloatArray:
         """The output of the last layer for x (n, in_features) of the model's dtype, C-contiguous.
         Returns an internal buffer, overwritten by the next ``forward``: copy it to keep it.
         ``x`` is kept by reference until ``backward`` (copied first when it shares memory with
@@ -973,7 +615,7 @@ class Sequential:
 
     __call__ = forward
 
-    def backward(self, grad_output, *, compute_grad_x=False):
+    def backward(self, grad_output: FloatArray, *, compute_grad_x: bool = False) -> FloatArray | None:
         """Backpropagate ``grad_output`` (d loss / d output of the last ``forward``): fills
         ``gradients()``; returns d loss / d x with ``compute_grad_x=True`` (else None).
         ``grad_output`` is not modified."""
@@ -1030,7 +672,8 @@ class Sequential:
     def _n_predictions(self, n):
         return n if self.loss == "softmax_cross_entropy" else n * self.out_features
 
-    def _data(self, x, y, name="x", y_name="y"):
+    def _data(self, x: Any, y: Any, name: str = "x",
+              y_name: str = "y") -> tuple[FloatArray, Any]:
         x = _as_data(name, x)
         if x.ndim != 2 or x.shape[1] != self.in_features:
             raise ValueError("%s has shape %s, expected (n, %d)" % (name, x.shape, self.in_features))
@@ -1040,7 +683,7 @@ class Sequential:
         return x, (None if y is None else self._targets(y, x.shape[0], y_name))
 
     # -- training ------------------------------------------------------------------------
-    def train_step(self, x, y, optimizer):
+    def train_step(self, x: FloatArray, y: ArrayLike, optimizer: SupportsStep) -> float:
         """One step on a batch: forward, loss, backward, ``optimizer.step(gradients())``;
         returns the loss.  ``x``: a numpy.ndarray (n, in_features) of the model's dtype,
         C-contiguous (as ``fit`` prepares it); ``y``: targets as ``fit`` takes them (checked and,
@@ -1057,8 +700,10 @@ class Sequential:
         optimizer.step(self.gradients())
         return loss
 
-    def fit(self, x, y, *, epochs=10, batch_size=32, optimizer="adam", shuffle=True, seed=None,
-            validation_data=None, verbose=True, progress=None, **hyperparameters):
+    def fit(self, x: ArrayLike, y: ArrayLike, *, epochs: int = 10, batch_size: int = 32,
+            optimizer: str | type[Any] | SupportsStep = "adam", shuffle: bool = True, seed: Seed = None,
+            validation_data: tuple[ArrayLike, ArrayLike] | None = None, verbose: bool = True,
+            progress: bool | None = None, **hyperparameters: Any) -> dict[str, list[float]]:
         """Minibatch training: each epoch shuffles the rows (``seed``: an int, a Generator or
         None), splits them into batches of ``batch_size`` (the last may be smaller) and takes one
         optimizer step per batch on the batch-mean gradient.
@@ -1104,7 +749,7 @@ class Sequential:
         opt = _make_optimizer(optimizer, self.parameters(), self.backend, hyperparameters)
         kernels = _kernels(self.backend)
         classify = self.loss != "mse_loss"
-        hist = {"loss": []}
+        hist: dict[str, list[float]] = {"loss": []}
         if classify:
             hist["accuracy"] = []
         if validation_data is not None:
@@ -1113,8 +758,9 @@ class Sequential:
                 hist["val_accuracy"] = []
         hist["time"] = []
         bs = min(batch_size, n)
-        xb = np.empty((bs,) + x.shape[1:], self.dtype)
-        yb = np.empty((bs,) + y.shape[1:], y.dtype)
+        # (x and y are arrays here, from _data; a checker keeps the parameters' ArrayLike)
+        xb = np.empty((bs,) + x.shape[1:], self.dtype)  # type: ignore[union-attr]
+        yb = np.empty((bs,) + y.shape[1:], y.dtype)  # type: ignore[union-attr]
         order = np.arange(n)
         bar = _Progress(epochs, progress)
         self.history = hist
@@ -1152,7 +798,7 @@ class Sequential:
         return hist
 
     # -- inference -------------------------------------------------------------------------
-    def predict(self, x, *, batch_size=1024):
+    def predict(self, x: ArrayLike, *, batch_size: int = 1024) -> FloatArray:
         """The model's output for x (n, in_features), as a new array (for softmax_cross_entropy
         and binary_cross_entropy_with_logits: logits; ``argmax(axis=1)`` gives classes)."""
         batch_size = _size("batch_size", batch_size)
@@ -1178,7 +824,7 @@ class Sequential:
             res["accuracy"] = correct / self._n_predictions(n)
         return res
 
-    def evaluate(self, x, y, *, batch_size=1024):
+    def evaluate(self, x: ArrayLike, y: ArrayLike, *, batch_size: int = 1024) -> dict[str, float]:
         """``{"loss": mean loss, "accuracy": fraction correct}`` on (x, y) (no accuracy for
         mse_loss); the parameters and gradients are left as they are."""
         batch_size = _size("batch_size", batch_size)
@@ -1196,8 +842,10 @@ class MLP(Sequential):
     logits for the cross-entropy losses) on the last.  One ``rng`` (seed or Generator) draws all
     initial weights, layer by layer."""
 
-    def __init__(self, sizes, activation="relu", *, output_activation="identity", loss="softmax_cross_entropy",
-                 negative_slope=0.01, dtype=np.float32, rng=None, backend=None):
+    def __init__(self, sizes: Sequence[int], activation: Activation = "relu", *,
+                 output_activation: Activation = "identity", loss: Loss = "softmax_cross_entropy",
+                 negative_slope: float = 0.01, dtype: DTypeLike = np.float32, rng: Seed = None,
+                 backend: Backend | None = None) -> None:
         sizes = [_size("sizes[%d]" % i, s) for i, s in enumerate(sizes)]
         if len(sizes) < 2:
             raise ValueError("sizes must list at least the input and output sizes, got %r" % (sizes,))
