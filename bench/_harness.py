@@ -1,19 +1,51 @@
-"""What the pytest-benchmark suites (test_bench_steps.py, test_bench_precision.py) share: the
-arrays of one benchmark and their reset, timing one call, the load average, and the round loop
-of a benchmark (warm-up, rounds from the budget, ``benchmark.pedantic``, the finiteness check;
-see test_bench_steps.py's docstring)."""
+"""The pytest-benchmark side of the one harness.  The kernel table, the data, the calls timed,
+the bytes moved, the timers, the load average, the machine description and the size labels
+are ``fastgd.bench``'s (also ``python -m fastgd.bench``'s); here is what only the suites need:
+their settings (quick mode, budget), the arrays of one benchmark and their reset, skipping a
+backend that is not here, and the round loop of a benchmark (warm-up, rounds from the budget,
+``benchmark.pedantic``, the finiteness check; see test_bench_steps.py's docstring)."""
 import os
-import time
 
 import numpy as np
+import pytest
 
 import fastgd
-from fastgd.backends import threads_for
+from fastgd.backends import backend_module, threads_for
+from fastgd.bench import KERNELS, call_seconds, loadavg
+from fastgd.bench import size_label  # noqa: F401 - (and call_seconds, loadavg) as this module had them
+
+
+def env_quick():
+    """``FASTGD_BENCH_QUICK`` set (and not 0): the suites' quick sizes."""
+    return os.environ.get("FASTGD_BENCH_QUICK", "") not in ("", "0")
+
+
+def budget_seconds():
+    """Timed work per benchmark; the rounds are chosen from warm calls to fill it."""
+    return float(os.environ.get("FASTGD_BENCH_BUDGET", "1.0"))
+
+
+def backend_or_skip(name):
+    """The backend's kernel namespace; skips the benchmark where the backend is not here."""
+    if name not in fastgd.available_backends():
+        pytest.skip("backend %r is not available on this machine" % name)
+    return backend_module(name)
 
 
 class ResetArrays:
     """param (and its pristine copy param0), grad and the zero-initialised states of one
-    benchmark; subclasses fill them.  ``reset`` restores param and zeroes the states."""
+    benchmark (``zero_state`` fills them).  ``reset`` restores param and zeroes the states."""
+
+    @classmethod
+    def zero_state(cls, grad, param0, kernel, state_dtype, reset_max):
+        """param a copy of ``param0``, one zero array of ``state_dtype`` per state array of
+        ``kernel`` (fastgd.bench.KERNELS); reset before every round up to ``reset_max`` elements."""
+        self = cls()
+        self.grad, self.param0 = grad, param0
+        self.param = param0.copy()
+        self.states = [np.zeros(param0.size, state_dtype) for _ in KERNELS[kernel].states]
+        self.reset_each_round = param0.size <= reset_max
+        return self
 
     def written(self):
         return [self.param] + self.states
@@ -24,26 +56,17 @@ class ResetArrays:
             s.fill(0)
 
 
-def size_label(n):
-    """1000 -> '1e3', 16000000 -> '1.6e7'."""
-    exp = len(str(int(n))) - 1
-    mant = n / 10 ** exp
-    return ("%de%d" if mant == int(mant) else "%.1fe%d") % (mant, exp)
-
-
-def call_seconds(fn):
-    t0 = time.perf_counter()
-    fn()
-    return time.perf_counter() - t0
-
-
-def loadavg():
-    """The 1-minute load average when the benchmark starts (None where unknown): on a shared
-    machine, threaded kernels lose whole time slices once the load exceeds the free cores."""
-    try:
-        return os.getloadavg()[0]
-    except (AttributeError, OSError):
-        return None
+def rounds_for(benchmark, settings, one_round):
+    """Rounds filling ``settings.budget`` seconds (``min_rounds`` to ``max_rounds``), chosen from
+    warm calls of ``one_round``; 1 under ``--benchmark-disable`` (the smoke run)."""
+    if not benchmark.enabled:
+        return 1
+    t = call_seconds(one_round)            # warm-up: JIT compilation, first-touch page faults
+    if t < settings.budget / settings.min_rounds:
+        # the median of three clean calls chooses the rounds (one call that lost a time
+        # slice to another process would otherwise cut them to the minimum)
+        t = float(np.median([call_seconds(one_round) for _ in range(3)]))
+    return int(min(settings.max_rounds, max(settings.min_rounds, settings.budget / t)))
 
 
 def measure(benchmark, settings, case, arrays, target, args=(), kwargs=None, reset_scalars=None, info=None,
@@ -63,15 +86,7 @@ def measure(benchmark, settings, case, arrays, target, args=(), kwargs=None, res
         setup()
         target(*args, **kwargs)
 
-    if benchmark.enabled:
-        t = call_seconds(one_round)            # warm-up: JIT compilation, first-touch page faults
-        if t < settings.budget / settings.min_rounds:
-            # the median of three clean calls chooses the rounds (one call that lost a time
-            # slice to another process would otherwise cut them to the minimum)
-            t = float(np.median([call_seconds(one_round) for _ in range(3)]))
-        rounds = int(min(settings.max_rounds, max(settings.min_rounds, settings.budget / t)))
-    else:
-        rounds = 1
+    rounds = rounds_for(benchmark, settings, one_round)
     benchmark.group = case.group
     compiled = case.backend != "numpy"
     benchmark.extra_info.update(

@@ -5,16 +5,16 @@ Options and environment:
   FASTGD_BENCH_BUDGET=seconds      timed work per benchmark (default 1.0), sets the rounds
   FASTGD_NUM_THREADS / OMP_NUM_THREADS   fastgd's thread count (default: all cores)
 """
-import os
-import platform
 import types
 
 import numpy as np
 import pytest
 
 import fastgd
+from fastgd.bench import SEED, machine_summary, seeded_arrays
 
-SEED = 20261121           # benchmark data is seeded, so figures from different runs are comparable
+from _harness import budget_seconds, env_quick
+
 RESET_MAX = 100_000       # state is reset before every round up to this many elements (see README)
 MIN_ROUNDS = 5
 MAX_ROUNDS = 10_000
@@ -26,13 +26,7 @@ def pytest_addoption(parser):
 
 
 def quick_mode(config):
-    env = os.environ.get("FASTGD_BENCH_QUICK", "")
-    return bool(config.getoption("--quick", default=False)) or env not in ("", "0")
-
-
-def budget_seconds():
-    """Timed work per benchmark; the rounds are chosen from warm calls to fill it."""
-    return float(os.environ.get("FASTGD_BENCH_BUDGET", "1.0"))
+    return bool(config.getoption("--quick", default=False)) or env_quick()
 
 
 # ---------------------------------------------------------------------------------------
@@ -71,27 +65,7 @@ def pytest_collection_modifyitems(session, config, items):
 
 
 # ---------------------------------------------------------------------------------------
-# machine description, stored in the JSON for bench/report.py
-
-def cpu_model():
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.lower().startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def machine_summary():
-    info = fastgd.build_info()
-    try:
-        usable = len(os.sched_getaffinity(0))
-    except AttributeError:
-        usable = os.cpu_count()
-    return {"cpu_model": cpu_model(), "cores": os.cpu_count(), "usable_cores": usable, "build_info": info}
-
+# machine description (fastgd.bench.machine_summary), stored in the JSON for bench/report.py
 
 def pytest_benchmark_update_machine_info(config, machine_info):
     machine_info["fastgd"] = machine_summary()
@@ -111,15 +85,12 @@ _data = {}
 
 @pytest.fixture(scope="session")
 def bench_data():
-    """``bench_data(dtype, n) -> (grad, param0)``: seeded N(0, 1) arrays, made once per session.
+    """``bench_data(dtype, n) -> (grad, param0)``: ``fastgd.bench.seeded_arrays``, made once per session.
     Benchmarks copy ``param0``; nothing writes ``grad``."""
     def get(dtype, n):
         key = (np.dtype(dtype).name, int(n))
         if key not in _data:
-            rng = np.random.default_rng([SEED, int(n), np.dtype(dtype).itemsize])
-            grad = rng.standard_normal(int(n), dtype=dtype)
-            param0 = rng.standard_normal(int(n), dtype=dtype)
-            _data[key] = (grad, param0)
+            _data[key] = seeded_arrays(dtype, n)
         return _data[key]
     yield get
     _data.clear()

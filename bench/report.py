@@ -17,13 +17,12 @@ import signal
 import subprocess
 import sys
 
-from _harness import size_label  # (bench/ is sys.path[0] when this runs as a script)
+from fastgd.bench import BACKENDS, machine_summary, size_label, table_lines
 
 BENCH = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(BENCH)
 RESULTS = os.path.join(BENCH, "results")
-REFERENCE = "numpy"
-BACKEND_ORDER = ("numpy", "cython", "numba")
+REFERENCE = BACKENDS[0]   # numpy: the speedups are over it
 CYTHON_1E3_TARGET_US = 3.0   # the issue's target for one cython call on 1e3 float32 elements
 STEP_KEYS = {"kernel", "backend", "kind", "dtype", "n", "bytes_moved"}  # test_bench_steps.py's extra_info
 
@@ -104,7 +103,7 @@ def rows(data):
         by_backend = table[(kernel, dtype, n)]
         ref = by_backend.get(REFERENCE, {}).get("step")
         ref_median = ref["stats"]["median"] if ref else None
-        backends = sorted(by_backend, key=lambda b: BACKEND_ORDER.index(b) if b in BACKEND_ORDER else 99)
+        backends = sorted(by_backend, key=lambda b: BACKENDS.index(b) if b in BACKENDS else 99)
         for backend in backends:
             step = by_backend[backend].get("step")
             if step is None:
@@ -129,27 +128,8 @@ def rows(data):
 # printing
 
 def print_table(header, body, markdown, align=None, group_cols=0):
-    """A plain-text table with aligned columns (a blank line whenever the first ``group_cols``
-    cells change), or a Markdown table."""
-    align = align or ["l"] * len(header)
-    if markdown:
-        print("| " + " | ".join(header) + " |")
-        print("|" + "|".join("---:" if a == "r" else "---" for a in align) + "|")
-        for r in body:
-            print("| " + " | ".join(r) + " |")
-        return
-    widths = [max(len(str(x)) for x in col) for col in zip(header, *body)]
-
-    def line(cells):
-        return "  ".join(c.rjust(w) if a == "r" else c.ljust(w) for c, w, a in zip(cells, widths, align)).rstrip()
-    print(line(header))
-    print("  ".join("-" * w for w in widths))
-    prev = None
-    for r in body:
-        if group_cols and prev is not None and r[:group_cols] != prev:
-            print()
-        prev = r[:group_cols]
-        print(line(r))
+    """fastgd.bench.table_lines, printed."""
+    print("\n".join(table_lines(header, body, markdown, align, group_cols)))
 
 
 def machine_lines(data, markdown=False):
@@ -157,8 +137,6 @@ def machine_lines(data, markdown=False):
     mi = (data.get("machine_info") or {}).get("fastgd")
     source = "recorded by the run"
     if mi is None:
-        sys.path.insert(0, BENCH)
-        from conftest import machine_summary  # noqa: E402
         mi = machine_summary()
         source = "this machine; the JSON has no fastgd machine info"
     bi = mi.get("build_info", {})
@@ -224,7 +202,7 @@ def report_precision(rs, xs, markdown):
         header = ["kernel", "n", "backend", "params/state", "B/elem", "median", "IQR", "of skeleton", "vs float32"]
         body = []
         korder = {k: i for i, k in enumerate(dict.fromkeys(r["kernel"] for r in rs))}
-        border = {b: i for i, b in enumerate(BACKEND_ORDER)}
+        border = {b: i for i, b in enumerate(BACKENDS)}
         # (a stable sort: the combinations stay in the suite's order)
         for r in sorted(rs, key=lambda r: (korder[r["kernel"]], r["n"], border.get(r["backend"], 99))):
             ref = f32.get((r["kernel"], r["n"], r["backend"]))
@@ -275,7 +253,7 @@ def report(data, markdown):
         print("Per-call time at 1e3 float32 elements, us (the public call, validation included; "
               "target for cython: <= %g us):" % CYTHON_1E3_TARGET_US)
         print()
-        backends = [b for b in BACKEND_ORDER if any(r["backend"] == b for r in small)]
+        backends = [b for b in BACKENDS if any(r["backend"] == b for r in small)]
         by = {(r["kernel"], r["backend"]): r["median"] for r in small}
         kernels = []
         for r in small:

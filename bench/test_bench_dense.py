@@ -25,28 +25,22 @@ ratios measured that way mean much.
 """
 import os
 import sys
-import time
 
 import numpy as np
 import pytest
 
 import fastgd
 from fastgd import nn
+from fastgd.bench import BACKENDS, SEED, call_seconds
 
-SEED = 20261121
+from _harness import backend_or_skip, env_quick, rounds_for
+
 SHAPES = ((64, 784, 256), (256, 784, 512), (1024, 1024, 1024))
-BACKENDS = ("numpy", "cython", "numba")       # the reference first
 SKELETONS = ("numpy", "cython")               # numba's products are numpy's
 
 
 def shape_label(shape):
     return "x".join(map(str, shape))
-
-
-def quick(config=None):
-    if config is not None and getattr(getattr(config, "fastgd_bench", None), "quick", False):
-        return True
-    return os.environ.get("FASTGD_BENCH_QUICK", "") not in ("", "0")
 
 
 class Layer:
@@ -95,8 +89,7 @@ def entries(shape):
 
 
 def _available(backend):
-    if backend not in fastgd.available_backends():
-        pytest.skip("backend %r is not available on this machine" % backend)
+    backend_or_skip(backend)
     try:
         nn._kernels(backend)
     except RuntimeError as exc:
@@ -112,29 +105,10 @@ def _blas_threads():
             if i.get("user_api") == "blas"}
 
 
-def _rounds(benchmark, settings, fn):
-    if not benchmark.enabled:
-        return 1
-    t0 = time.perf_counter()
-    fn()                                  # warm-up: numba compilation, first touch
-    t = time.perf_counter() - t0
-    if t < settings["budget"] / settings["min_rounds"]:
-        t0 = time.perf_counter()
-        fn()
-        t = time.perf_counter() - t0
-    return int(min(settings["max_rounds"], max(settings["min_rounds"], settings["budget"] / t)))
-
-
-def _settings(config):
-    s = getattr(config, "fastgd_bench", None)
-    return {"budget": getattr(s, "budget", float(os.environ.get("FASTGD_BENCH_BUDGET", "1.0"))),
-            "min_rounds": getattr(s, "min_rounds", 5), "max_rounds": getattr(s, "max_rounds", 10_000)}
-
-
 def pytest_generate_tests(metafunc):
     if "dense_entry" not in metafunc.fixturenames:
         return
-    shapes = SHAPES[:1] if quick(metafunc.config) else SHAPES
+    shapes = SHAPES[:1] if metafunc.config.fastgd_bench.quick else SHAPES
     params = [(shape, name, backend, kind) for shape in shapes for name, backend, kind in entries(shape)]
     metafunc.parametrize("dense_entry", params, ids=["%s-%s" % (shape_label(p[0]), p[1]) for p in params])
 
@@ -150,7 +124,7 @@ def test_dense(benchmark, dense_entry, request):
         _layers[shape] = Layer(shape)
     layer = _layers[shape]
     fn = layer.fwd_bwd(backend) if kind == "fwd_bwd" else layer.skeleton(backend)
-    rounds = _rounds(benchmark, _settings(request.config), fn)
+    rounds = rounds_for(benchmark, request.config.fastgd_bench, fn)
     benchmark.group = "dense/float32/" + shape_label(shape)
     benchmark.extra_info.update(kind=kind, backend=backend, shape=list(shape), flops=layer.flops(),
                                 num_threads=fastgd.get_num_threads(), blas_threads=_blas_threads(), rounds=rounds)
@@ -178,7 +152,7 @@ def test_digits_epoch(benchmark, backend, request):
 
     def epoch():
         model.fit(x_train, y_train, epochs=1, batch_size=32, optimizer="adam", lr=1e-3, seed=0, verbose=False)
-    rounds = _rounds(benchmark, _settings(request.config), epoch)
+    rounds = rounds_for(benchmark, request.config.fastgd_bench, epoch)
     benchmark.group = "digits-epoch"
     benchmark.extra_info.update(backend=backend, images=len(x_train), batch_size=32, rounds=rounds)
     benchmark.pedantic(epoch, rounds=rounds, iterations=1)
@@ -198,9 +172,7 @@ def _alternate(fns, rounds, warm=2, block=3):
             for _ in range(warm):
                 f()
             for _ in range(block):
-                t0 = time.perf_counter()
-                f()
-                times[k].append(time.perf_counter() - t0)
+                times[k].append(call_seconds(f))
     return times
 
 
@@ -216,7 +188,7 @@ def main(argv=None):
     for b in backends:
         nn._kernels(b)                    # loads SciPy's BLAS for the cython backend
     print("fastgd threads %d, BLAS threads %s" % (fastgd.get_num_threads(), _blas_threads()))
-    shapes = SHAPES[:1] if (args.quick or quick()) else SHAPES
+    shapes = SHAPES[:1] if (args.quick or env_quick()) else SHAPES
     if args.shape:
         shapes = [tuple(int(v) for v in sh.split("x")) for sh in args.shape]
     for shape in shapes:

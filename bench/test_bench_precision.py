@@ -31,17 +31,13 @@ import dataclasses
 import numpy as np
 import pytest
 
-import fastgd
-import fastgd.multi
 from fastgd import bench as _bench
-from fastgd.backends import backend_module
+from fastgd.bench import BACKENDS, size_label
 
-from _harness import ResetArrays, measure, size_label
+from _harness import ResetArrays, backend_or_skip, measure
 
-BACKENDS = ("numpy", "cython", "numba")
-STEP = _bench.STEP
 SIZES = ((100_000, BACKENDS), (16_000_000, ("cython", "numba")), (64_000_000, ("cython",)))
-QUICK_SIZES = ((1_000, BACKENDS), (100_000, BACKENDS))
+QUICK_SIZES = tuple((n, BACKENDS) for n in _bench.QUICK_PRECISION_SIZES)
 EXTRAS_KERNELS = ("adam",)
 EXTRAS_SIZES = (16_000_000,)
 QUICK_EXTRAS_SIZES = (100_000,)
@@ -77,14 +73,6 @@ class Case:
         if self.kind == "extra":
             return _bench.extra_bytes(self.kernel, self.variant) * self.n
         return _bench.combo_bytes(self.kernel, *self.combo[1:]) * self.n
-
-
-def _have_ml_dtypes():
-    try:
-        import ml_dtypes  # noqa: F401
-    except ImportError:
-        return False
-    return True
 
 
 def pytest_generate_tests(metafunc):
@@ -125,7 +113,7 @@ def half_data(bench_data):
         key = (dtype, int(n))
         if key not in _cast:
             grad, param0 = bench_data(np.float32, n)
-            dt = _bench._np_dtype(dtype)
+            dt = _bench.np_dtype(dtype)
             _cast[key] = (grad, param0) if dt == np.float32 else (grad.astype(dt), param0.astype(dt))
         return _cast[key]
     yield get
@@ -133,101 +121,71 @@ def half_data(bench_data):
 
 
 def _backend(case):
-    if case.backend not in fastgd.available_backends():
-        pytest.skip("backend %r is not available on this machine" % case.backend)
-    if "bfloat16" in case.combo and not _have_ml_dtypes():
+    mod = backend_or_skip(case.backend)
+    if "bfloat16" in case.combo and not _bench.has_ml_dtypes():
         pytest.skip("ml_dtypes is not installed (bfloat16)")
-    return backend_module(case.backend)
+    return mod
 
 
-class Arrays(ResetArrays):
+def _arrays(case, half_data, settings):
     """param, grad and the zero-initialised states of one benchmark (the case's dtypes), and
     their reset."""
-
-    def __init__(self, case, half_data, reset_max):
-        _, pd, sd = case.combo
-        self.grad, self.param0 = half_data(pd, case.n)
-        self.param = self.param0.copy()
-        self.states = [np.zeros(case.n, _bench._np_dtype(sd)) for _ in _bench.KERNELS[case.kernel][0]]
-        self.reset_each_round = case.n <= reset_max
+    _, pd, sd = case.combo
+    grad, param0 = half_data(pd, case.n)
+    return ResetArrays.zero_state(grad, param0, case.kernel, _bench.np_dtype(sd), settings.reset_max)
 
 
 def _finite(a):
     return np.isfinite(a.astype(np.float32)).all()  # (bfloat16 via float32: exact)
 
 
-def _measure(benchmark, settings, case, arrays, target, reset_scalars=None, check_finite=True):
-    """The shared round loop (bench/_harness.py) for a ``target()`` without arguments."""
-    measure(benchmark, settings, case, arrays, target, reset_scalars=reset_scalars,
+def _measure(benchmark, settings, case, arrays, target, args=(), kwargs=None, reset_scalars=None,
+             check_finite=True):
+    """The shared round loop (bench/_harness.py)."""
+    measure(benchmark, settings, case, arrays, target, args, kwargs, reset_scalars,
             info=dict(kernel=case.kernel, param_dtype=case.combo[1], state_dtype=case.combo[2],
-                      variant=case.variant or None, n_states=len(_bench.KERNELS[case.kernel][0]),
+                      variant=case.variant or None, n_states=len(arrays.states),
                       bytes_per_element=case.bytes_moved() // case.n),
             finite=_finite if check_finite else None)
 
 
-def _step_target(case, arrays, **extra):
-    """fastgd.<kernel>_step on the arrays (NAdam: with its running product, restored before
-    every round); returns (target, reset_scalars)."""
-    kwargs = dict(_bench.KERNELS[case.kernel][1], backend=case.backend, **extra)
-    f = getattr(fastgd, case.kernel + "_step")
-    args = (arrays.param, arrays.grad, *arrays.states)
-    if case.kernel == "nadam":
-        prod = fastgd.nadam_mu_product(STEP - 1)
-        mu_product = np.array([prod])
-        kwargs["mu_product"] = mu_product
-        return (lambda: f(*args, **kwargs)), (lambda: mu_product.__setitem__(0, prod))
-    return (lambda: f(*args, **kwargs)), None
-
-
 def test_step(benchmark, half_data, case, request):
-    """fastgd.<kernel>_step(..., backend=...) with the combination's dtypes: the public call."""
+    """fastgd.<kernel>_step(..., backend=...) with the combination's dtypes: the public call
+    (NAdam: with its running product, restored before every round)."""
     _backend(case)
     settings = request.config.fastgd_bench
-    arrays = Arrays(case, half_data, settings.reset_max)
-    target, reset_scalars = _step_target(case, arrays)
-    _measure(benchmark, settings, case, arrays, target, reset_scalars)
+    arrays = _arrays(case, half_data, settings)
+    target, args, kwargs, reset_scalars = _bench.step_args(case.kernel, arrays.param, arrays.grad, arrays.states,
+                                                           case.backend)
+    _measure(benchmark, settings, case, arrays, target, args, kwargs, reset_scalars)
 
 
 def test_skeleton(benchmark, half_data, case, request):
-    """The skeleton of the combination's bytes: copy_skeleton (float32, every backend) or
-    Cython's half_skeleton (2-byte params and grads)."""
+    """The skeleton of the combination's bytes (fastgd.bench.skeleton_name): copy_skeleton
+    (float32, every backend) or Cython's half_skeleton (2-byte params and grads)."""
     mod = _backend(case)
-    half = case.combo[1] != "float32"
+    name = _bench.skeleton_name(case.combo[1])
+    half = name == "half_skeleton"
     if half and case.backend != "cython":
         pytest.skip("only the cython backend has a half-precision skeleton")
-    skel = getattr(mod, "half_skeleton" if half else "copy_skeleton", None)
+    skel = getattr(mod, name, None)
     if skel is None:
-        pytest.skip("the %s backend has no %s" % (case.backend, "half_skeleton" if half else "copy_skeleton"))
+        pytest.skip("the %s backend has no %s" % (case.backend, name))
     settings = request.config.fastgd_bench
-    arrays = Arrays(case, half_data, settings.reset_max)
-    args = (arrays.grad, arrays.param, *arrays.states)
+    arrays = _arrays(case, half_data, settings)
     # half_skeleton adds the 16-bit patterns as integers: its outputs are no numbers to check
-    _measure(benchmark, settings, case, arrays, lambda: skel(*args), check_finite=not half)
+    _measure(benchmark, settings, case, arrays, skel, (arrays.grad, arrays.param, *arrays.states),
+             check_finite=not half)
 
 
 def test_extra(benchmark, half_data, case, request):
-    """The fused extras in float32 (see the module's docstring for the variants)."""
+    """The fused extras in float32 (fastgd.bench.extra_calls; see the module's docstring)."""
     _backend(case)
     settings = request.config.fastgd_bench
-    arrays = Arrays(case, half_data, settings.reset_max)
-    scale = np.array([_bench.GRAD_SCALE], np.float32)
-    one = np.array([1.0], np.float32)
-    found_inf = np.zeros(1, np.float32)
-    extra = {"plain": {}, "scaled": {"grad_scale": scale, "found_inf": found_inf},
-             "clipped": {"max_norm": _bench.MAX_NORM},
-             "scaled+clipped": {"grad_scale": scale, "found_inf": found_inf, "max_norm": _bench.MAX_NORM},
-             "unfused": {}, "norm": {}}[case.variant]
-    target, reset_scalars = _step_target(case, arrays, **extra)
+    arrays = _arrays(case, half_data, settings)
     if case.variant == "unfused":
         arrays.grad = arrays.grad.copy()  # it divides the gradient in place (by 1.0); the session's stays untouched
-        target, reset_scalars = _step_target(case, arrays)
-        step = target
-
-        def target():
-            fastgd.multi.unscale_and_check([arrays.grad], one, found_inf, backend=case.backend)
-            step()
-    elif case.variant == "norm":
-        def target():
-            fastgd.multi.global_norm([arrays.grad], backend=case.backend)
-    _measure(benchmark, settings, case, arrays, target, reset_scalars)
+    calls, found_inf = _bench.extra_calls(case.kernel, arrays.param, arrays.grad, arrays.states, case.backend)
+    target, reset_scalars = calls[case.variant]
+    _measure(benchmark, settings, case, arrays, target, reset_scalars=reset_scalars)
     assert found_inf[0] == 0

@@ -20,32 +20,16 @@ How a benchmark runs (``_measure``):
 """
 import dataclasses
 
-import numpy as np
 import pytest
 
-import fastgd
-from fastgd import bench as _bench
-from fastgd._rules import RULES as _RULES
-from fastgd.backends import backend_module
+from fastgd._rules import RULES
+from fastgd.bench import BACKENDS, KERNELS, combo_bytes, size_label, step_args
 
-from _harness import ResetArrays, measure, size_label
+from _harness import ResetArrays, backend_or_skip, measure
 
-BACKENDS = ("numpy", "cython", "numba")      # the reference first: every group reads from it
-STEP = 10  # for rules with bias correction: past RAdam's warm-up (rho_t > 5), as in training
-
-
-@dataclasses.dataclass(frozen=True)
-class Kernel:
-    name: str          # fastgd.<name>_step
-    attr: str          # the backend function it calls
-    states: tuple      # positional state arrays after (param, grad), all starting at zero
-    hyper: dict        # keyword hyperparameters (torch defaults except where set here)
-
-
-# every rule of the table (fastgd/_rules.py), with the state arrays and hyperparameters of
-# fastgd.bench's report (one place for both harnesses; NAdam's mu_product is added below)
-KERNELS = tuple(Kernel(name, _RULES[name].kernel, states, hyper)
-                for name, (states, hyper, _torch) in _bench.KERNELS.items())
+# the kernels: fastgd.bench.KERNELS (every rule of fastgd/_rules.py, with the state arrays and
+# hyperparameters of python -m fastgd.bench's report); the backends: fastgd.bench.BACKENDS, the
+# reference first (every group reads from it)
 SIZES = (("float32", 1_000), ("float32", 100_000), ("float32", 1_000_000), ("float32", 16_000_000),
          ("float64", 1_000_000))
 QUICK_SIZES = (("float32", 1_000), ("float32", 100_000), ("float64", 1_000))
@@ -53,7 +37,7 @@ QUICK_SIZES = (("float32", 1_000), ("float32", 100_000), ("float64", 1_000))
 
 @dataclasses.dataclass(frozen=True)
 class Case:
-    kernel: Kernel
+    kernel: str        # fastgd.<kernel>_step
     dtype: str
     n: int
     backend: str
@@ -62,16 +46,15 @@ class Case:
 
     @property
     def group(self):
-        return "%s/%s/%s" % (self.kernel.name, self.dtype, size_label(self.n))
+        return "%s/%s/%s" % (self.kernel, self.dtype, size_label(self.n))
 
     @property
     def id(self):
-        return "%s-%s-%s-%s" % (self.kernel.name, self.dtype, size_label(self.n), self.backend)
+        return "%s-%s-%s-%s" % (self.kernel, self.dtype, size_label(self.n), self.backend)
 
     def bytes_moved(self):
         """itemsize * n * (reads + writes): reads grad, param, states; writes param, states."""
-        k = len(self.kernel.states)
-        return np.dtype(self.dtype).itemsize * self.n * ((2 + k) + (1 + k))
+        return combo_bytes(self.kernel, self.dtype, self.dtype) * self.n
 
 
 def pytest_generate_tests(metafunc):
@@ -89,50 +72,34 @@ def pytest_generate_tests(metafunc):
 
 def _module(case):
     """The backend's kernel namespace; skip (with the reason) what does not exist here yet."""
-    if case.backend not in fastgd.available_backends():
-        pytest.skip("backend %r is not available on this machine" % case.backend)
-    mod = backend_module(case.backend)
-    if not hasattr(mod, case.kernel.attr):
-        pytest.skip("the %s backend has no %s kernel yet" % (case.backend, case.kernel.attr))
+    mod = backend_or_skip(case.backend)
+    attr = RULES[case.kernel].kernel
+    if not hasattr(mod, attr):
+        pytest.skip("the %s backend has no %s kernel yet" % (case.backend, attr))
     return mod
 
 
-class Arrays(ResetArrays):
+def _arrays(case, bench_data, settings):
     """param, grad and the zero-initialised states of one benchmark, and their reset."""
-
-    def __init__(self, case, bench_data, reset_max):
-        grad, param0 = bench_data(case.dtype, case.n)
-        self.grad = grad
-        self.param0 = param0
-        self.param = param0.copy()
-        self.states = [np.zeros_like(param0) for _ in case.kernel.states]
-        self.reset_each_round = case.n <= reset_max
+    grad, param0 = bench_data(case.dtype, case.n)
+    return ResetArrays.zero_state(grad, param0, case.kernel, param0.dtype, settings.reset_max)
 
 
 def _measure(benchmark, settings, case, arrays, target, args, kwargs, reset_scalars=None):
     measure(benchmark, settings, case, arrays, target, args, kwargs, reset_scalars,
-            info=dict(kernel=case.kernel.name, n_states=len(case.kernel.states)))
+            info=dict(kernel=case.kernel, n_states=len(arrays.states)))
 
 
 def test_step(benchmark, bench_data, case, request):
-    """fastgd.<kernel>_step(..., backend=...): the public call, validation included."""
+    """fastgd.<kernel>_step(..., backend=...): the public call, validation included.  NAdam
+    gets the running product of its momentum schedule, as an optimizer passes it (torch keeps
+    it in the state), restored before every round."""
     _module(case)
     settings = request.config.fastgd_bench
-    arrays = Arrays(case, bench_data, settings.reset_max)
-    kwargs = dict(case.kernel.hyper, backend=case.backend)
-    reset_scalars = None
-    if case.kernel.name == "nadam":
-        # torch keeps the running product of NAdam's momentum schedule in the state; an
-        # optimizer passes it, so that is the call measured (restored before every round)
-        prod = fastgd.nadam_mu_product(STEP - 1)
-        mu_product = np.array([prod])
-        kwargs["mu_product"] = mu_product
-
-        def reset_scalars():
-            mu_product[0] = prod
-    target = getattr(fastgd, case.kernel.name + "_step")
-    _measure(benchmark, settings, case, arrays, target, (arrays.param, arrays.grad, *arrays.states), kwargs,
-             reset_scalars)
+    arrays = _arrays(case, bench_data, settings)
+    target, args, kwargs, reset_scalars = step_args(case.kernel, arrays.param, arrays.grad, arrays.states,
+                                                    case.backend)
+    _measure(benchmark, settings, case, arrays, target, args, kwargs, reset_scalars)
 
 
 def test_copy_skeleton(benchmark, bench_data, case, request):
@@ -141,6 +108,6 @@ def test_copy_skeleton(benchmark, bench_data, case, request):
     if not hasattr(mod, "copy_skeleton"):
         pytest.skip("the %s backend has no copy_skeleton" % case.backend)
     settings = request.config.fastgd_bench
-    arrays = Arrays(case, bench_data, settings.reset_max)
+    arrays = _arrays(case, bench_data, settings)
     _measure(benchmark, settings, case, arrays, mod.copy_skeleton,
              (arrays.grad, arrays.param, *arrays.states), {})

@@ -1,13 +1,17 @@
-"""``python -m fastgd.bench --precision`` runs (tiny sizes, structure not speed), and the bytes
-per element it prints are the issue's."""
+"""``python -m fastgd.bench --precision`` runs (tiny sizes, structure not speed), the bytes
+per element it prints are the issue's, and the kernel table both benchmark harnesses share
+(``python -m fastgd.bench`` and the pytest-benchmark suites of bench/) is the rule table's."""
 import json
 import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
+import fastgd
 from fastgd import bench
+from fastgd._rules import RULES
 
 
 def test_bytes_per_element():
@@ -16,6 +20,54 @@ def test_bytes_per_element():
     assert [bench.combo_bytes("adam", pd, sd) for _, pd, sd in bench.COMBOS] == [28, 22, 14, 22, 14]
     assert bench.combo_bytes("sgd", "bfloat16", "float32") == 2 + 4 + 8
     assert bench.extra_bytes("adam", "clipped") == 32 and bench.extra_bytes("adam", "scaled") == 28
+
+
+def test_kernel_table_is_the_rule_table():
+    assert list(bench.KERNELS) == list(RULES)
+    # the state arrays the bench's options use: SGD's momentum buffer (momentum 0.9), not Adam's
+    # AMSGrad maximum, not NAdam's scalar product, not RMSprop's centered average
+    assert bench.KERNELS["sgd"].states == ("momentum_buffer",)
+    assert bench.KERNELS["adam"].states == ("exp_avg", "exp_avg_sq")
+    assert bench.KERNELS["nadam"].states == ("exp_avg", "exp_avg_sq")
+    assert bench.KERNELS["rmsprop"].states == ("square_avg",)
+    assert bench.KERNELS["sgd"].hyper == {"lr": 1e-3, "momentum": 0.9}   # (no step: SGD's is optional)
+    assert bench.KERNELS["adam"].hyper == {"step": bench.STEP} and bench.KERNELS["lion"].hyper == {}
+    assert bench.KERNELS["sgd"].torch == ("SGD", {"lr": 1e-3, "momentum": 0.9}, True)
+    assert bench.KERNELS["nadam"].torch == ("NAdam", {}, False) and bench.KERNELS["lion"].torch is None
+    # the bytes of the pytest suites and of the report: Adam float32 28, float64 56, SGD float32 20
+    assert bench.combo_bytes("adam", np.float64, np.float64) == 56
+    assert bench.combo_bytes("sgd", "float32", "float32") == 20
+
+
+def test_step_args_run_the_public_step():
+    """One step through ``step_args`` equals the public call; NAdam's product is put back."""
+    grad, param0 = bench.seeded_arrays(np.float32, 50)
+    assert np.array_equal(grad, bench.seeded_arrays("float32", 50)[0])   # seeded: the same data again
+    for name in ("sgd", "nadam"):
+        states = [np.zeros_like(param0) for _ in bench.KERNELS[name].states]
+        param = param0.copy()
+        f, args, kwargs, reset = bench.step_args(name, param, grad, states, "numpy")
+        f(*args, **kwargs)
+        want, want_states = param0.copy(), [np.zeros_like(param0) for _ in states]
+        extra = {}
+        if name == "nadam":
+            extra["mu_product"] = np.array([fastgd.nadam_mu_product(bench.STEP - 1)])
+            assert kwargs["mu_product"][0] != extra["mu_product"][0]   # updated by the call ...
+            reset()
+            assert kwargs["mu_product"][0] == extra["mu_product"][0]   # ... and put back
+        getattr(fastgd, name + "_step")(want, grad, *want_states, backend="numpy", **bench.KERNELS[name].hyper,
+                                        **extra)
+        np.testing.assert_array_equal(param, want)
+        for got, exp in zip(states, want_states):
+            np.testing.assert_array_equal(got, exp)
+
+
+def test_tables_and_size_labels():
+    assert [bench.size_label(n) for n in (1000, 100, 16_000_000, 64_000_000, 10_000)] == [
+        "1e3", "1e2", "1.6e7", "6.4e7", "1e4"]
+    assert bench.table_lines(["a", "bb"], [["1", ""]], align=["l", "r"]) == ["| a | bb |", "|---|---:|", "| 1 |  |"]
+    assert bench.table_lines(["k", "n"], [["x", "1"], ["y", "22"]], markdown=False, group_cols=1) == [
+        "k  n", "-  --", "x  1", "", "y  22"]
 
 
 def test_targets_are_judged_only_at_their_sizes():

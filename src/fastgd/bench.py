@@ -43,15 +43,20 @@ included, as a user calls them), the skeleton as the backend's bare ``copy_skele
 runtimes, e.g. numba's and fastgd's OpenMP, can otherwise slow each other down on few cores).
 
 torch is optional: it is imported here, only when present, and never by fastgd itself.
+
+One harness: the kernel table (``KERNELS``, derived from the rule table ``fastgd._rules.RULES``),
+the data, the calls timed, the bytes moved, the timers, the machine description and the tables
+below are also those of the pytest-benchmark suites in the checkout's ``bench/``, which import
+them from here.
 """
 import argparse
 import json
-import math
 import os
 import platform
 import statistics
 import sys
 import time
+from typing import NamedTuple
 
 import numpy as np
 
@@ -60,39 +65,245 @@ from fastgd import multi as _multi
 from fastgd._rules import RULES
 from fastgd.backends import backend_module
 
-SEED = 20261121
-STEP = 10  # for the rules with bias correction: past RAdam's warm-up, as in training
+# ---------------------------------------------------------------------------------------
+# the kernel table: what is timed, on what data, moving how many bytes.  The pytest-benchmark
+# suites of the checkout's bench/ import it (and the helpers below) from here.
 
-# what the bench adds to the rule table (fastgd/_rules.py): the hyperparameters it runs with
-# and the torch counterpart (its optimizer class is the table's; fused: torch has a fused CPU
-# kernel for it; None: torch has no such optimizer)
-_BENCH = {
-    "sgd": ({"lr": 1e-3, "momentum": 0.9}, {"lr": 1e-3, "momentum": 0.9}, True),
-    "adam": ({}, {}, True), "adamw": ({}, {}, True), "adamax": ({}, {}, False), "nadam": ({}, {}, False),
-    "radam": ({}, {}, False), "adagrad": ({}, {}, True), "adadelta": ({}, {}, False), "rmsprop": ({}, {}, False),
-    "lion": ({}, None, False),
-}
+SEED = 20261121   # all benchmark data is seeded, so figures from different runs are comparable
+STEP = 10  # for the rules with bias correction: past RAdam's warm-up (rho_t > 5), as in training
+BACKENDS = ("numpy", "cython", "numba")   # the reference first: the speedups are over it
+
+# what the bench adds to the rule table (fastgd/_rules.py): hyperparameters set beside the
+# optimizer's defaults (``Rule.optim_defaults``: SGD's lr), torch.optim running with the same;
+# the rules torch has a fused CPU kernel for; the rules torch.optim has no class for
+_HYPER = {"sgd": {"momentum": 0.9}}
+TORCH_FUSED = ("sgd", "adam", "adamw", "adagrad")
+NOT_IN_TORCH = ("lion",)
+
+
+class Kernel(NamedTuple):
+    """One rule as the benchmarks run it (the values of ``KERNELS``)."""
+    states: tuple   # the state arrays after (param, grad) that the bench's options use
+    hyper: dict     # keyword hyperparameters of the public step (``step`` included where it takes one)
+    torch: "tuple | None"  # (torch.optim class, its keywords, fused?), or None: torch has no such optimizer
 
 
 def _kernels():
-    """name: (state arrays after (param, grad), keyword hyperparameters, (torch class, torch kwargs, fused?))
-    for every rule of the table, with the state its default options use (the positional arrays
-    and those the bench's hyperparameters switch on)."""
+    """name: Kernel for every rule of the table, with the state its default options use (the
+    positional arrays and those the bench's hyperparameters switch on)."""
     out = {}
     for name, rule in RULES.items():
-        hyper, torch_kw, fused = _BENCH[name]
+        hyper = dict(rule.optim_defaults, **_HYPER.get(name, {}))
         step = STEP if rule.step == "required" else None
-        kw = rule.check(**dict({h.name: h.default for h in rule.hyper}, **hyper, **({"step": step} if step else {})))
+        kw = rule.check(**dict(rule.defaults, **hyper, **({"step": step} if step else {})))
         state = tuple(s.name for s in rule.state if not s.scalar and s.needed(kw))
-        if step is not None:
-            hyper = dict(hyper, step=step)
-        out[name] = (state, hyper, None if torch_kw is None else (rule.optimizer, torch_kw, fused))
+        torch = None if name in NOT_IN_TORCH else (rule.optimizer, dict(hyper), name in TORCH_FUSED)
+        out[name] = Kernel(state, dict(hyper, step=step) if step is not None else hyper, torch)
     return out
 
 
 KERNELS = _kernels()
-DEFAULT_SIZES = (10_000, 1_000_000, 16_000_000)
-QUICK_SIZES = (1_000, 100_000)
+
+# (label, param and grad dtype, state dtype): float32 first, the reference every other
+# combination's time is divided by.  bfloat16 is ml_dtypes' (imported only for this section).
+COMBOS = (("float32", "float32", "float32"), ("bf16-f32", "bfloat16", "float32"), ("bf16", "bfloat16", "bfloat16"),
+          ("f16-f32", "float16", "float32"), ("f16", "float16", "float16"))
+# the fused extras (Adam by default): variant -> what the call adds to the plain step
+EXTRAS = ("plain", "scaled", "clipped", "scaled+clipped", "unfused", "norm")
+GRAD_SCALE = 1024.0   # a loss scale; the gradient is divided by it as it is loaded
+MAX_NORM = 1.0        # below the norm of N(0, 1) data of these sizes: the clip factor is < 1
+
+
+def has_ml_dtypes():
+    import importlib.util
+    return importlib.util.find_spec("ml_dtypes") is not None
+
+
+def np_dtype(name):
+    """The NumPy dtype of ``name`` ("bfloat16": ml_dtypes', imported only then)."""
+    if name == "bfloat16":
+        import ml_dtypes  # the optional dependency fastgd itself imports only when such arrays arrive
+        return np.dtype(ml_dtypes.bfloat16)
+    return np.dtype(name)
+
+
+def combo_bytes(kernel, param_dtype, state_dtype):
+    """Bytes per element a step of ``kernel`` moves with these dtypes: grad read, param read
+    and written, every state array read and written (Adam: 28 in float32, 22 for bfloat16
+    params and grads with float32 state, 14 in bfloat16)."""
+    k = len(KERNELS[kernel].states)
+    p = np_dtype(param_dtype).itemsize
+    return p + 2 * p + 2 * k * np_dtype(state_dtype).itemsize
+
+
+def extra_bytes(kernel, variant):
+    """Bytes per element a float32 variant of ``extra_calls`` must move: the step's, plus one
+    read of the gradient for a clip (the norm pass), plus its read and write for the unfused
+    unscale; the norm pass alone reads the gradient."""
+    base = combo_bytes(kernel, "float32", "float32")
+    return {"norm": 4, "unfused": base + 8}.get(variant, base + (4 if "clipped" in variant else 0))
+
+
+def skeleton_name(param_dtype):
+    """The backend function that moves a step's bytes with trivial arithmetic: Cython's
+    ``half_skeleton`` for 2-byte params and grads (2- or 4-byte state), else ``copy_skeleton``;
+    both take ``(grad, param, *states)``."""
+    return "half_skeleton" if np_dtype(param_dtype).itemsize == 2 else "copy_skeleton"
+
+
+# ---------------------------------------------------------------------------------------
+# the arrays and the calls timed
+
+def seeded_arrays(dtype, n):
+    """(grad, param0) of the pytest-benchmark suites: N(0, 1), seeded by (SEED, n, item size)."""
+    rng = np.random.default_rng([SEED, int(n), np.dtype(dtype).itemsize])
+    grad = rng.standard_normal(int(n), dtype=dtype)
+    param0 = rng.standard_normal(int(n), dtype=dtype)
+    return grad, param0
+
+
+def _data(kernel, n, dtype, rng):
+    """(param, grad, states) of this report, drawn from ``rng``; the states start where a
+    training run has them (second moments grad**2, ...), not at zero."""
+    names = KERNELS[kernel].states
+    param = rng.standard_normal(n, dtype=dtype)
+    grad = rng.standard_normal(n, dtype=dtype)
+    states = []
+    for name in names:
+        if name in ("exp_avg_sq", "square_avg", "state_sum"):
+            states.append(grad * grad)
+        elif name == "exp_inf":
+            states.append(np.abs(grad))
+        elif name == "acc_delta":
+            states.append(np.full(n, 1e-4, dtype))
+        else:
+            states.append(grad * dtype(0.1))
+    return param, grad, states
+
+
+def _copy(arrays):
+    param, grad, states = arrays
+    return param.copy(), grad.copy(), [s.copy() for s in states]
+
+
+def _cast(arrays, param_dtype, state_dtype):
+    param, grad, states = arrays
+    pd, sd = np_dtype(param_dtype), np_dtype(state_dtype)
+    return param.astype(pd), grad.astype(pd), [s.astype(sd) for s in states]
+
+
+def step_args(kernel, param, grad, states, backend, **extra):
+    """``(f, args, kwargs, reset)``: the public step ``fastgd.<kernel>_step(*args, **kwargs)`` on
+    these arrays with the table's hyperparameters and ``extra`` (grad_scale, ...).  NAdam gets
+    the running product of its momentum schedule as an optimizer passes it (``mu_product``,
+    updated by every call); ``reset`` puts it back (None for the other rules)."""
+    f = getattr(fastgd, kernel + "_step")
+    kwargs = dict(KERNELS[kernel].hyper, backend=backend, **extra)
+    if kernel != "nadam":
+        return f, (param, grad, *states), kwargs, None
+    prod = fastgd.nadam_mu_product(STEP - 1)
+    mu_product = np.array([prod])
+    kwargs["mu_product"] = mu_product
+
+    def reset():
+        mu_product[0] = prod
+    return f, (param, grad, *states), kwargs, reset
+
+
+def _step_call(kernel, arrays, backend, **extra):
+    """The public step on ``arrays`` as one callable (NAdam's product put back before every call)."""
+    param, grad, states = arrays
+    f, args, kwargs, reset = step_args(kernel, param, grad, states, backend, **extra)
+    if reset is None:
+        return lambda: f(*args, **kwargs)
+    return lambda: (reset(), f(*args, **kwargs))
+
+
+def _skeleton_call(arrays, backend):
+    param, grad, states = arrays
+    skel = backend_module(backend).copy_skeleton
+    return lambda: skel(grad, param, *states)
+
+
+def extra_calls(kernel, param, grad, states, backend):
+    """``({variant: (target, reset)}, found_inf)``, every variant of ``EXTRAS`` on the same float32
+    arrays (``reset``: ``step_args``'): ``plain`` the step; ``scaled`` with ``grad_scale`` (a
+    float32 array holding GRAD_SCALE, as a loss scaler keeps it) and ``found_inf`` (a float32
+    array holding 0: the step runs); ``clipped`` with ``max_norm`` (the norm pass, then the step
+    with the clip factor); ``scaled+clipped`` both; ``unfused`` ``fastgd.multi.unscale_and_check``
+    (a pass that divides the gradient by 1.0 in place and checks it, so the data stays as it
+    is) and then the plain step, the two-pass way the fused options replace; ``norm`` the norm
+    pass alone (``fastgd.multi.global_norm``)."""
+    scale = np.array([GRAD_SCALE], np.float32)
+    one = np.array([1.0], np.float32)
+    found_inf = np.zeros(1, np.float32)
+    adds = {"plain": {}, "scaled": {"grad_scale": scale, "found_inf": found_inf}, "clipped": {"max_norm": MAX_NORM},
+            "scaled+clipped": {"grad_scale": scale, "found_inf": found_inf, "max_norm": MAX_NORM}}
+    calls = {}
+    for variant, extra in adds.items():
+        f, args, kwargs, reset = step_args(kernel, param, grad, states, backend, **extra)
+        calls[variant] = ((lambda f=f, args=args, kwargs=kwargs: f(*args, **kwargs)), reset)
+    plain, reset = calls["plain"]
+    calls["unfused"] = (lambda: (_multi.unscale_and_check([grad], one, found_inf, backend=backend), plain()), reset)
+    calls["norm"] = (lambda: _multi.global_norm([grad], backend=backend), None)
+    return calls, found_inf
+
+
+def _layout(param_dtype, state_dtype):
+    """The skeleton's key: combinations with the same item sizes share one (bfloat16 and
+    float16 move the same bytes)."""
+    return "skeleton/%d+%d" % (np_dtype(param_dtype).itemsize, np_dtype(state_dtype).itemsize)
+
+
+def _precision_skeleton(arrays, backend):
+    """The skeleton of the arrays' bytes (``skeleton_name``): Cython's when it is available
+    (the limit of the bytes on this machine, whichever backend is compared with it), else
+    ``backend``'s copy_skeleton (None for half precision: no other backend has a half skeleton)."""
+    param, grad, states = arrays
+    try:
+        mod = backend_module("cython")
+    except Exception:  # not built here
+        mod = None
+    name = skeleton_name(grad.dtype)
+    if name == "half_skeleton":
+        if mod is None or not hasattr(mod, name):
+            return None
+        skel = mod.half_skeleton
+    else:
+        skel = (mod or backend_module(backend)).copy_skeleton
+    return lambda: skel(grad, param, *states)
+
+
+def _torch_call(torch, kernel, arrays):
+    spec = KERNELS[kernel].torch
+    if spec is None:
+        return None, None
+    cls_name, kw, fusable = spec
+    param, grad, _ = arrays
+    p = torch.nn.Parameter(torch.from_numpy(param.copy()))
+    p.grad = torch.from_numpy(grad.copy())
+    kw = dict(kw)
+    if fusable:
+        kw["fused"] = True
+    try:
+        opt = getattr(torch.optim, cls_name)([p], **kw)
+        opt.step()
+    except (RuntimeError, TypeError, ValueError):  # fused not offered for this dtype/build
+        kw.pop("fused", None)
+        fusable = False
+        opt = getattr(torch.optim, cls_name)([p], **kw)
+        opt.step()
+    return opt.step, "fused" if fusable else "default"
+
+
+def _import_torch(enabled):
+    if not enabled:
+        return None
+    try:
+        import torch
+    except ImportError:
+        return None
+    return torch
 
 
 # ---------------------------------------------------------------------------------------
@@ -103,6 +314,11 @@ def _timed(f, inner):
     for _ in range(inner):
         f()
     return (time.perf_counter() - t0) / inner
+
+
+def call_seconds(f):
+    """Seconds of one call of ``f()``."""
+    return _timed(f, 1)
 
 
 # Untimed pause between two different callables.  After a parallel region an OpenMP runtime
@@ -163,85 +379,90 @@ def _spread(xs):
     return (q[2] - q[0]) / statistics.median(xs)
 
 
-# ---------------------------------------------------------------------------------------
-# the things compared
-
-def _data(kernel, n, dtype, rng):
-    names = KERNELS[kernel][0]
-    param = rng.standard_normal(n, dtype=dtype)
-    grad = rng.standard_normal(n, dtype=dtype)
-    states = []
-    for name in names:
-        if name in ("exp_avg_sq", "square_avg", "state_sum"):
-            states.append(grad * grad)
-        elif name == "exp_inf":
-            states.append(np.abs(grad))
-        elif name == "acc_delta":
-            states.append(np.full(n, 1e-4, dtype))
-        else:
-            states.append(grad * dtype(0.1))
-    return param, grad, states
-
-
-def _copy(arrays):
-    param, grad, states = arrays
-    return param.copy(), grad.copy(), [s.copy() for s in states]
-
-
-def _step_call(kernel, arrays, backend, **extra):
-    """The public step on ``arrays``; ``extra``: keyword arguments added (grad_scale, ...)."""
-    param, grad, states = arrays
-    hyper = dict(KERNELS[kernel][1], **extra)
-    f = getattr(fastgd, kernel + "_step")
-    if kernel == "nadam":
-        prod = fastgd.nadam_mu_product(STEP - 1)
-        mu = np.array([prod])  # the running product, put back before every call (it is updated)
-        return lambda: (mu.__setitem__(0, prod), f(param, grad, *states, mu, backend=backend, **hyper))
-    return lambda: f(param, grad, *states, backend=backend, **hyper)
-
-
-def _skeleton_call(arrays, backend):
-    param, grad, states = arrays
-    skel = backend_module(backend).copy_skeleton
-    return lambda: skel(grad, param, *states)
-
-
-def _torch_call(torch, kernel, arrays):
-    spec = KERNELS[kernel][2]
-    if spec is None:
-        return None, None
-    cls_name, kw, fusable = spec
-    param, grad, _ = arrays
-    p = torch.nn.Parameter(torch.from_numpy(param.copy()))
-    p.grad = torch.from_numpy(grad.copy())
-    kw = dict(kw)
-    if fusable:
-        kw["fused"] = True
+def loadavg():
+    """The 1-minute load average (None where unknown): on a shared machine, threaded kernels
+    lose whole time slices once the load exceeds the free cores."""
     try:
-        opt = getattr(torch.optim, cls_name)([p], **kw)
-        opt.step()
-    except (RuntimeError, TypeError, ValueError):  # fused not offered for this dtype/build
-        kw.pop("fused", None)
-        fusable = False
-        opt = getattr(torch.optim, cls_name)([p], **kw)
-        opt.step()
-    return opt.step, "fused" if fusable else "default"
-
-
-def _bytes(kernel, n, itemsize):
-    written = 1 + len(KERNELS[kernel][0])
-    return n * itemsize * (1 + 2 * written)
-
-
-def _import_torch(enabled):
-    if not enabled:
+        return os.getloadavg()[0]
+    except (AttributeError, OSError):
         return None
+
+
+# ---------------------------------------------------------------------------------------
+# the machine
+
+def cpu_model():
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.lower().startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def machine():
+    """This report's machine description (its JSON's ``machine``)."""
+    info = {"cpu": cpu_model(), "cores": os.cpu_count(), "platform": platform.platform(),
+            "date": time.strftime("%Y-%m-%d %H:%M:%S"), "fastgd": fastgd.build_info()}
     try:
         import torch
+        info["torch"] = torch.__version__
     except ImportError:
-        return None
-    return torch
+        info["torch"] = None
+    return info
 
+
+def machine_summary():
+    """The pytest-benchmark suites' machine description (their JSON's ``machine_info.fastgd``)."""
+    info = fastgd.build_info()
+    try:
+        usable = len(os.sched_getaffinity(0))
+    except AttributeError:
+        usable = os.cpu_count()
+    return {"cpu_model": cpu_model(), "cores": os.cpu_count(), "usable_cores": usable, "build_info": info}
+
+
+# ---------------------------------------------------------------------------------------
+# tables
+
+def size_label(n):
+    """1000 -> '1e3', 16000000 -> '1.6e7'."""
+    exp = len(str(int(n))) - 1
+    mant = n / 10 ** exp
+    return ("%de%d" if mant == int(mant) else "%.1fe%d") % (mant, exp)
+
+
+def table_lines(header, body, markdown=True, align=None, group_cols=0):
+    """The lines of a table of strings: Markdown (``align``: "l" or "r" per column, "r" marked
+    ``---:``), or plain text with aligned columns and a blank line whenever the first
+    ``group_cols`` cells change."""
+    align = align or ["l"] * len(header)
+    if markdown:
+        return (["| " + " | ".join(header) + " |", "|" + "|".join("---:" if a == "r" else "---" for a in align) + "|"]
+                + ["| " + " | ".join(r) + " |" for r in body])
+    widths = [max(len(str(x)) for x in col) for col in zip(header, *body)]
+
+    def line(cells):
+        return "  ".join(c.rjust(w) if a == "r" else c.ljust(w) for c, w, a in zip(cells, widths, align)).rstrip()
+    out = [line(header), "  ".join("-" * w for w in widths)]
+    prev = None
+    for r in body:
+        if group_cols and prev is not None and r[:group_cols] != prev:
+            out.append("")
+        prev = r[:group_cols]
+        out.append(line(r))
+    return out
+
+
+# ---------------------------------------------------------------------------------------
+# the report's runs
+
+DEFAULT_SIZES = (10_000, 1_000_000, 16_000_000)
+QUICK_SIZES = (1_000, 100_000)
+PRECISION_SIZES = (16_000_000, 64_000_000)
+QUICK_PRECISION_SIZES = (1_000, 100_000)
 
 def run_kernels(kernels, sizes, dtypes, backends, budget, torch, log=print):
     rows = []
@@ -260,7 +481,7 @@ def run_kernels(kernels, sizes, dtypes, backends, budget, torch, log=print):
                     if tf is not None:
                         funcs["torch"] = tf
                 med, rounds, samples = compare(funcs, budget)
-                nbytes = _bytes(kernel, n, np.dtype(dtype).itemsize)
+                nbytes = combo_bytes(kernel, dtype, dtype) * n
                 for b in backends:
                     t = med[b]
                     row = {"kernel": kernel, "dtype": np.dtype(dtype).name, "size": n, "backend": b,
@@ -329,80 +550,10 @@ def run_multi(backends, budget, torch, n_tensors=200, size=4096, dtype=np.float3
 
 
 
+
+
 # ---------------------------------------------------------------------------------------
 # half precision: the dtype combinations of every rule, and the fused extras
-
-# (label, param and grad dtype, state dtype): float32 first, the reference every other
-# combination's time is divided by.  bfloat16 is ml_dtypes' (imported only for this section).
-COMBOS = (("float32", "float32", "float32"), ("bf16-f32", "bfloat16", "float32"), ("bf16", "bfloat16", "bfloat16"),
-          ("f16-f32", "float16", "float32"), ("f16", "float16", "float16"))
-PRECISION_SIZES = (16_000_000, 64_000_000)
-QUICK_PRECISION_SIZES = (1_000, 100_000)
-# the fused extras (Adam by default): variant -> what the call adds to the plain step
-EXTRAS = ("plain", "scaled", "clipped", "scaled+clipped", "unfused", "norm")
-GRAD_SCALE = 1024.0   # a loss scale; the gradient is divided by it as it is loaded
-MAX_NORM = 1.0        # below the norm of N(0, 1) data of these sizes: the clip factor is < 1
-
-
-def _has_ml_dtypes():
-    import importlib.util
-    return importlib.util.find_spec("ml_dtypes") is not None
-
-
-def _np_dtype(name):
-    if name == "bfloat16":
-        import ml_dtypes  # the optional dependency fastgd itself imports only when such arrays arrive
-        return np.dtype(ml_dtypes.bfloat16)
-    return np.dtype(name)
-
-
-def combo_bytes(kernel, param_dtype, state_dtype):
-    """Bytes per element a step of ``kernel`` moves with these dtypes: grad read, param read
-    and written, every state array read and written (Adam: 28 in float32, 22 for bfloat16
-    params and grads with float32 state, 14 in bfloat16)."""
-    k = len(KERNELS[kernel][0])
-    p = _np_dtype(param_dtype).itemsize
-    return p + 2 * p + 2 * k * _np_dtype(state_dtype).itemsize
-
-
-def extra_bytes(kernel, variant):
-    """Bytes per element a float32 variant of ``_extra_calls`` must move: the step's, plus one
-    read of the gradient for a clip (the norm pass), plus its read and write for the unfused
-    unscale; the norm pass alone reads the gradient."""
-    base = combo_bytes(kernel, "float32", "float32")
-    return {"norm": 4, "unfused": base + 8}.get(variant, base + (4 if "clipped" in variant else 0))
-
-
-def _layout(param_dtype, state_dtype):
-    """The skeleton's key: combinations with the same item sizes share one (bfloat16 and
-    float16 move the same bytes)."""
-    return "skeleton/%d+%d" % (_np_dtype(param_dtype).itemsize, _np_dtype(state_dtype).itemsize)
-
-
-def _cast(arrays, param_dtype, state_dtype):
-    param, grad, states = arrays
-    pd, sd = _np_dtype(param_dtype), _np_dtype(state_dtype)
-    return param.astype(pd), grad.astype(pd), [s.astype(sd) for s in states]
-
-
-def _precision_skeleton(arrays, backend):
-    """The skeleton of the arrays' bytes: Cython's ``half_skeleton`` for 2-byte params and
-    grads (2- or 4-byte state), the ``copy_skeleton`` otherwise; Cython's when it is available
-    (the limit of the bytes on this machine, whichever backend is compared with it), else
-    ``backend``'s copy_skeleton (None for half precision: no other backend has a half skeleton)."""
-    param, grad, states = arrays
-    try:
-        mod = backend_module("cython")
-    except Exception:  # not built here
-        mod = None
-    if grad.itemsize == 2:
-        if mod is None or not hasattr(mod, "half_skeleton"):
-            return None
-        skel = mod.half_skeleton
-    else:
-        skel = (mod or backend_module(backend)).copy_skeleton
-    return lambda: skel(grad, param, *states)
-
 
 def run_precision(kernels, sizes, backends, budget, combos=COMBOS, log=print):
     """Every rule in every dtype combination, side by side.
@@ -443,8 +594,7 @@ def run_precision(kernels, sizes, backends, budget, combos=COMBOS, log=print):
                     t = med[name]
                     row = {"kernel": kernel, "combo": label, "param_dtype": pd, "state_dtype": sd, "size": n,
                            "backend": b, "bytes_per_element": nbytes, "seconds": t, "gbps": nbytes * n / t / 1e9,
-                           "skeleton": ("half_skeleton" if _np_dtype(pd).itemsize == 2 else "copy_skeleton")
-                           if key in med else None,
+                           "skeleton": skeleton_name(pd) if key in med else None,
                            "skeleton_seconds": med.get(key),
                            "of_skeleton": _paired(samples, key, name) if key in med else None,
                            "vs_float32": _paired(samples, name, "step/float32/" + b),
@@ -455,33 +605,9 @@ def run_precision(kernels, sizes, backends, budget, combos=COMBOS, log=print):
     return rows
 
 
-def _extra_calls(kernel, arrays, backend):
-    """variant -> callable, all on the same float32 arrays (they drift together):
-    ``plain`` the step; ``scaled`` with ``grad_scale`` (a float32 array holding GRAD_SCALE, as a
-    loss scaler keeps it) and ``found_inf`` (a float32 array holding 0: the step runs);
-    ``clipped`` with ``max_norm`` (the norm pass, then the step with the clip factor);
-    ``scaled+clipped`` both; ``unfused`` ``fastgd.multi.unscale_and_check`` (a pass that
-    divides the gradient by 1.0 in place and checks it, so the data stays as it is) and then
-    the plain step, the two-pass way the fused options replace; ``norm`` the norm pass
-    alone (``fastgd.multi.global_norm``)."""
-    _, grad, _ = arrays
-    scale = np.array([GRAD_SCALE], np.float32)
-    one = np.array([1.0], np.float32)
-    found_inf = np.zeros(1, np.float32)
-    plain = _step_call(kernel, arrays, backend)
-    return {
-        "plain": plain,
-        "scaled": _step_call(kernel, arrays, backend, grad_scale=scale, found_inf=found_inf),
-        "clipped": _step_call(kernel, arrays, backend, max_norm=MAX_NORM),
-        "scaled+clipped": _step_call(kernel, arrays, backend, grad_scale=scale, found_inf=found_inf,
-                                     max_norm=MAX_NORM),
-        "unfused": lambda: (_multi.unscale_and_check([grad], one, found_inf, backend=backend), plain()),
-        "norm": lambda: _multi.global_norm([grad], backend=backend),
-    }
-
 
 def run_extras(kernels, sizes, backends, budget, log=print):
-    """The fused extras in float32: every variant of ``_extra_calls`` on every backend and the
+    """The fused extras in float32: every variant of ``extra_calls`` on every backend and the
     rule's float32 skeleton (Cython's ``copy_skeleton``), timed in one ``compare()`` per rule
     and size; ``vs_plain`` is the variant's time over the plain step's (median of the paired
     ratios of the rounds).  The issue's targets, Adam at 1.6e7: scaled <= 1.03, clipped <= 1.2
@@ -493,8 +619,8 @@ def run_extras(kernels, sizes, backends, budget, log=print):
             arrays = _data(kernel, n, np.float32, rng)
             funcs = {}
             for b in backends:
-                for variant, f in _extra_calls(kernel, arrays, b).items():
-                    funcs["%s/%s" % (variant, b)] = f
+                for variant, (f, reset) in extra_calls(kernel, *arrays, b)[0].items():
+                    funcs["%s/%s" % (variant, b)] = f if reset is None else (lambda f=f, reset=reset: (reset(), f()))
             skel = _precision_skeleton(_copy(arrays), backends[0])
             if skel is not None:
                 funcs["skeleton"] = skel
@@ -537,7 +663,7 @@ def targets(precision_rows, extra_rows):
                         "backend": b, "value": worst["of_skeleton"], "bound": OF_SKELETON_TARGET,
                         "met": met == len(judged),
                         "where": "%d of %d met; lowest: %s %s %s" % (met, len(judged), worst["kernel"], worst["combo"],
-                                                                     _fmt_size(worst["size"]))})
+                                                                     size_label(worst["size"]))})
         for combo, bound in VS_FLOAT32_TARGETS.items():
             for r in precision_rows:
                 if (r["backend"], r["kernel"], r["combo"], r["size"]) == (b, "adam", combo, 16_000_000):
@@ -556,15 +682,9 @@ def targets(precision_rows, extra_rows):
 # ---------------------------------------------------------------------------------------
 # output
 
-def _fmt_size(n):
-    e = int(math.floor(math.log10(n))) if n > 0 else 0
-    m = n / 10 ** e
-    return ("%de%d" % (m, e)) if m == int(m) else ("%.1fe%d" % (m, e))
-
-
 def _row_line(r):
     return "%-8s %-7s %7s %-7s %11.1f us %7.1f GB/s  skeleton %5.2f%s%s" % (
-        r["kernel"], r["dtype"], _fmt_size(r["size"]), r["backend"], r["seconds"] * 1e6, r["gbps"], r["of_skeleton"],
+        r["kernel"], r["dtype"], size_label(r["size"]), r["backend"], r["seconds"] * 1e6, r["gbps"], r["of_skeleton"],
         "" if r["vs_numpy"] is None else "  vs numpy %6.1fx" % r["vs_numpy"],
         "" if r["vs_torch"] is None else "  vs torch(%s) %5.2fx (ceiling %.2fx)" % (
             r["torch_impl"], r["vs_torch"], r["torch_ceiling"]))
@@ -572,40 +692,40 @@ def _row_line(r):
 
 def _precision_line(r):
     return "%-8s %-8s %7s %-7s %3d B/el %11.1f us %7.1f GB/s  %s %s  vs float32 %5.2f" % (
-        r["kernel"], r["combo"], _fmt_size(r["size"]), r["backend"], r["bytes_per_element"], r["seconds"] * 1e6,
+        r["kernel"], r["combo"], size_label(r["size"]), r["backend"], r["bytes_per_element"], r["seconds"] * 1e6,
         r["gbps"], r["skeleton"] or "no skeleton", "" if r["of_skeleton"] is None else "%5.2f" % r["of_skeleton"],
         r["vs_float32"])
 
 
 def _extras_line(r):
     return "%-8s %-7s %7s %-7s %-14s %3d B/el %11.1f us  vs plain %5.2f%s" % (
-        r["kernel"], r["dtype"], _fmt_size(r["size"]), r["backend"], r["variant"], r["bytes_per_element"],
+        r["kernel"], r["dtype"], size_label(r["size"]), r["backend"], r["variant"], r["bytes_per_element"],
         r["seconds"] * 1e6, r["vs_plain"], "" if r["of_skeleton"] is None else "  skeleton %5.2f" % r["of_skeleton"])
+
+
+def _blank(spec, x):
+    """``spec % x``, or "" for None."""
+    return "" if x is None else spec % x
 
 
 def markdown_precision(rows):
     """The dtype combinations: bytes per element, time, the skeleton of the same bytes and the
     time over the float32 step's (the README's table)."""
-    out = ["| kernel | params, grads | state | elements | backend | bytes/element | time (us) | skeleton (us) "
-           "| of skeleton | vs float32 |", "|---|---|---|---|---|---|---|---|---|---|"]
-    for r in rows:
-        out.append("| %s | %s | %s | %s | %s | %d | %.1f | %s | %s | %.2f |" % (
-            r["kernel"], r["param_dtype"], r["state_dtype"], _fmt_size(r["size"]), r["backend"],
-            r["bytes_per_element"], r["seconds"] * 1e6,
-            "" if r["skeleton_seconds"] is None else "%.1f" % (r["skeleton_seconds"] * 1e6),
-            "" if r["of_skeleton"] is None else "%.2f" % r["of_skeleton"], r["vs_float32"]))
-    return "\n".join(out)
+    return "\n".join(table_lines(
+        ["kernel", "params, grads", "state", "elements", "backend", "bytes/element", "time (us)", "skeleton (us)",
+         "of skeleton", "vs float32"],
+        [[r["kernel"], r["param_dtype"], r["state_dtype"], size_label(r["size"]), r["backend"],
+          "%d" % r["bytes_per_element"], "%.1f" % (r["seconds"] * 1e6),
+          _blank("%.1f", None if r["skeleton_seconds"] is None else r["skeleton_seconds"] * 1e6),
+          _blank("%.2f", r["of_skeleton"]), "%.2f" % r["vs_float32"]] for r in rows]))
 
 
 def markdown_extras(rows):
-    out = ["| kernel | dtype | elements | backend | variant | bytes/element | time (us) | vs plain |",
-           "|---|---|---|---|---|---|---|---|"]
-    for r in rows:
-        out.append("| %s | %s | %s | %s | %s | %d | %.1f | %.2f%s |" % (
-            r["kernel"], r["dtype"], _fmt_size(r["size"]), r["backend"], r["variant"], r["bytes_per_element"],
-            r["seconds"] * 1e6, r["vs_plain"],
-            "" if r["of_skeleton"] is None else " (skeleton: %.2f)" % r["of_skeleton"]))
-    return "\n".join(out)
+    return "\n".join(table_lines(
+        ["kernel", "dtype", "elements", "backend", "variant", "bytes/element", "time (us)", "vs plain"],
+        [[r["kernel"], r["dtype"], size_label(r["size"]), r["backend"], r["variant"], "%d" % r["bytes_per_element"],
+          "%.1f" % (r["seconds"] * 1e6), "%.2f" % r["vs_plain"] + _blank(" (skeleton: %.2f)", r["of_skeleton"])]
+         for r in rows]))
 
 
 def markdown_targets(judged):
@@ -619,23 +739,20 @@ def markdown_targets(judged):
 def markdown(rows, multi_rows, precision_rows=(), extra_rows=()):
     out = []
     if rows or not (multi_rows or precision_rows or extra_rows):
-        out = ["| kernel | dtype | elements | backend | time (us) | GB/s | of skeleton | vs NumPy | vs torch |",
-               "|---|---|---|---|---|---|---|---|---|"]
-    for r in rows:
-        out.append("| %s | %s | %s | %s | %.1f | %.1f | %.2f | %s | %s |" % (
-            r["kernel"], r["dtype"], _fmt_size(r["size"]), r["backend"], r["seconds"] * 1e6, r["gbps"],
-            r["of_skeleton"], "" if r["vs_numpy"] is None else "%.1fx" % r["vs_numpy"],
-            "" if r["vs_torch"] is None else "%.2fx (%s; ceiling %.2fx)" % (r["vs_torch"], r["torch_impl"],
-                                                                          r["torch_ceiling"])))
+        out = table_lines(
+            ["kernel", "dtype", "elements", "backend", "time (us)", "GB/s", "of skeleton", "vs NumPy", "vs torch"],
+            [[r["kernel"], r["dtype"], size_label(r["size"]), r["backend"], "%.1f" % (r["seconds"] * 1e6),
+              "%.1f" % r["gbps"], "%.2f" % r["of_skeleton"], _blank("%.1fx", r["vs_numpy"]),
+              "" if r["vs_torch"] is None else "%.2fx (%s; ceiling %.2fx)" % (r["vs_torch"], r["torch_impl"],
+                                                                            r["torch_ceiling"])] for r in rows])
     if multi_rows:
-        out += ["", "| Adam, backend | %d x %d (us) | 1 x %d (us) | ratio | views of one buffer (us) | ratio |" % (
-            multi_rows[0]["n_tensors"], multi_rows[0]["size"], multi_rows[0]["n_tensors"] * multi_rows[0]["size"]),
-            "|---|---|---|---|---|---|"]
-        for r in multi_rows:
-            out.append("| %s | %.1f | %.1f | %.2f | %s | %s |" % (
-                r["backend"], r["multi_seconds"] * 1e6, r["one_seconds"] * 1e6, r["ratio"],
-                "" if r["views_seconds"] is None else "%.1f" % (r["views_seconds"] * 1e6),
-                "" if r["views_ratio"] is None else "%.2f" % r["views_ratio"]))
+        first = multi_rows[0]
+        out += [""] + table_lines(
+            ["Adam, backend", "%d x %d (us)" % (first["n_tensors"], first["size"]),
+             "1 x %d (us)" % (first["n_tensors"] * first["size"]), "ratio", "views of one buffer (us)", "ratio"],
+            [[r["backend"], "%.1f" % (r["multi_seconds"] * 1e6), "%.1f" % (r["one_seconds"] * 1e6), "%.2f" % r["ratio"],
+              _blank("%.1f", None if r["views_seconds"] is None else r["views_seconds"] * 1e6),
+              _blank("%.2f", r["views_ratio"])] for r in multi_rows])
     if precision_rows:
         out += ["", markdown_precision(precision_rows)]
     if extra_rows:
@@ -644,26 +761,6 @@ def markdown(rows, multi_rows, precision_rows=(), extra_rows=()):
     if judged:
         out += ["", markdown_targets(judged)]
     return "\n".join(out).lstrip("\n")
-
-
-def machine():
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    info = {"cpu": cpu, "cores": os.cpu_count(), "platform": platform.platform(),
-            "date": time.strftime("%Y-%m-%d %H:%M:%S"), "fastgd": fastgd.build_info()}
-    try:
-        import torch
-        info["torch"] = torch.__version__
-    except ImportError:
-        info["torch"] = None
-    return info
 
 
 def plot(rows, path):
@@ -739,7 +836,7 @@ def main(argv=None):
     ap = argparse.ArgumentParser(prog="python -m fastgd.bench", description=__doc__.split("\n\n")[0])
     ap.add_argument("--sizes", type=_sizes, help="elements, comma-separated (default 1e4,1e6,1.6e7)")
     ap.add_argument("--kernels", type=_names(tuple(KERNELS)), help="default: all")
-    ap.add_argument("--backends", type=_names(("cython", "numba", "numpy")), help="default: all available")
+    ap.add_argument("--backends", type=_names(tuple(sorted(BACKENDS))), help="default: all available")
     ap.add_argument("--dtype", choices=("float32", "float64", "both"), default="float32")
     ap.add_argument("--threads", type=int, help="threads for fastgd, numba and torch (default: fastgd's)")
     ap.add_argument("--budget", type=float, help="seconds of timed work per size and kernel (default 1, quick 0.05)")
@@ -759,7 +856,7 @@ def main(argv=None):
     ap.add_argument("--no-precision", action="store_true", help="skip the half-precision section")
     ap.add_argument("--precision-sizes", type=_sizes,
                     help="elements of the half-precision section (default 1.6e7,6.4e7; quick 1e3,1e5)")
-    ap.add_argument("--precision-backends", type=_names(("cython", "numba", "numpy")),
+    ap.add_argument("--precision-backends", type=_names(tuple(sorted(BACKENDS))),
                     help="backends of the half-precision section (default: --backends if given, else cython)")
     ap.add_argument("--combos", type=_names(tuple(c[0] for c in COMBOS)),
                     help="dtype combinations (default all: %s; float32 is always measured, the reference)"
@@ -815,7 +912,7 @@ def main(argv=None):
         psizes = args.precision_sizes or (args.precision and args.sizes) or (
             QUICK_PRECISION_SIZES if args.quick else PRECISION_SIZES)
         combos = [c for c in COMBOS if args.combos is None or c[0] in args.combos]
-        if not _has_ml_dtypes() and any(c[1] == "bfloat16" for c in combos):
+        if not has_ml_dtypes() and any(c[1] == "bfloat16" for c in combos):
             print("# ml_dtypes is not installed: no bfloat16 combinations")
             combos = [c for c in combos if c[1] != "bfloat16"]
         print("\n# half precision: %s; bytes per element, step, the skeleton of the same bytes, time / float32's"
