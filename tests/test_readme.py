@@ -29,6 +29,9 @@ def _blocks():
 def test_every_python_block_runs(k, capsys):
     """Each ```python block of the README, executed as written in a fresh namespace."""
     code = _blocks()[k]  # (the bfloat16 example needs ml_dtypes: in the [test] extra)
+    if re.search(r"^import torch|^from torch", code, re.M):
+        import conftest
+        conftest.torch_or_skip()  # the fastgd.torch blocks: skipped without torch, failed in CI
     exec(compile(code, "README.md python block %d" % k, "exec"), {})
 
 

@@ -30,8 +30,11 @@ def cache_dir(tmp_path_factory):
 
 
 def _env():
+    """The environment of the stubtest run: it imports the fastgd these tests import (the
+    installed, compiled package; src/ holds no compiled modules in a fresh clone)."""
     env = dict(os.environ)
-    env["PYTHONPATH"] = SRC + os.pathsep + env.get("PYTHONPATH", "")
+    env["PYTHONPATH"] = os.path.dirname(os.path.dirname(os.path.abspath(fastgd.__file__))) + os.pathsep + \
+        env.get("PYTHONPATH", "")
     env.pop("MYPYPATH", None)
     return env
 
