@@ -75,7 +75,8 @@ def test_zero_redundancy_optimizer_two_ranks(tmp_path):
         pytest.skip("torch.distributed with gloo is not available in this build")
     out = str(tmp_path / "result.pt")
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in [os.path.join(os.path.dirname(HERE), "src"),
+    import fastgd  # the ranks import this same fastgd (the installed, compiled one in CI: src/ has no .so)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in [os.path.dirname(os.path.dirname(os.path.abspath(fastgd.__file__))),
                                                     env.get("PYTHONPATH", "")] if p)
     env.setdefault("OMP_NUM_THREADS", "1")
     proc = subprocess.run([sys.executable, os.path.abspath(__file__), str(_free_port()), out], env=env,
