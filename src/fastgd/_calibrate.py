@@ -31,7 +31,7 @@ import numpy as np
 
 from . import backends
 
-__all__ = ["calibrate_serial_cutoff", "cache_file"]
+__all__ = ["calibrate_serial_cutoff", "cache_file", "cpu_model"]
 
 # array sizes tried (float32 elements), and the cutoff when the team never wins among them
 SIZES = (2048, 4096, 6144, 8192, 12288, 16384, 24576, 32768, 49152, 65536, 98304, 131072, 196608, 262144)
@@ -50,11 +50,12 @@ def cache_file() -> str:
     return os.path.join(d, _FILE)
 
 
-def _cpu_model():
+def cpu_model() -> str:
+    """The CPU's model name (Linux: /proc/cpuinfo), else what platform says."""
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
-                if line.startswith("model name"):
+                if line.lower().startswith("model name"):
                     return line.split(":", 1)[1].strip()
     except OSError:
         pass
@@ -63,7 +64,7 @@ def _cpu_model():
 
 def _key(simd_variant, threads):
     from . import __version__
-    return "fastgd %s | %s | %s | %d cores | %d threads" % (__version__, simd_variant, _cpu_model(),
+    return "fastgd %s | %s | %s | %d cores | %d threads" % (__version__, simd_variant, cpu_model(),
                                                              os.cpu_count() or 1, threads)
 
 
@@ -85,12 +86,14 @@ def _cached(key):
     return None
 
 
-def _write(key, value, detail):
-    """Add ``key``'s entry to the cache file (atomically: a temporary file renamed over it).
-    Returns False when the directory cannot be written."""
+def _save(key, value, threads, ratios):
+    """Add ``key``'s entry (the cutoff, when, the thread count, the ratios it came from) to the
+    cache file, atomically (a temporary file renamed over it).  Returns False when the
+    directory cannot be written."""
     path = cache_file()
     data = _read()
-    data[key] = {"serial_cutoff": value, "measured": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **detail}
+    data[key] = {"serial_cutoff": value, "measured": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "threads": threads,
+                 "team_over_serial": {str(k): round(r, 3) for k, r in ratios.items()}}
     try:
         os.makedirs(os.path.dirname(path), exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".serial_cutoff.")
@@ -166,7 +169,7 @@ def at_first_use() -> None:
         return
     v, ratios = measure(kernels, core, threads)
     backends._machine_cutoff(v, "measured")
-    _write(key, v, {"threads": threads, "team_over_serial": {str(k): round(r, 3) for k, r in ratios.items()}})
+    _save(key, v, threads, ratios)
 
 
 def calibrate_serial_cutoff(*, save: bool = True) -> int:
@@ -188,6 +191,5 @@ def calibrate_serial_cutoff(*, save: bool = True) -> int:
     backends.set_serial_cutoff(v)
     backends._cutoff_source[0] = "measured"
     if save:
-        _write(_key(simd, threads), v, {"threads": threads,
-                                         "team_over_serial": {str(k): round(r, 3) for k, r in ratios.items()}})
+        _save(_key(simd, threads), v, threads, ratios)
     return v

@@ -185,12 +185,13 @@ def _env_threads():
     raw = os.environ.get("OMP_NUM_THREADS")
     if raw is not None and raw.strip():
         v = raw.split(",")[0].strip()
-        if not (len(v) <= 20 and _DIGITS.fullmatch(v) and 1 <= int(v) <= MAX_NUM_THREADS):
+        if len(v) <= 20 and _DIGITS.fullmatch(v) and 1 <= int(v) <= MAX_NUM_THREADS:
+            _omp_env[0] = int(v)
+        else:
             warnings.warn("fastgd ignores environment variable OMP_NUM_THREADS=%r (its first entry is not a whole "
                           "number in [1, %d]); using all %d cores (set FASTGD_NUM_THREADS or call "
                           "fastgd.set_num_threads)" % (_short(raw), MAX_NUM_THREADS, os.cpu_count() or 1),
                           RuntimeWarning, stacklevel=2)
-            _omp_env_unusable[0] = True
     return None
 
 
@@ -205,14 +206,10 @@ def _cores():
 def _omp_env_threads():
     """OMP_NUM_THREADS's first entry as OpenMP reads it, for when no compiled backend (so no
     OpenMP runtime) is there to ask: else all cores."""
-    raw = os.environ.get("OMP_NUM_THREADS", "")
-    v = raw.split(",")[0].strip()
-    if not _omp_env_unusable[0] and v and _DIGITS.fullmatch(v) and 1 <= int(v) <= MAX_NUM_THREADS:
-        return int(v)
-    return _cores()
+    return _omp_env[0] or _cores()
 
 
-_omp_env_unusable = [False]
+_omp_env: list[int | None] = [None]  # OMP_NUM_THREADS's usable first entry (read by _env_threads)
 # the OpenMP runtime's current thread count (the Cython backend registers
 # fastgd._cython._core.openmp_threads at import); without it, OMP_NUM_THREADS or all cores
 _openmp_threads: list[Callable[[], int]] = [_omp_env_threads]

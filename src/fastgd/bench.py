@@ -62,6 +62,7 @@ import numpy as np
 
 import fastgd
 from fastgd import multi as _multi
+from fastgd._calibrate import cpu_model
 from fastgd._rules import RULES
 from fastgd.backends import backend_module
 
@@ -390,17 +391,6 @@ def loadavg():
 
 # ---------------------------------------------------------------------------------------
 # the machine
-
-def cpu_model():
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.lower().startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
 
 def machine():
     """This report's machine description (its JSON's ``machine``)."""
