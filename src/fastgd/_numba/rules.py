@@ -9,6 +9,7 @@ Layout of every rule:
                       calls the serial or the parallel variant.
 """
 import math
+import types
 
 from numba import njit, prange
 
@@ -24,9 +25,21 @@ FASTMATH = False
 
 
 def _compile(body):
-    """(serial, parallel) jitted variants of one kernel body."""
-    serial = njit(body, fastmath=FASTMATH, nogil=True, cache=True, error_model="numpy")
-    parallel = njit(body, fastmath=FASTMATH, nogil=True, cache=True, error_model="numpy", parallel=True)
+    """(serial, parallel) jitted variants of one kernel body, each with its OWN cache file.
+
+    numba's cache key is (signature, target machine, bytecode hash) and the file name is the
+    function's qualname and line: the jit flags are not in it, so two njit's of one function
+    would share one cache entry, and the variant compiled first would be loaded for BOTH, in
+    this and every later process (seen with numba 0.68: the "parallel" variant then ran on one
+    thread, or the "serial" one -- which a forked child must use -- on many).  The parallel
+    variant is therefore compiled from a twin of ``body`` (same code and globals) whose
+    qualname ends in "__parallel"."""
+    opts = dict(fastmath=FASTMATH, nogil=True, cache=True, error_model="numpy")
+    serial = njit(body, **opts)
+    twin = types.FunctionType(body.__code__, body.__globals__, body.__name__, body.__defaults__, body.__closure__)
+    twin.__qualname__ = body.__qualname__ + "__parallel"
+    twin.__doc__ = body.__doc__
+    parallel = njit(twin, parallel=True, **opts)
     return serial, parallel
 
 
