@@ -30,7 +30,7 @@ from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext as _build_ext
 
 DEBUG = os.environ.get("FASTGD_DEBUG", "0") == "1"
-MODULES = ["rules"]  # src/fastgd/_cython/<name>.pxi, included by _<name>_<variant>.pyx
+MODULES = ["rules", "tf"]  # src/fastgd/_cython/<name>.pxi, included by _<name>_<variant>.pyx
 
 
 def _compiler_name():

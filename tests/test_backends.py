@@ -415,3 +415,23 @@ def test_kernel_signatures_match_reference(name, compiled_backend):
     ours = inspect.signature(getattr(backend_module(compiled_backend), name))
     assert [(p.name, p.kind) for p in ours.parameters.values()] == \
         [(p.name, p.kind) for p in ref.parameters.values()]
+
+
+def test_numba_variants_have_their_own_cache_files():
+    """numba's cache key ignores the jit flags: were the serial and the parallel=True variant
+    of a kernel one function, they would share one cache entry, and whichever compiled first
+    would be loaded for both in every later process.  Each pair of every numba module
+    (_numba.rules, .dense, .tf) must therefore index a cache file of its own."""
+    pytest.importorskip("numba")
+    import importlib
+    pairs = 0
+    for mod_name in ("fastgd._numba.rules", "fastgd._numba.dense", "fastgd._numba.tf"):
+        mod = importlib.import_module(mod_name)
+        for name, value in vars(mod).items():
+            if name.endswith("_k") and isinstance(value, tuple) and len(value) == 2:
+                serial, parallel = value
+                a = serial._cache._cache_file._index_path
+                b = parallel._cache._cache_file._index_path
+                assert a != b, (mod_name, name, a)
+                pairs += 1
+    assert pairs >= 30

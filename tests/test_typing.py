@@ -180,3 +180,12 @@ def test_method_literal_is_the_descent_methods():
     from fastgd.descent import _ALIASES, METHODS
     assert set(typing.get_args(_typing.Method)) == set(METHODS) | set(_ALIASES)
     assert set(typing.get_args(_typing.Backend)) == {"cython", "numba", "numpy"}
+
+
+def test_tf_stub_is_generated_from_the_table():
+    """fastgd/tf.pyi (the signatures of fastgd.tf's generated functions, for type checkers and
+    editors) is what fastgd.tf.stub_source() makes of the table now."""
+    import pathlib
+    import fastgd.tf as T
+    stub = pathlib.Path(T.__file__).with_suffix(".pyi")
+    assert stub.read_text() == T.stub_source(), "regenerate src/fastgd/tf.pyi from fastgd.tf.stub_source()"

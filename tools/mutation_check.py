@@ -49,8 +49,19 @@ HALF_TARGET = os.path.join("fastgd", "reference", "half.py")
 HALF_STAGE1 = [["-x", "tests/test_half.py", "-k", "numpy or numba"]]
 
 
+# TensorFlow's training ops (fastgd/reference/tf.py, mutations of rule "tf"): killed by
+# tests/test_tf_vs_tensorflow.py, whose oracle is TensorFlow itself (FASTGD_REQUIRE_TF=1: a
+# skip there kills nothing, so it is a failure)
+TF_TARGET = os.path.join("fastgd", "reference", "tf.py")
+TF_STAGE1 = [["-x", "tests/test_tf_vs_tensorflow.py"]]
+
+
 def target_of(rule):
-    return HALF_TARGET if rule == "half" else TARGET
+    return {"half": HALF_TARGET, "tf": TF_TARGET}.get(rule, TARGET)
+
+
+def stage1_of(rule):
+    return {"half": HALF_STAGE1, "tf": TF_STAGE1}.get(rule, STAGE1)
 
 STAGE1 = [["tests/test_independent.py"]]          # run whole (~5 s): how many of its tests fail
 STAGE2 = [["-x", "tests/test_rules.py", "-k", "bit_for_bit"], ["-x", "tests/test_steps.py"]]
@@ -154,6 +165,39 @@ MUTATIONS = [
     ("half", "global norm without the square root", "    norm = math.sqrt(total)", "    norm = total", 1),
     ("half", "unscale_and_check never sets found_inf", "        found_inf.reshape(-1)[0] = 1.0",
      "        found_inf.reshape(-1)[0] = 0.0", 1),
+    # TensorFlow's training ops (fastgd/reference/tf.py): the differences from torch's forms
+    # that fastgd.tf exists for, and the sparse ops' row order
+    ("tf", "Adam: epsilon inside the root", "    else:\n        var -= (m * alpha) / (np.sqrt(v) + epsilon)",
+     "    else:\n        var -= (m * alpha) / np.sqrt(v + epsilon)", 1),
+    ("tf", "Adam: no bias correction", "alpha = lr * np.sqrt(T(1) - beta2_power) / (T(1) - beta1_power)",
+     "alpha = lr", 1),
+    ("tf", "Adam nesterov: the gradient term dropped", "((grad * one_minus_beta1 + beta1 * m) * alpha)",
+     "((beta1 * m) * alpha)", 1),
+    ("tf", "Adagrad: update_slots ignored",
+     "def _adagrad(var, accum, grad, lr, update_slots):\n    if update_slots:",
+     "def _adagrad(var, accum, grad, lr, update_slots):\n    if True:", 1),
+    ("tf", "sparse rows applied in reverse order", "    return enumerate(indices.tolist())",
+     "    return reversed(list(enumerate(indices.tolist())))", 1),
+    ("tf", "RMSProp: epsilon outside the root", "(grad * lr) / np.sqrt(ms + epsilon)",
+     "(grad * lr) / (np.sqrt(ms) + epsilon)", 1),
+    ("tf", "KerasMomentum: the gradient added", "accum[...] = accum * momentum - grad * lr",
+     "accum[...] = accum * momentum + grad * lr", 1),
+    ("tf", "FTRL fast path: sqrt(accum) dropped", "sigma = new_accum_p - np.sqrt(accum)",
+     "sigma = new_accum_p - accum", 1),
+    ("tf", "FTRL: no L1 shrinkage", "x = l1_t * np.sign(linear) - linear", "x = -linear", 1),
+    ("tf", "AdagradDA: global_step ignored", "return lr, bool(l1 > 0), gs * l1, l2 * (gs * lr)",
+     "return lr, bool(l1 > 0), l1, l2 * lr", 1),
+    ("tf", "ProximalGD: no L1 shrinkage", "np.maximum(np.abs(var) - lr_l1, var.dtype.type(0))", "np.abs(var)", 1),
+    ("tf", "AdaMax: no epsilon", "var -= step * (m / (v + epsilon))", "var -= step * (m / v)", 1),
+    ("tf", "PowerSign: agreement and disagreement swapped",
+     "np.where(sign_gm > 0, e_pos, np.where(sign_gm < 0, e_neg,", "np.where(sign_gm > 0, e_neg, np.where(sign_gm < 0, e_pos,",
+     1),
+    ("tf", "Adadelta: accum_update from the update, not its square",
+     "accum_update[...] = accum_update * rho + update * update * one_minus_rho",
+     "accum_update[...] = accum_update * rho + update * one_minus_rho", 1),
+    ("tf", "CenteredRMSProp: not centered", "denom = (ms - mg * mg) + epsilon", "denom = ms + epsilon", 1),
+    ("tf", "AddSign: the sign term subtracted", "var -= lr * (alpha + sign_decay * sign_gm) * grad",
+     "var -= lr * (alpha - sign_decay * sign_gm) * grad", 1),
 ]
 
 
@@ -200,7 +244,7 @@ def mutate(source, old, new, count):
 
 def env_for(copy):
     env = dict(os.environ)
-    env.update(PYTHONPATH=copy, PYTHONDONTWRITEBYTECODE="1", FASTGD_REQUIRE_TORCH="1",
+    env.update(PYTHONPATH=copy, PYTHONDONTWRITEBYTECODE="1", FASTGD_REQUIRE_TORCH="1", FASTGD_REQUIRE_TF="1",
                FASTGD_REQUIRE_BACKENDS="cython,numba,numpy", HYPOTHESIS_PROFILE="ci")
     return env
 
@@ -251,7 +295,7 @@ def worker(python, jobs):
         make_copy(tmp)
         check_copy_is_used(python, tmp)
         originals = {}
-        for path in (TARGET, HALF_TARGET):
+        for path in (TARGET, HALF_TARGET, TF_TARGET):
             with open(os.path.join(tmp, path)) as f:
                 originals[path] = f.read()
         results = []
@@ -261,9 +305,9 @@ def worker(python, jobs):
             target = os.path.join(tmp, path)
             with open(target, "w") as f:
                 f.write(mutate(originals[path], old, new, count))
-            fail1, t1 = run_stages(python, tmp, HALF_STAGE1 if rule == "half" else STAGE1)
+            fail1, t1 = run_stages(python, tmp, stage1_of(rule))
             fail2, t2 = ([], 0.0)
-            if not fail1 and rule != "half":
+            if not fail1 and rule not in ("half", "tf"):
                 fail2, t2 = run_stages(python, tmp, STAGE2)
             with open(target, "w") as f:
                 f.write(originals[path])
@@ -280,7 +324,7 @@ def baseline(python):
     try:
         make_copy(tmp)
         check_copy_is_used(python, tmp)
-        for args in STAGE1 + STAGE2 + HALF_STAGE1:
+        for args in STAGE1 + STAGE2 + HALF_STAGE1 + TF_STAGE1:
             failed, dt = run_pytest(python, tmp, args)
             print("baseline %s: %s (%.1f s)" % (" ".join(args), "FAILED " + " ".join(failed) if failed else "passed",
                                                 dt), file=sys.stderr, flush=True)
@@ -301,7 +345,7 @@ def main(argv=None):
 
     PACKAGE[0] = package_dir(args.python)
     sources = {}
-    for path in (TARGET, HALF_TARGET):  # every pattern must match its file
+    for path in (TARGET, HALF_TARGET, TF_TARGET):  # every pattern must match its file
         with open(os.path.join(os.path.dirname(PACKAGE[0]), path)) as f:
             sources[path] = f.read()
     for rule, what, old, new, count in MUTATIONS:
@@ -336,7 +380,7 @@ def main(argv=None):
         first = first.replace("tests/test_independent.py::", "")
         print("| %s | %s | %s | `%s` | %s |" % (rule, what.replace("|", "\\|"), killed, first.replace("|", "\\|"),
                                                 kinds))
-    print("\n%d mutations, %d killed by their independent oracle (test_independent.py; test_half.py for half), %d surviving; %.0f s"
+    print("\n%d mutations, %d killed by their independent oracle (test_independent.py; test_half.py for half; test_tf_vs_tensorflow.py for tf), %d surviving; %.0f s"
           % (len(results), len(results) - survivors, survivors, time.time() - t0))
     return 1 if survivors else 0
 

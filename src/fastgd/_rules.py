@@ -35,7 +35,7 @@ if TYPE_CHECKING:
 
     HyperCheck = Literal["nonneg", "unit", "unit_closed", "flag"]
 
-__all__ = ["Rule", "State", "Hyper", "RULES", "KERNELS", "EXTRAS"]
+__all__ = ["Rule", "State", "Hyper", "RULES", "KERNELS", "EXTRAS", "TFOp", "TF_OPS", "TF_KERNELS"]
 
 
 class Hyper:
@@ -314,3 +314,161 @@ KERNELS = tuple(dict.fromkeys(r.kernel for r in RULES.values()))
 
 assert all(math.isfinite(h.default) for r in RULES.values() for h in r.hyper
            if h.check != "flag" and h.default is not None)
+
+
+# ---------------------------------------------------------------------------------------
+# TensorFlow's training ops (fastgd.tf): one TFOp per op, declared once, here.
+#
+# fastgd.tf generates its functions from these entries (TF's input names, in the op's order,
+# then the op's attributes with TF's defaults); the front-end's checks, the kernel's argument
+# order, the tests' parametrization and the README's table all read them.  The semantics are
+# those of TF's CPU kernels (core/kernels/training_ops.cc); fastgd/reference/tf.py is the spec.
+
+class TFOp:
+    """One TensorFlow training op.
+
+    ``name``: the fastgd.tf function (TF's op name in snake_case without ``Resource``);
+    ``op``: TF's op name (``"ApplyAdam"``; the tests run ``tf.raw_ops.Resource<op>``);
+    ``inputs``: the op's inputs in order; ``slots``: those of them updated in place besides
+    ``var``; ``grad``: the gradient's input name (``"delta"`` for the dense gradient-descent ops);
+    ``attrs``: the op's attributes after ``use_locking``, with TF's defaults; ``checks``:
+    {scalar: "positive" | "nonneg" | "nonpos" | "ftrl_lr"}, the value checks TF's CPU kernel makes
+    (TF 2.21; ``"ftrl_lr"``: > 0, or >= 0 with ``multiply_linear_by_lr``);
+    ``formula``: one line for the docstring; ``rule``: the fastgd rule (torch's form) it is
+    closest to, and ``differs``: how TF's op differs from it (the README's table);
+    ``exact``: the compiled kernels equal the reference bit for bit (False where the op calls
+    pow/exp, whose last bit may differ between libm, NumPy and LLVM).
+
+    Derived: ``sparse`` (a ``sparse_*`` op: ``indices`` follows ``grad``), ``scalars`` (the
+    inputs that are neither arrays nor ``global_step``), ``arrays`` (var, slots, grad: the
+    kernel's leading arguments), ``kernel`` (the backends' function: ``tf_<name>``, taking
+    ``arrays``, then ``indices`` if sparse, then ``scalars``, then ``global_step`` if any, then
+    ``attrs`` by position).
+    """
+    __slots__ = ("name", "op", "inputs", "slots", "grad", "attrs", "checks", "formula", "rule", "differs",
+                 "exact", "sparse", "scalars", "arrays", "kernel", "has_step", "dense")
+
+    def __init__(self, name: str, op: str, inputs: str, slots: str = "", attrs: tuple[tuple[str, bool], ...] = (),
+                 checks: Mapping[str, str] | None = None, formula: str = "", rule: str = "", differs: str = "",
+                 exact: bool = True, dense: TFOp | None = None) -> None:
+        self.name = name
+        self.op = op
+        self.inputs = tuple(inputs.replace(",", " ").split())
+        self.slots = tuple(slots.split())
+        self.sparse = "indices" in self.inputs
+        self.grad = "delta" if "delta" in self.inputs else "grad"
+        self.attrs = tuple(attrs)
+        self.checks = dict(checks or {})
+        self.formula, self.rule, self.differs, self.exact = formula, rule, differs, exact
+        self.dense = dense
+        self.has_step = "global_step" in self.inputs
+        array_like = {"var", self.grad, "indices", "global_step", *self.slots}
+        self.scalars = tuple(n for n in self.inputs if n not in array_like)
+        self.arrays = ("var",) + self.slots + (self.grad,)
+        self.kernel = "tf_" + name
+        assert self.inputs[0] == "var" and all(s in self.inputs for s in self.slots)
+        assert all(c in ("positive", "nonneg", "nonpos", "ftrl_lr") and s in self.scalars
+                   for s, c in self.checks.items())
+
+    def __repr__(self) -> str:
+        return "TFOp(%r)" % self.name
+
+
+def _tf_sparse(d: TFOp, checks: Mapping[str, str] | None = None) -> TFOp:
+    """The SparseApply twin of dense op ``d``: its inputs with ``grad`` (dense ProximalGradientDescent
+    calls it ``delta``) followed by ``indices``; the same per-row formula."""
+    inputs = ["grad" if n == "delta" else n for n in d.inputs]
+    inputs.insert(inputs.index("grad") + 1, "indices")
+    return TFOp("sparse_" + d.name, "Sparse" + d.op, " ".join(inputs), " ".join(d.slots), d.attrs,
+                d.checks if checks is None else checks, d.formula, d.rule, d.differs, d.exact, dense=d)
+
+
+_NESTEROV = (("use_nesterov", False),)
+_SLOTS = (("update_slots", True),)
+_LINEAR = (("multiply_linear_by_lr", False),)
+_PROX = {"lr": "positive", "l1": "nonneg", "l2": "nonneg"}
+# the sparse FTRL ops' checks (TF 2.21's SparseApplyFtrlOp: lr > 0, or >= 0 with
+# multiply_linear_by_lr); TF's dense FTRL ops check no values at all, and neither does fastgd
+_FTRL = {"lr": "ftrl_lr", "l1": "nonneg", "l2": "nonneg", "lr_power": "nonpos"}
+_FTRL2 = dict(_FTRL, l2_shrinkage="nonneg")
+
+_tf_dense = (
+    TFOp("apply_gradient_descent", "ApplyGradientDescent", "var alpha delta",
+         formula="var -= alpha * delta",
+         rule="sgd", differs="the learning rate is an input (alpha), no momentum or weight decay"),
+    TFOp("apply_proximal_gradient_descent", "ApplyProximalGradientDescent", "var alpha l1 l2 delta",
+         formula="prox = var - alpha*delta;  var = sign(prox) * max(|prox| - alpha*l1, 0) / (1 + alpha*l2)",
+         rule="sgd", differs="FOBOS: a gradient step, then L1 shrinkage and L2 scaling (no torch form)"),
+    TFOp("apply_adadelta", "ApplyAdadelta", "var accum accum_update lr rho epsilon grad", "accum accum_update",
+         formula="accum = rho*accum + (1-rho)*g^2;  u = sqrt(accum_update + eps) / sqrt(accum + eps) * g;  "
+                 "var -= lr*u;  accum_update = rho*accum_update + (1-rho)*u^2",
+         rule="adadelta", differs="the same rule; no weight decay or maximize"),
+    TFOp("apply_adagrad", "ApplyAdagrad", "var accum lr grad", "accum", _SLOTS,
+         formula="accum += g^2 (if update_slots);  var -= lr * g / sqrt(accum)",
+         rule="adagrad", differs="no epsilon (V1), no lr decay; update_slots=False leaves accum as it is"),
+    TFOp("apply_adagrad_v2", "ApplyAdagradV2", "var accum lr epsilon grad", "accum", _SLOTS,
+         formula="accum += g^2 (if update_slots);  var -= lr * g / (sqrt(accum) + epsilon)",
+         rule="adagrad", differs="the same formula, without lr decay; update_slots"),
+    TFOp("apply_proximal_adagrad", "ApplyProximalAdagrad", "var accum lr l1 l2 grad", "accum", checks=_PROX,
+         formula="accum += g^2;  a = lr/sqrt(accum);  prox = var - a*g;  "
+                 "var = sign(prox) * max(|prox| - a*l1, 0) / (1 + a*l2)",
+         rule="adagrad", differs="Adagrad's step, then FOBOS L1/L2 shrinkage (no torch form)"),
+    TFOp("apply_adagrad_da", "ApplyAdagradDA",
+         "var gradient_accumulator gradient_squared_accumulator grad lr l1 l2 global_step",
+         "gradient_accumulator gradient_squared_accumulator",
+         formula="ga += g;  gg += g^2;  var = -sign(ga) * lr * max(|ga| - l1*t, 0) / (l2*t*lr + sqrt(gg))",
+         rule="adagrad", differs="dual averaging: var is recomputed from the accumulators (no torch form)"),
+    TFOp("apply_ftrl", "ApplyFtrl", "var accum linear grad lr l1 l2 lr_power", "accum linear", _LINEAR,
+         formula="n' = accum + g^2;  linear += g - (n'^-p - accum^-p)/lr * var;  "
+                 "var = (sign(linear)*l1 - linear) / (n'^-p/lr + 2*l2) if |linear| > l1 else 0;  accum = n'",
+         rule="", differs="FTRL-Proximal (McMahan et al.); no torch form", exact=False),
+    TFOp("apply_ftrl_v2", "ApplyFtrlV2", "var accum linear grad lr l1 l2 l2_shrinkage lr_power", "accum linear",
+         _LINEAR,
+         formula="as apply_ftrl, with g + 2*l2_shrinkage*var in the linear term",
+         rule="", differs="FTRL-Proximal with L2 shrinkage; no torch form", exact=False),
+    TFOp("apply_momentum", "ApplyMomentum", "var accum lr grad momentum", "accum", _NESTEROV,
+         formula="accum = momentum*accum + g;  var -= lr*accum  (Nesterov: var -= lr*g + lr*momentum*accum)",
+         rule="sgd", differs="torch's SGD with dampening=0, lr outside the buffer; the first step does not "
+                            "copy g into the buffer (the buffer starts at zeros: the same result)"),
+    TFOp("apply_keras_momentum", "ApplyKerasMomentum", "var accum lr grad momentum", "accum", _NESTEROV,
+         formula="accum = momentum*accum - lr*g;  var += accum  (Nesterov: var += momentum*accum - lr*g)",
+         rule="sgd", differs="lr inside the buffer (Keras' form): differs from torch's SGD when lr changes"),
+    TFOp("apply_adam", "ApplyAdam", "var m v beta1_power beta2_power lr beta1 beta2 epsilon grad", "m v",
+         _NESTEROV,
+         formula="m += (g - m)*(1-beta1);  v += (g^2 - v)*(1-beta2);  "
+                 "var -= lr*sqrt(1-beta2_power)/(1-beta1_power) * m / (sqrt(v) + epsilon)",
+         rule="adam", differs="epsilon is added to the uncorrected sqrt(v); the caller keeps beta1_power and "
+                             "beta2_power (beta**t); use_nesterov"),
+    TFOp("apply_adam_with_amsgrad", "ApplyAdamWithAmsgrad",
+         "var m v vhat beta1_power beta2_power lr beta1 beta2 epsilon grad", "m v vhat",
+         formula="as apply_adam, with vhat = max(vhat, v) in the denominator",
+         rule="adam", differs="as apply_adam; vhat holds the max of v (torch: max_exp_avg_sq)"),
+    TFOp("apply_ada_max", "ApplyAdaMax", "var m v beta1_power lr beta1 beta2 epsilon grad", "m v",
+         formula="m += (g - m)*(1-beta1);  v = max(beta2*v, |g|);  var -= lr/(1-beta1_power) * m/(v + epsilon)",
+         rule="adamax", differs="epsilon is added to u after the max (torch: inside the max)"),
+    TFOp("apply_rms_prop", "ApplyRMSProp", "var ms mom lr rho momentum epsilon grad", "ms mom",
+         formula="ms += (g^2 - ms)*(1-rho);  mom = momentum*mom + lr*g/sqrt(ms + epsilon);  var -= mom",
+         rule="rmsprop", differs="epsilon inside the root; lr inside the momentum buffer; always keeps mom"),
+    TFOp("apply_centered_rms_prop", "ApplyCenteredRMSProp", "var mg ms mom lr rho momentum epsilon grad",
+         "mg ms mom",
+         formula="ms += (g^2 - ms)*(1-rho);  mg += (g - mg)*(1-rho);  "
+                 "mom = momentum*mom + lr*g/sqrt(ms - mg^2 + epsilon);  var -= mom",
+         rule="rmsprop", differs="centered=True, with epsilon inside the root and lr inside mom"),
+    TFOp("apply_add_sign", "ApplyAddSign", "var m lr alpha sign_decay beta grad", "m",
+         formula="m = beta*m + (1-beta)*g;  var -= lr * (alpha + sign_decay*sign(g)*sign(m)) * g",
+         rule="lion", differs="AddSign (Bello et al. 2017): scales g by the sign agreement; no torch form"),
+    TFOp("apply_power_sign", "ApplyPowerSign", "var m lr logbase sign_decay beta grad", "m",
+         formula="m = beta*m + (1-beta)*g;  var -= lr * exp(logbase*sign_decay*sign(g)*sign(m)) * g",
+         rule="lion", differs="PowerSign (Bello et al. 2017); no torch form"),
+)
+_tf_by_name = {d.name: d for d in _tf_dense}
+# TF has a SparseApply op for 12 of the 18 (none for GradientDescent: it is ResourceScatterSub;
+# none for Adam, AdamWithAmsgrad, AdaMax, AddSign, PowerSign)
+_tf_sparse_checks = {"apply_ftrl": _FTRL, "apply_ftrl_v2": _FTRL2}
+_tf_sparse_ops = tuple(_tf_sparse(_tf_by_name[n], _tf_sparse_checks.get(n)) for n in (
+    "apply_proximal_gradient_descent", "apply_adadelta", "apply_adagrad", "apply_adagrad_v2",
+    "apply_proximal_adagrad", "apply_adagrad_da", "apply_ftrl", "apply_ftrl_v2", "apply_momentum",
+    "apply_keras_momentum", "apply_rms_prop", "apply_centered_rms_prop"))
+
+TF_OPS = {o.name: o for o in _tf_dense + _tf_sparse_ops}
+TF_KERNELS = tuple(o.kernel for o in TF_OPS.values())

@@ -43,5 +43,22 @@ for _k in KERNELS + tuple(k + "_multi" for k in KERNELS) + ("copy_skeleton", "mu
     if hasattr(_rules, _k):
         globals()[_k] = getattr(_rules, _k)
 
+# TensorFlow's training ops (fastgd.tf): the _tf_<variant> module of the same variant, imported
+# at the first use of one of its kernels (tf_apply_*, tf_sparse_apply_*), not with fastgd
+_tf = None
+
+
+def __getattr__(name):
+    global _tf
+    if name.startswith("tf_"):
+        if _tf is None:
+            _tf = importlib.import_module("fastgd._cython._tf_" + SIMD_VARIANT)
+        try:
+            return getattr(_tf, name)
+        except AttributeError:
+            pass
+    raise AttributeError("module %r has no attribute %r" % (__name__, name))
+
+
 # the <rule>_multi kernels take half-precision arrays and grad_scale=, clip=, masters= (staged.pxi)
 STAGED = True
