@@ -43,16 +43,16 @@ def check(path):
         if not any(re.search(r"\.dist-info/licenses/LICENSE$", n) for n in names):
             problems.append("no LICENSE under .dist-info/licenses/")
         for required in ("fastgd/__init__.py", "fastgd/py.typed", "fastgd/_cython/__init__.pyi",
-                         "fastgd/_cython/_core.pyi"):
+                         "fastgd/_cython/_core.pyi", "fastgd/tf.pyi"):
             if required not in names:
                 problems.append("missing: %s" % required)
         exts = [n for n in names if re.search(r"fastgd/_cython/[^/]+\.(so|pyd)$", n)]
-        for stem in ("_core", "dense", "_rules_base"):
+        for stem in ("_core", "dense", "_rules_base", "_tf_base"):
             if not any(re.search(r"/%s\.[^/]*(so|pyd)$" % stem, n) for n in exts):
                 problems.append("extension module missing: fastgd._cython.%s" % stem)
         linux = any(n.endswith(".so") for n in exts)
         if linux and re.search(r"x86_64", path):
-            for stem in ("_rules_avx2", "_rules_avx512"):
+            for stem in ("_rules_avx2", "_rules_avx512", "_tf_avx2", "_tf_avx512"):
                 if not any("/%s." % stem in n for n in exts):
                     problems.append("SIMD variant missing: fastgd._cython.%s" % stem)
         for n in exts:
