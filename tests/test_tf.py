@@ -312,3 +312,19 @@ def test_value_checks_are_tfs(backend):
         T.apply_proximal_adagrad(**dict(d, lr=1e-50), backend=backend)
     d64 = _inputs(TF_OPS["apply_proximal_adagrad"], rng, np.float64, (6,))
     T.apply_proximal_adagrad(**dict(d64, lr=1e-50), backend=backend)  # a positive float64
+
+
+@pytest.mark.parametrize("name", ["apply_adagrad_da", "sparse_apply_adagrad_da"])
+def test_global_step_rounds_once_to_float32(name, compiled_backend, dtype):
+    """TF's static_cast<float>(global_step) rounds the int64 once: 2**60 + 2**36 + 1 is
+    2**60 + 2**37 in float32 (through a double it would be 2**60).  Every backend alike."""
+    op = TF_OPS[name]
+    rng = np.random.default_rng(8)
+    d = _inputs(op, rng, dtype, (5, 3), 4)
+    d.update(global_step=2 ** 60 + 2 ** 36 + 1, l1=0.0)
+    ref = _copy(d)
+    getattr(T, name)(**d, backend=compiled_backend)
+    getattr(T, name)(**ref, backend="numpy")
+    np.testing.assert_array_equal(d["var"], ref["var"])
+    gs = float(np.int64(2 ** 60 + 2 ** 36 + 1).astype(np.float32))
+    assert gs == 2.0 ** 60 + 2.0 ** 37

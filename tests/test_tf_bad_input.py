@@ -119,9 +119,9 @@ for op in TF_OPS.values():
         bad(at + "=None", TypeError, at + " must be a bool", op, **{at: None})
     if op.sparse:
         bad("indices=None", TypeError, "indices is required", op, indices=None)
-        bad("indices float", TypeError, "indices must have dtype int32 or int64", op,
+        bad("indices float", TypeError, "indices must be integers", op,
             indices=np.array([0.0, 1.0, 2.0, 3.0]))
-        bad("indices bool", TypeError, "indices must have dtype int32 or int64", op,
+        bad("indices bool", TypeError, "indices must be integers", op,
             indices=np.array([True, False, True, True]))
         bad("indices 2-d", ValueError, "indices must be one-dimensional", op, indices=np.zeros((2, 2), np.int64))
         bad("indices 0-d", ValueError, "indices must be one-dimensional", op, indices=np.array(1))
@@ -134,10 +134,62 @@ for op in TF_OPS.values():
         bad("index int32 min", ValueError, "is out of range", op,
             indices=np.array([0, -2 ** 31, 1, 2], np.int32))
         bad("indices str", TypeError, "indices must", op, indices="0123")
+        bad("indices masked", TypeError, "indices must be a numpy.ndarray, list or tuple, not the ndarray subclass",
+            op, indices=masked(np.array([0, 1, 2, 3])))
         bad("grad rows != len(indices)", ValueError, "grad has shape", op, indices=np.array([0, 1, 2]))
         bad("grad row shape", ValueError, "grad has shape", op, grad=np.zeros((4, 2), np.float32))
         bad("var 0-d", ValueError, "var must be at least 1-dimensional", op,
             **{a: np.zeros((), np.float32) for a in ("var",) + op.slots})
+# scalars inf in float32 (finite as doubles): refused by name
+op = TF_OPS["apply_gradient_descent"]
+bad("alpha=1e300 in float32", ValueError, "alpha must be finite in the arrays' dtype float32", op, alpha=1e300)
+
+# The caller's code (a scalar's __float__, global_step's __index__, indices' __array__) runs
+# before any array is checked: an array it changes (its dtype in place, its flags) is checked
+# as it is then, never stepped as it was checked before (found by a hostile review: the kernels
+# stepped an int32 var as float64, writing past its end).
+class Sneaky(float):
+    def __float__(self):
+        TARGET[0].dtype = np.int32
+        return 0.1
+
+
+class SneakyRO(float):
+    def __float__(self):
+        TARGET[0].flags.writeable = False
+        return 0.1
+
+
+class SneakyIndex:
+    def __index__(self):
+        TARGET[0].dtype = np.int32
+        return 3
+
+
+class SneakyIndices:
+    def __array__(self, dtype=None, copy=None):
+        for a in TARGET:
+            a.dtype = np.int32
+        return np.array([7, 7])
+
+
+TARGET = [None]
+for name, make, exc, match in (
+        ("apply_gradient_descent", lambda d: d.update(alpha=Sneaky(0.1)), TypeError, "var must have dtype"),
+        ("apply_adam", lambda d: d.update(lr=Sneaky(0.1)), TypeError, "var must have dtype"),
+        ("sparse_apply_adagrad", lambda d: d.update(lr=Sneaky(0.1)), TypeError, "var must have dtype"),
+        ("apply_adagrad_da", lambda d: d.update(global_step=SneakyIndex()), TypeError, "var must have dtype"),
+        ("apply_adam", lambda d: d.update(lr=SneakyRO(0.1)), ValueError, "var must be writeable"),
+        ("sparse_apply_adagrad", lambda d: d.update(indices=SneakyIndices()), TypeError, "var must have dtype")):
+    op = TF_OPS[name]
+    d = inputs(op)
+    TARGET[0] = d["var"]
+    if isinstance(d.get("indices"), np.ndarray):
+        d["grad"] = d["grad"][:2].copy()
+        TARGET[:] = [d["var"]] + [d[s] for s in op.slots] + [d["grad"]]
+    make(d)
+    case("%s: the caller's code changes var before the checks" % name, exc, match, lambda: run(op, d))
+
 # the backend name is checked (after the arrays: a bad backend also writes nothing)
 op = TF_OPS["apply_adam"]
 d = inputs(op)

@@ -29,12 +29,17 @@ Inputs:
   A sparse op's ``var`` has at least one dimension.
 * ``grad``: the arrays' dtype; dense ops: ``var``'s shape; sparse ops: ``(len(indices),) +
   var.shape[1:]``.
-* ``indices``: one-dimensional, int32 or int64 (any integer array-like is converted), every
-  entry in ``[0, var.shape[0])``.  fastgd steps its own checked copy.
-* scalars (``lr``, ``beta1``, ...): real numbers (Python or NumPy) or 0-d arrays, finite;
+* ``indices``: one-dimensional, int32 or int64 (other integer arrays, lists and tuples are
+  converted; ndarray subclasses such as masked arrays are refused), every entry in
+  ``[0, var.shape[0])``.  fastgd steps its own checked copy.
+* scalars (``lr``, ``beta1``, ...): real numbers (Python or NumPy) or 0-d arrays, finite (in the
+  arrays' dtype too: 1e300 is inf in float32);
   TF's own value checks apply (``lr`` of the proximal ops > 0, ``l1``/``l2`` >= 0, FTRL's
   ``lr_power`` <= 0, ...).  ``global_step``: an integer.
 
+The scalars, ``global_step``, the flags and ``indices`` are converted first (their conversion may
+run the caller's code: ``__float__``, ``__index__``, ``__array__``), the arrays checked after that,
+so that nothing of the caller's runs between an array's check and the kernel.
 Bad input raises ``TypeError``/``ValueError`` naming the argument, before anything is written
 (TF's sparse kernels may have updated some rows when they find a bad index; fastgd never does).
 Each op runs as one fused kernel (Cython with OpenMP, numba, or the NumPy reference: ``backend=``
@@ -143,7 +148,11 @@ _CHECK_TEXT = {"positive": ("> 0", "is not a positive scalar"), "nonneg": (">= 0
 def _value_check(name: str, value: float, kind: str, dtype: np.dtype, linear: bool = False) -> None:
     """TF's value check ``kind`` of scalar ``name``, on its value in the arrays' dtype (as TF sees
     it: 1e-50 is 0 in float32)."""
-    v = float(np.float32(value)) if dtype == _F32 else value
+    if dtype == _F32:
+        with np.errstate(all="ignore"):  # (finite in float32: _f32_finite ran first; 1e-50 underflows to 0)
+            v = float(np.float32(value))
+    else:
+        v = value
     if kind == "ftrl_lr":
         ok, text = (v >= 0.0, ">= 0 (multiply_linear_by_lr=True)") if linear else (v > 0.0, "> 0")
         if not ok:
@@ -178,35 +187,56 @@ def _flag(name: str, x: object) -> bool:
     return V.flag(name, x)
 
 
-def _indices(indices: object, rows: int) -> np.ndarray:
-    """The checked private int64 copy of ``indices`` (the kernels index var's rows with it,
-    so they step a copy nobody else can change between the check and the loop)."""
+def _indices(indices: object) -> np.ndarray:
+    """A private int64 copy of ``indices`` (the kernels index var's rows with it, so they step a
+    copy nobody else can change between the check and the loop): a 1-D integer ndarray (not a
+    subclass: a masked array's mask, a subclass's own dtype would mean something else), list or
+    tuple.  Its range is checked against var by :func:`_indices_in_range`."""
+    if indices is None:
+        raise TypeError("indices is required, got None")
     if isinstance(indices, np.ndarray):
+        if type(indices) is not np.ndarray:
+            raise TypeError("indices must be a numpy.ndarray, list or tuple, not the ndarray subclass %s.%s"
+                            % (type(indices).__module__, type(indices).__name__))
         a = indices
     else:
-        if indices is None:
-            raise TypeError("indices is required, got None")
         try:
             a = np.asarray(indices)
         except Exception as exc:
             raise TypeError("indices must be an integer array, got %s (%s)" % (type(indices).__name__, exc)) from None
-    if a.dtype.kind not in "iu" or a.dtype == np.bool_:
+        if type(a) is not np.ndarray:
+            raise TypeError("indices must be an integer array, got %s" % type(indices).__name__)
+    if a.dtype.kind not in "iu":
         if a.size == 0 and a.dtype.kind == "f" and not isinstance(indices, np.ndarray):
             a = a.astype(np.int64)  # [] is float64 to numpy
         else:
-            raise TypeError("indices must have dtype int32 or int64 (TF's Tindices), got %s" % a.dtype)
+            raise TypeError("indices must be integers (TF's Tindices are int32 or int64; other integer arrays are "
+                            "converted), got dtype %s" % a.dtype)
     if a.ndim != 1:
         raise ValueError("indices must be one-dimensional, got shape %s" % (a.shape,))
-    out = np.array(a, dtype=np.int64, copy=True)  # uint64 above 2**63 wraps negative: caught below
-    if out.size:
-        if a.dtype.kind == "u" and a.dtype.itemsize == 8 and int(a.max()) >= 2 ** 63:
-            k = int(np.argmax(a >= 2 ** 63))
-            raise ValueError("indices[%d] = %d is out of range: var has %d rows" % (k, int(a[k]), rows))
-        lo, hi = int(out.min()), int(out.max())
+    if a.dtype.kind == "u" and a.dtype.itemsize == 8 and a.size and int(a.max()) >= 2 ** 63:
+        k = int(np.argmax(a >= 2 ** 63))
+        raise ValueError("indices[%d] = %d is out of range" % (k, int(a[k])))
+    return np.array(a, dtype=np.int64, copy=True)
+
+
+def _indices_in_range(idx: np.ndarray, rows: int) -> None:
+    if idx.size:
+        lo, hi = int(idx.min()), int(idx.max())
         if lo < 0 or hi >= rows:
-            k = int(np.argmax((out < 0) | (out >= rows)))
-            raise ValueError("indices[%d] = %d is out of range: var has %d rows" % (k, int(out[k]), rows))
-    return out
+            k = int(np.argmax((idx < 0) | (idx >= rows)))
+            raise ValueError("indices[%d] = %d is out of range: var has %d rows" % (k, int(idx[k]), rows))
+
+
+# float32's largest finite value and the smallest magnitude that rounds to inf (2**128 - 2**103)
+_F32_INF_AT = 3.4028235677973366e38
+
+
+def _f32_finite(names: tuple[str, ...], values: tuple[float, ...]) -> None:
+    """The scalars of a float32 call are finite in float32 too (1e300 is inf there)."""
+    for name, v in zip(names, values):
+        if not -_F32_INF_AT < v < _F32_INF_AT:
+            raise ValueError("%s must be finite in the arrays' dtype float32, got %r (inf in float32)" % (name, v))
 
 
 # ---------------------------------------------------------------------------------------
@@ -218,14 +248,29 @@ def _source(op: TFOp) -> str:
                                                                                               "backend=None"]
     body = []
     arrs = ", ".join(op.arrays)
+    # 1. everything that may run the caller's code (a scalar's __float__, global_step's
+    #    __index__, indices' __array__), before any array is checked: from the array checks to
+    #    the kernel, no code of the caller's runs, so no array can change (its dtype, its
+    #    flags) between its check and the kernel's pointer accesses
+    for s in op.scalars:
+        body.append("    if not (type({s}) is float and {s} - {s} == 0.0):\n        {s} = _scalar({s!r}, {s})"
+                    .format(s=s))
+    if op.has_step:
+        body.append("    if type(global_step) is not int or not -2**63 <= global_step < 2**63:\n"
+                    "        global_step = _global_step(global_step)")
+    for a in ("use_locking",) + tuple(n for n, _ in op.attrs):
+        body.append("    if {a} is not True and {a} is not False:\n        {a} = _flag({a!r}, {a})".format(a=a))
     if op.sparse:
-        # var and the slots first (arrays_ok: one shape, one dtype, ...), then indices (checked
-        # against var's rows), then grad, whose shape the indices give
+        body.append("    idx = _indices(indices)")
+    # 2. the arrays
+    if op.sparse:
+        # var and the slots first (arrays_ok: one shape, one dtype, ...), then indices' range
+        # (var's rows), then grad, whose shape the indices give
         written = ", ".join(("var",) + op.slots)
         body.append("    if not (_arrays_ok((%s,), 0, 0) and var.dtype in _FLOATS and var.ndim >= 1):" % written)
         body.append("        _array_checks(OP, (%s,))" % written)
         body.append("    rows = var.shape[0]")
-        body.append("    idx = _indices(indices, rows)")
+        body.append("    _indices_in_range(idx, rows)")
         body.append("    gshape = (idx.shape[0],) + var.shape[1:]")
         body.append("    if not (type(grad) is np.ndarray and grad.shape == gshape and grad.dtype == var.dtype and "
                     "grad.flags.c_contiguous and grad.flags.aligned and not "
@@ -236,18 +281,13 @@ def _source(op: TFOp) -> str:
         order = ", ".join(("var", op.grad) + op.slots)
         body.append("    if not (_arrays_ok((%s,), 1, 0) and var.dtype in _FLOATS):" % order)
         body.append("        _array_checks(OP, (%s))" % arrs)
-    for s in op.scalars:
-        body.append("    if not (type({s}) is float and {s} - {s} == 0.0):\n        {s} = _scalar({s!r}, {s})"
-                    .format(s=s))
-    if op.has_step:
-        body.append("    if type(global_step) is not int or not -2**63 <= global_step < 2**63:\n"
-                    "        global_step = _global_step(global_step)")
-    for a in ("use_locking",) + tuple(n for n, _ in op.attrs):
-        body.append("    if {a} is not True and {a} is not False:\n        {a} = _flag({a!r}, {a})".format(a=a))
-    for s, kind in op.checks.items():  # (after the flags: FTRL's lr check reads multiply_linear_by_lr)
+    # 3. the scalars as the arrays' dtype holds them: finite there too, and TF's value checks
+    body.append("    if var.itemsize == 4:\n        _f32_finite((%s,), (%s,))" % (
+        ", ".join(repr(x) for x in op.scalars), ", ".join(op.scalars)))
+    for s, kind in op.checks.items():
         extra = ", multiply_linear_by_lr" if kind == "ftrl_lr" else ""
         body.append("    _value_check(%r, %s, %r, var.dtype%s)" % (s, s, kind, extra))
-    # every check done; the kernel of the current backend (looked up last: no caller code runs after the checks)
+    # every check done; the kernel of the current backend
     body.append("    impl = backend_module(backend)")
     args = []
     if op.sparse:
@@ -299,7 +339,8 @@ def _make(op: TFOp) -> Any:
     namespace: dict[str, Any] = {
         "np": np, "OP": op, "_array_checks": _array_checks, "_arrays_ok": _arrays_ok, "_FLOATS": _FLOATS,
         "_scalar": _scalar, "_value_check": _value_check, "_global_step": _global_step, "_flag": _flag,
-        "_indices": _indices, "backend_module": backend_module}
+        "_indices": _indices, "_indices_in_range": _indices_in_range, "_f32_finite": _f32_finite, "_F32": _F32,
+        "backend_module": backend_module}
     exec(compile(src, "<fastgd.tf: %s>" % op.name, "exec"), namespace)
     fn = namespace[op.name]
     fn.__doc__ = _doc(op)

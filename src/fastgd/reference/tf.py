@@ -267,7 +267,7 @@ def _adagrad_da(var, gradient_accumulator, gradient_squared_accumulator, grad, l
 def _adagrad_da_scalars(var, lr, l1, l2, global_step):
     T = var.dtype.type
     lr, l1, l2 = T(lr), T(l1), T(l2)
-    gs = T(np.float32(global_step))  # static_cast<float>(global_step), then T
+    gs = T(np.int64(global_step).astype(np.float32))  # static_cast<float>(int64): rounded once, then T
     return lr, bool(l1 > 0), gs * l1, l2 * (gs * lr)
 
 
@@ -584,17 +584,18 @@ def power_sign_scales(T, logbase, sign_decay):
     overflow) and rounded once to T.  Every backend takes these values from here, so the op is
     bit for bit the same everywhere (an exp per element would differ in the last bit between
     NumPy's SIMD exp and libm's, and cost an exp per element)."""
-    ls = T(logbase) * T(sign_decay)
+    with np.errstate(all="ignore"):  # an overflow in T (the product, an exp's rounding) is inf, as in C
+        ls = T(logbase) * T(sign_decay)
 
-    def exp(x):
-        if x != x:
-            return T(np.nan)
-        try:
-            return T(math.exp(x))
-        except OverflowError:
-            return T(np.inf)
-    x = float(ls)
-    return ls, exp(x), exp(-x), exp(x * 0.0)
+        def exp(x):
+            if x != x:
+                return T(np.nan)
+            try:
+                return T(math.exp(x))
+            except OverflowError:
+                return T(np.inf)
+        x = float(ls)
+        return ls, exp(x), exp(-x), exp(x * 0.0)
 
 
 @_ieee
