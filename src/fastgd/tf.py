@@ -148,8 +148,10 @@ _CHECK_TEXT = {"positive": ("> 0", "is not a positive scalar"), "nonneg": (">= 0
 def _value_check(name: str, value: float, kind: str, dtype: np.dtype, linear: bool = False) -> None:
     """TF's value check ``kind`` of scalar ``name``, on its value in the arrays' dtype (as TF sees
     it: 1e-50 is 0 in float32)."""
-    if dtype == _F32:
-        with np.errstate(all="ignore"):  # (finite in float32: _f32_finite ran first; 1e-50 underflows to 0)
+    if dtype == _F32 and 0.0 < abs(value) < 1e-44:
+        # only a magnitude this small can round to 0 in float32 (and -1e-50 then passes ">= 0",
+        # as TF sees -0.0); larger ones keep their sign and zero-ness (finite: _f32_finite ran)
+        with np.errstate(all="ignore"):
             v = float(np.float32(value))
     else:
         v = value

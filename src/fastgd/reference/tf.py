@@ -34,6 +34,7 @@ Every function updates ``var`` and its slots in place and returns ``var``.
 """
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any
 
@@ -577,6 +578,7 @@ def tf_apply_add_sign(var: Array, m: Array, grad: Array, lr: float, alpha: float
     return var
 
 
+@functools.lru_cache(maxsize=16)  # a training loop calls it with the same few (T, logbase, sign_decay)
 def power_sign_scales(T, logbase, sign_decay):
     """PowerSign's ``exp(logbase*sign_decay * sign(g)*sign(m))`` takes three values (sign_gm is 1,
     -1 or 0; NaN gives NaN): ``(ls, e_pos, e_neg, e_zero)`` with ``ls = logbase*sign_decay`` in
