@@ -328,3 +328,31 @@ def test_global_step_rounds_once_to_float32(name, compiled_backend, dtype):
     np.testing.assert_array_equal(d["var"], ref["var"])
     gs = float(np.int64(2 ** 60 + 2 ** 36 + 1).astype(np.float32))
     assert gs == 2.0 ** 60 + 2.0 ** 37
+
+
+@pytest.mark.parametrize("op", list(TF_OPS.values()), ids=lambda o: o.name)
+def test_cython_kernels_recheck_what_they_rely_on(op):
+    """The Cython kernels re-check, where no other Python code can run, what their pointer
+    accesses rely on (another thread could change an array in place between fastgd.tf's checks
+    and the kernel): an array of another dtype (the same bytes seen as int32) or size is a
+    RuntimeError, and nothing is written."""
+    impl = backend_module("cython")
+    rng = np.random.default_rng(9)
+    d = _inputs(op, rng, np.float32, (6, 3), 4)
+    d["indices"] = np.array([0, 5, 5, 2]) if op.sparse else None
+    if op.sparse:
+        arrays = [d[a] for a in op.arrays]
+        extra = [d["indices"]]
+    else:
+        arrays = [d[a].reshape(-1) for a in op.arrays]
+        extra = []
+    rest = [d[s] for s in op.scalars] + ([7] if op.has_step else []) + [dv for _, dv in op.attrs]
+    for k in range(len(arrays)):
+        for bad in (arrays[k].view(np.int32), arrays[k][:-1]):
+            args = list(arrays)
+            args[k] = bad
+            before = [a.copy() for a in arrays]
+            with pytest.raises(RuntimeError, match="changed after fastgd.tf checked it"):
+                getattr(impl, op.kernel)(*args, *extra, *rest)
+            for a, b in zip(arrays, before):
+                np.testing.assert_array_equal(a, b)

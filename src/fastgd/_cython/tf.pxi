@@ -95,6 +95,36 @@ cdef inline Py_ssize_t _dim(object a, int d) noexcept:
     return cnp.PyArray_DIMS(<cnp.ndarray>a)[d]
 
 
+cdef inline int _as_checked(object var, Py_ssize_t n, object a) except -1:
+    """What the pointer accesses rely on, re-checked here, where no other Python code can run:
+    fastgd.tf checked every array, but another Python thread could change one in place (its dtype,
+    its shape) between that check and this call (the GIL may switch threads between two bytecodes
+    of the checking function).  ``a`` must still be float32/float64 like ``var``, C-contiguous, of
+    ``n`` elements."""
+    cdef int t = cnp.PyArray_TYPE(<cnp.ndarray>a)
+    if ((t != cnp.NPY_FLOAT32 and t != cnp.NPY_FLOAT64) or t != cnp.PyArray_TYPE(<cnp.ndarray>var)
+            or cnp.PyArray_SIZE(<cnp.ndarray>a) != n or not cnp.PyArray_IS_C_CONTIGUOUS(<cnp.ndarray>a)):
+        raise RuntimeError("an array of this call changed after fastgd.tf checked it (by another thread?); "
+                           "nothing was written")
+    return 0
+
+
+cdef inline int _indices_checked(object var, object indices, Py_ssize_t N) except -1:
+    """indices (fastgd.tf's private int64 copy) still int64, C-contiguous, of N entries, each a
+    row of var as this call sees it (one pass over N integers, next to the N*inner of the step)."""
+    cdef Py_ssize_t rows = _dim(var, 0), i
+    cdef const int64_t* idx
+    if (cnp.PyArray_TYPE(<cnp.ndarray>indices) != cnp.NPY_INT64 or cnp.PyArray_SIZE(<cnp.ndarray>indices) != N
+            or not cnp.PyArray_IS_C_CONTIGUOUS(<cnp.ndarray>indices)):
+        raise RuntimeError("indices changed after fastgd.tf checked them; nothing was written")
+    idx = <const int64_t*>cnp.PyArray_DATA(<cnp.ndarray>indices)
+    for i in range(N):
+        if idx[i] < 0 or idx[i] >= rows:
+            raise RuntimeError("indices[%d] = %d is not a row of var (%d rows) any more: an array changed after "
+                               "fastgd.tf checked it; nothing was written" % (i, idx[i], rows))
+    return 0
+
+
 # ---------------------------------------------------------------------------------------
 # GradientDescent  (dense only: TF has no sparse form)
 # TF: var -= grad * lr()
@@ -127,6 +157,8 @@ def tf_apply_gradient_descent(var, delta, double alpha):
     cdef int nt = threads_for(n)
     cdef void* _p_var = _ptr(var)
     cdef void* _p_delta = _ptr(delta)
+    _as_checked(var, n, var)
+    _as_checked(var, n, delta)
     cdef bint f32 = _f32(var)
     cdef PyThreadState* ts = _release_gil(n)  # other Python threads run while a large step loops
     if f32:
@@ -193,6 +225,8 @@ def tf_apply_proximal_gradient_descent(var, delta, double alpha, double l1, doub
     cdef int nt = threads_for(n)
     cdef void* _p_var = _ptr(var)
     cdef void* _p_delta = _ptr(delta)
+    _as_checked(var, n, var)
+    _as_checked(var, n, delta)
     cdef bint f32 = _f32(var)
     cdef PyThreadState* ts = _release_gil(n)  # other Python threads run while a large step loops
     if f32:
@@ -237,6 +271,9 @@ def tf_sparse_apply_proximal_gradient_descent(var, grad, indices, double alpha, 
     cdef void* _p_var = _ptr(var)
     cdef void* _p_grad = _ptr(grad)
     cdef const int64_t* _p_indices = <const int64_t*>_ptr(indices)
+    _as_checked(var, _dim(var, 0) * inner, var)
+    _as_checked(var, n, grad)
+    _indices_checked(var, indices, N)
     cdef bint f32 = _f32(var)
     cdef PyThreadState* ts = _release_gil(n)  # other Python threads run while a large step loops
     if f32:
@@ -294,6 +331,10 @@ def tf_apply_adadelta(var, accum, accum_update, grad, double lr, double rho, dou
     cdef void* _p_accum = _ptr(accum)
     cdef void* _p_accum_update = _ptr(accum_update)
     cdef void* _p_grad = _ptr(grad)
+    _as_checked(var, n, var)
+    _as_checked(var, n, accum)
+    _as_checked(var, n, accum_update)
+    _as_checked(var, n, grad)
     cdef bint f32 = _f32(var)
     cdef PyThreadState* ts = _release_gil(n)  # other Python threads run while a large step loops
     if f32:
@@ -346,6 +387,11 @@ def tf_sparse_apply_adadelta(var, accum, accum_update, grad, indices, double lr,
     cdef void* _p_accum_update = _ptr(accum_update)
     cdef void* _p_grad = _ptr(grad)
     cdef const int64_t* _p_indices = <const int64_t*>_ptr(indices)
+    _as_checked(var, _dim(var, 0) * inner, var)
+    _as_checked(var, _dim(var, 0) * inner, accum)
+    _as_checked(var, _dim(var, 0) * inner, accum_update)
+    _as_checked(var, n, grad)
+    _indices_checked(var, indices, N)
     cdef bint f32 = _f32(var)
     cdef PyThreadState* ts = _release_gil(n)  # other Python threads run while a large step loops
     if f32:
@@ -412,6 +458,9 @@ def tf_apply_adagrad(var, accum, grad, double lr, bint update_slots):
     cdef void* _p_var = _ptr(var)
     cdef void* _p_accum = _ptr(accum)
     cdef void* _p_grad = _ptr(grad)
+    _as_checked(var, n, var)
+    _as_checked(var, n, accum)
+    _as_checked(var, n, grad)
     cdef bint f32 = _f32(var)
     cdef PyThreadState* ts = _release_gil(n)  # other Python threads run while a large step loops
     if f32:
@@ -453,6 +502,10 @@ def tf_sparse_apply_adagrad(var, accum, grad, indices, double lr, bint update_sl
     cdef void* _p_accum = _ptr(accum)
     cdef void* _p_grad = _ptr(grad)
     cdef const int64_t* _p_indices = <const int64_t*>_ptr(indices)
+    _as_checked(var, _dim(var, 0) * inner, var)
+    _as_checked(var, _dim(var, 0) * inner, accum)
+    _as_checked(var, n, grad)
+    _indices_checked(var, indices, N)
     cdef bint f32 = _f32(var)
     cdef PyThreadState* ts = _release_gil(n)  # other Python threads run while a large step loops
     if f32:
@@ -517,6 +570,9 @@ def tf_apply_adagrad_v2(var, accum, grad, double lr, double epsilon, bint update
     cdef void* _p_var = _ptr(var)
     cdef void* _p_accum = _ptr(accum)
     cdef void* _p_grad = _ptr(grad)
+    _as_checked(var, n, var)
+    _as_checked(var, n, accum)
+    _as_checked(var, n, grad)
     cdef bint f32 = _f32(var)
     cdef PyThreadState* ts = _release_gil(n)  # other Python threads run while a large step loops
     if f32:
@@ -559,6 +615,10 @@ def tf_sparse_apply_adagrad_v2(var, accum, grad, indices, double lr, double epsi
     cdef void* _p_accum = _ptr(accum)
     cdef void* _p_grad = _ptr(grad)
     cdef const int64_t* _p_indices = <const int64_t*>_ptr(indices)
+    _as_checked(var, _dim(var, 0) * inner, var)
+    _as_checked(var, _dim(var, 0) * inner, accum)
+    _as_checked(var, n, grad)
+    _indices_checked(var, indices, N)
     cdef bint f32 = _f32(var)
     cdef PyThreadState* ts = _release_gil(n)  # other Python threads run while a large step loops
     if f32:
@@ -630,6 +690,9 @@ def tf_apply_proximal_adagrad(var, accum, grad, double lr, double l1, double l2)
     cdef void* _p_var = _ptr(var)
     cdef void* _p_accum = _ptr(accum)
     cdef void* _p_grad = _ptr(grad)
+    _as_checked(var, n, var)
+    _as_checked(var, n, accum)
+    _as_checked(var, n, grad)
     cdef bint f32 = _f32(var)
     cdef PyThreadState* ts = _release_gil(n)  # other Python threads run while a large step loops
     if f32:
@@ -673,6 +736,10 @@ def tf_sparse_apply_proximal_adagrad(var, accum, grad, indices, double lr, doubl
     cdef void* _p_accum = _ptr(accum)
     cdef void* _p_grad = _ptr(grad)
     cdef const int64_t* _p_indices = <const int64_t*>_ptr(indices)
+    _as_checked(var, _dim(var, 0) * inner, var)
+    _as_checked(var, _dim(var, 0) * inner, accum)
+    _as_checked(var, n, grad)
+    _indices_checked(var, indices, N)
     cdef bint f32 = _f32(var)
     cdef PyThreadState* ts = _release_gil(n)  # other Python threads run while a large step loops
     if f32:
@@ -762,6 +829,10 @@ def tf_apply_adagrad_da(var, gradient_accumulator, gradient_squared_accumulator,
     cdef void* _p_gradient_accumulator = _ptr(gradient_accumulator)
     cdef void* _p_gradient_squared_accumulator = _ptr(gradient_squared_accumulator)
     cdef void* _p_grad = _ptr(grad)
+    _as_checked(var, n, var)
+    _as_checked(var, n, gradient_accumulator)
+    _as_checked(var, n, gradient_squared_accumulator)
+    _as_checked(var, n, grad)
     cdef bint f32 = _f32(var)
     cdef PyThreadState* ts = _release_gil(n)  # other Python threads run while a large step loops
     if f32:
@@ -817,6 +888,11 @@ def tf_sparse_apply_adagrad_da(var, gradient_accumulator, gradient_squared_accum
     cdef void* _p_gradient_squared_accumulator = _ptr(gradient_squared_accumulator)
     cdef void* _p_grad = _ptr(grad)
     cdef const int64_t* _p_indices = <const int64_t*>_ptr(indices)
+    _as_checked(var, _dim(var, 0) * inner, var)
+    _as_checked(var, _dim(var, 0) * inner, gradient_accumulator)
+    _as_checked(var, _dim(var, 0) * inner, gradient_squared_accumulator)
+    _as_checked(var, n, grad)
+    _indices_checked(var, indices, N)
     cdef bint f32 = _f32(var)
     cdef PyThreadState* ts = _release_gil(n)  # other Python threads run while a large step loops
     if f32:
@@ -934,6 +1010,10 @@ def tf_apply_ftrl(var, accum, linear, grad, double lr, double l1, double l2, dou
     cdef void* _p_accum = _ptr(accum)
     cdef void* _p_linear = _ptr(linear)
     cdef void* _p_grad = _ptr(grad)
+    _as_checked(var, n, var)
+    _as_checked(var, n, accum)
+    _as_checked(var, n, linear)
+    _as_checked(var, n, grad)
     cdef bint f32 = _f32(var)
     cdef PyThreadState* ts = _release_gil(n)  # other Python threads run while a large step loops
     if f32:
@@ -985,6 +1065,11 @@ def tf_sparse_apply_ftrl(var, accum, linear, grad, indices, double lr, double l1
     cdef void* _p_linear = _ptr(linear)
     cdef void* _p_grad = _ptr(grad)
     cdef const int64_t* _p_indices = <const int64_t*>_ptr(indices)
+    _as_checked(var, _dim(var, 0) * inner, var)
+    _as_checked(var, _dim(var, 0) * inner, accum)
+    _as_checked(var, _dim(var, 0) * inner, linear)
+    _as_checked(var, n, grad)
+    _indices_checked(var, indices, N)
     cdef bint f32 = _f32(var)
     cdef PyThreadState* ts = _release_gil(n)  # other Python threads run while a large step loops
     if f32:
@@ -1099,6 +1184,10 @@ def tf_apply_ftrl_v2(var, accum, linear, grad, double lr, double l1, double l2, 
     cdef void* _p_accum = _ptr(accum)
     cdef void* _p_linear = _ptr(linear)
     cdef void* _p_grad = _ptr(grad)
+    _as_checked(var, n, var)
+    _as_checked(var, n, accum)
+    _as_checked(var, n, linear)
+    _as_checked(var, n, grad)
     cdef bint f32 = _f32(var)
     cdef PyThreadState* ts = _release_gil(n)  # other Python threads run while a large step loops
     if f32:
@@ -1154,6 +1243,11 @@ def tf_sparse_apply_ftrl_v2(var, accum, linear, grad, indices, double lr, double
     cdef void* _p_linear = _ptr(linear)
     cdef void* _p_grad = _ptr(grad)
     cdef const int64_t* _p_indices = <const int64_t*>_ptr(indices)
+    _as_checked(var, _dim(var, 0) * inner, var)
+    _as_checked(var, _dim(var, 0) * inner, accum)
+    _as_checked(var, _dim(var, 0) * inner, linear)
+    _as_checked(var, n, grad)
+    _indices_checked(var, indices, N)
     cdef bint f32 = _f32(var)
     cdef PyThreadState* ts = _release_gil(n)  # other Python threads run while a large step loops
     if f32:
@@ -1224,6 +1318,9 @@ def tf_apply_momentum(var, accum, grad, double lr, double momentum, bint use_nes
     cdef void* _p_var = _ptr(var)
     cdef void* _p_accum = _ptr(accum)
     cdef void* _p_grad = _ptr(grad)
+    _as_checked(var, n, var)
+    _as_checked(var, n, accum)
+    _as_checked(var, n, grad)
     cdef bint f32 = _f32(var)
     cdef PyThreadState* ts = _release_gil(n)  # other Python threads run while a large step loops
     if f32:
@@ -1266,6 +1363,10 @@ def tf_sparse_apply_momentum(var, accum, grad, indices, double lr, double moment
     cdef void* _p_accum = _ptr(accum)
     cdef void* _p_grad = _ptr(grad)
     cdef const int64_t* _p_indices = <const int64_t*>_ptr(indices)
+    _as_checked(var, _dim(var, 0) * inner, var)
+    _as_checked(var, _dim(var, 0) * inner, accum)
+    _as_checked(var, n, grad)
+    _indices_checked(var, indices, N)
     cdef bint f32 = _f32(var)
     cdef PyThreadState* ts = _release_gil(n)  # other Python threads run while a large step loops
     if f32:
@@ -1332,6 +1433,9 @@ def tf_apply_keras_momentum(var, accum, grad, double lr, double momentum, bint u
     cdef void* _p_var = _ptr(var)
     cdef void* _p_accum = _ptr(accum)
     cdef void* _p_grad = _ptr(grad)
+    _as_checked(var, n, var)
+    _as_checked(var, n, accum)
+    _as_checked(var, n, grad)
     cdef bint f32 = _f32(var)
     cdef PyThreadState* ts = _release_gil(n)  # other Python threads run while a large step loops
     if f32:
@@ -1374,6 +1478,10 @@ def tf_sparse_apply_keras_momentum(var, accum, grad, indices, double lr, double 
     cdef void* _p_accum = _ptr(accum)
     cdef void* _p_grad = _ptr(grad)
     cdef const int64_t* _p_indices = <const int64_t*>_ptr(indices)
+    _as_checked(var, _dim(var, 0) * inner, var)
+    _as_checked(var, _dim(var, 0) * inner, accum)
+    _as_checked(var, n, grad)
+    _indices_checked(var, indices, N)
     cdef bint f32 = _f32(var)
     cdef PyThreadState* ts = _release_gil(n)  # other Python threads run while a large step loops
     if f32:
@@ -1451,6 +1559,10 @@ def tf_apply_adam(var, m, v, grad, double beta1_power, double beta2_power, doubl
     cdef void* _p_m = _ptr(m)
     cdef void* _p_v = _ptr(v)
     cdef void* _p_grad = _ptr(grad)
+    _as_checked(var, n, var)
+    _as_checked(var, n, m)
+    _as_checked(var, n, v)
+    _as_checked(var, n, grad)
     cdef bint f32 = _f32(var)
     cdef PyThreadState* ts = _release_gil(n)  # other Python threads run while a large step loops
     if f32:
@@ -1515,6 +1627,11 @@ def tf_apply_adam_with_amsgrad(var, m, v, vhat, grad, double beta1_power, double
     cdef void* _p_v = _ptr(v)
     cdef void* _p_vhat = _ptr(vhat)
     cdef void* _p_grad = _ptr(grad)
+    _as_checked(var, n, var)
+    _as_checked(var, n, m)
+    _as_checked(var, n, v)
+    _as_checked(var, n, vhat)
+    _as_checked(var, n, grad)
     cdef bint f32 = _f32(var)
     cdef PyThreadState* ts = _release_gil(n)  # other Python threads run while a large step loops
     if f32:
@@ -1575,6 +1692,10 @@ def tf_apply_ada_max(var, m, v, grad, double beta1_power, double lr, double beta
     cdef void* _p_m = _ptr(m)
     cdef void* _p_v = _ptr(v)
     cdef void* _p_grad = _ptr(grad)
+    _as_checked(var, n, var)
+    _as_checked(var, n, m)
+    _as_checked(var, n, v)
+    _as_checked(var, n, grad)
     cdef bint f32 = _f32(var)
     cdef PyThreadState* ts = _release_gil(n)  # other Python threads run while a large step loops
     if f32:
@@ -1632,6 +1753,10 @@ def tf_apply_rms_prop(var, ms, mom, grad, double lr, double rho, double momentum
     cdef void* _p_ms = _ptr(ms)
     cdef void* _p_mom = _ptr(mom)
     cdef void* _p_grad = _ptr(grad)
+    _as_checked(var, n, var)
+    _as_checked(var, n, ms)
+    _as_checked(var, n, mom)
+    _as_checked(var, n, grad)
     cdef bint f32 = _f32(var)
     cdef PyThreadState* ts = _release_gil(n)  # other Python threads run while a large step loops
     if f32:
@@ -1685,6 +1810,11 @@ def tf_sparse_apply_rms_prop(var, ms, mom, grad, indices, double lr, double rho,
     cdef void* _p_mom = _ptr(mom)
     cdef void* _p_grad = _ptr(grad)
     cdef const int64_t* _p_indices = <const int64_t*>_ptr(indices)
+    _as_checked(var, _dim(var, 0) * inner, var)
+    _as_checked(var, _dim(var, 0) * inner, ms)
+    _as_checked(var, _dim(var, 0) * inner, mom)
+    _as_checked(var, n, grad)
+    _indices_checked(var, indices, N)
     cdef bint f32 = _f32(var)
     cdef PyThreadState* ts = _release_gil(n)  # other Python threads run while a large step loops
     if f32:
@@ -1749,6 +1879,11 @@ def tf_apply_centered_rms_prop(var, mg, ms, mom, grad, double lr, double rho, do
     cdef void* _p_ms = _ptr(ms)
     cdef void* _p_mom = _ptr(mom)
     cdef void* _p_grad = _ptr(grad)
+    _as_checked(var, n, var)
+    _as_checked(var, n, mg)
+    _as_checked(var, n, ms)
+    _as_checked(var, n, mom)
+    _as_checked(var, n, grad)
     cdef bint f32 = _f32(var)
     cdef PyThreadState* ts = _release_gil(n)  # other Python threads run while a large step loops
     if f32:
@@ -1807,6 +1942,12 @@ def tf_sparse_apply_centered_rms_prop(var, mg, ms, mom, grad, indices, double lr
     cdef void* _p_mom = _ptr(mom)
     cdef void* _p_grad = _ptr(grad)
     cdef const int64_t* _p_indices = <const int64_t*>_ptr(indices)
+    _as_checked(var, _dim(var, 0) * inner, var)
+    _as_checked(var, _dim(var, 0) * inner, mg)
+    _as_checked(var, _dim(var, 0) * inner, ms)
+    _as_checked(var, _dim(var, 0) * inner, mom)
+    _as_checked(var, n, grad)
+    _indices_checked(var, indices, N)
     cdef bint f32 = _f32(var)
     cdef PyThreadState* ts = _release_gil(n)  # other Python threads run while a large step loops
     if f32:
@@ -1862,6 +2003,9 @@ def tf_apply_add_sign(var, m, grad, double lr, double alpha, double sign_decay, 
     cdef void* _p_var = _ptr(var)
     cdef void* _p_m = _ptr(m)
     cdef void* _p_grad = _ptr(grad)
+    _as_checked(var, n, var)
+    _as_checked(var, n, m)
+    _as_checked(var, n, grad)
     cdef bint f32 = _f32(var)
     cdef PyThreadState* ts = _release_gil(n)  # other Python threads run while a large step loops
     if f32:
@@ -1919,6 +2063,12 @@ def tf_apply_power_sign(var, m, grad, double lr, double logbase, double sign_dec
     cdef bint f32 = _f32(var)
     _ls, e_pos, e_neg, e_zero = power_sign_scales(np.float32 if f32 else np.float64, logbase, sign_decay)
     cdef double ep = e_pos, en = e_neg, ez = e_zero
+    # (after the Python call above: from here to the loop no other Python code runs)
+    _as_checked(var, n, var)
+    _as_checked(var, n, m)
+    _as_checked(var, n, grad)
+    if _f32(var) != f32:
+        raise RuntimeError("var changed after fastgd.tf checked it (by another thread?); nothing was written")
     cdef int nt = threads_for(n)
     cdef void* _p_var = _ptr(var)
     cdef void* _p_m = _ptr(m)
