@@ -45,7 +45,8 @@ def op_inputs(op, rng, n, rows=None, inner=None, n_idx=None):
     for a in op.arrays:
         s = (n_idx, inner) if (op.sparse and a == op.grad) else shape
         x = rng.random(s, dtype=np.float32)
-        d[a] = x * 0.9 + 0.1 if a in POSITIVE else (x - 0.5) * (1e-3 if a == op.grad else 1.0)
+        # (mg small beside ms: CenteredRMSProp's ms - mg^2 + eps stays positive, no NaN)
+        d[a] = x * 0.9 + 0.1 if a in POSITIVE else (x - 0.5) * (1e-3 if a == op.grad else 0.1 if a == "mg" else 1.0)
     for s in op.scalars:
         d[s] = SCALARS[s]
     if op.has_step:
