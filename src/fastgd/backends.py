@@ -80,6 +80,20 @@ def _load(name):
     return mod
 
 
+def lazy_kernels(package: str, prefix: str, submodule: str) -> Callable[[str], Any]:
+    """A module ``__getattr__`` for the backend package ``package``: names starting with
+    ``prefix`` come from its ``submodule``, imported at the first use of one of them (fastgd.tf's
+    kernels: not loaded with fastgd)."""
+    def __getattr__(name: str) -> Any:
+        if name.startswith(prefix):
+            try:
+                return getattr(importlib.import_module(package + "." + submodule), name)
+            except AttributeError:
+                pass
+        raise AttributeError("module %r has no attribute %r" % (package, name))
+    return __getattr__
+
+
 def available_backends() -> list[Backend]:
     """Names of the backends that import on this machine, fastest first."""
     out: list[Backend] = []

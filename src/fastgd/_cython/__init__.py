@@ -8,7 +8,7 @@ import os
 
 from . import _core
 from .._rules import KERNELS
-from ..backends import on_thread_settings
+from ..backends import lazy_kernels, on_thread_settings
 
 # the kernels read the thread settings from C; with none set they follow OpenMP's count
 on_thread_settings(_core.set_threads, _core.openmp_threads, _core.serial_only)
@@ -45,19 +45,7 @@ for _k in KERNELS + tuple(k + "_multi" for k in KERNELS) + ("copy_skeleton", "mu
 
 # TensorFlow's training ops (fastgd.tf): the _tf_<variant> module of the same variant, imported
 # at the first use of one of its kernels (tf_apply_*, tf_sparse_apply_*), not with fastgd
-_tf = None
-
-
-def __getattr__(name):
-    global _tf
-    if name.startswith("tf_"):
-        if _tf is None:
-            _tf = importlib.import_module("fastgd._cython._tf_" + SIMD_VARIANT)
-        try:
-            return getattr(_tf, name)
-        except AttributeError:
-            pass
-    raise AttributeError("module %r has no attribute %r" % (__name__, name))
+__getattr__ = lazy_kernels(__name__, "tf_", "_tf_" + SIMD_VARIANT)
 
 
 # the <rule>_multi kernels take half-precision arrays and grad_scale=, clip=, masters= (staged.pxi)

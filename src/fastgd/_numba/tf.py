@@ -29,21 +29,13 @@ import math
 import numpy as np
 from numba import njit, prange
 
+from .._rules import TF_KERNELS
 from ..backends import threads_for
 from ..reference.tf import power_sign_scales
 from .rules import FASTMATH, _compile, _max_nan, _sign, _variant
 
-__all__ = [
-    "tf_apply_gradient_descent", "tf_apply_proximal_gradient_descent", "tf_apply_adadelta",
-    "tf_apply_adagrad", "tf_apply_adagrad_v2", "tf_apply_proximal_adagrad", "tf_apply_adagrad_da",
-    "tf_apply_ftrl", "tf_apply_ftrl_v2", "tf_apply_momentum", "tf_apply_keras_momentum",
-    "tf_apply_adam", "tf_apply_adam_with_amsgrad", "tf_apply_ada_max", "tf_apply_rms_prop",
-    "tf_apply_centered_rms_prop", "tf_apply_add_sign", "tf_apply_power_sign",
-    "tf_sparse_apply_proximal_gradient_descent", "tf_sparse_apply_adadelta", "tf_sparse_apply_adagrad",
-    "tf_sparse_apply_adagrad_v2", "tf_sparse_apply_proximal_adagrad", "tf_sparse_apply_adagrad_da",
-    "tf_sparse_apply_ftrl", "tf_sparse_apply_ftrl_v2", "tf_sparse_apply_momentum",
-    "tf_sparse_apply_keras_momentum", "tf_sparse_apply_rms_prop", "tf_sparse_apply_centered_rms_prop",
-]
+# the kernel names of the table (fastgd._rules.TF_OPS), in its order
+__all__ = list(TF_KERNELS)
 
 
 def _elem(f):

@@ -2,14 +2,8 @@
 oracle every compiled backend is tested against."""
 from . import rules
 from .rules import *  # noqa: F401,F403
+from ..backends import lazy_kernels
 
 
-def __getattr__(name):
-    """TensorFlow's training ops (fastgd.tf, the spec in .tf): imported at first use."""
-    if name.startswith("tf_"):
-        from . import tf
-        try:
-            return getattr(tf, name)
-        except AttributeError:
-            pass
-    raise AttributeError("module %r has no attribute %r" % (__name__, name))
+# TensorFlow's training ops (fastgd.tf, the spec in .tf): imported at first use
+__getattr__ = lazy_kernels(__name__, "tf_", "tf")
