@@ -73,7 +73,7 @@ HYPER = {
 }
 
 SINGLE_SHAPES = [(3, 343)]                 # 1029 elements: vector bodies and a remainder
-MULTI_SHAPES = [(37,), (0,), (3, 343), (1,), (2, 5, 3)]
+MULTI_SHAPES = [(37,), (0,), (3, 343), (1,), (2, 5, 3), (201,)]  # 201: a float16 block of 128, one of 64, 9 alone
 
 
 def _seed(*key):
