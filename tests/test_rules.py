@@ -281,6 +281,72 @@ def test_fast_multi_accept_never_accepts_what_the_checks_refuse(dtype):
         M._check_arrays(names, lists, 1, 0)
 
 
+def _half_dtypes():
+    out = [np.dtype(np.float16)]
+    try:
+        import ml_dtypes
+    except ImportError:  # pragma: no cover - in the [test] extra
+        return out
+    return out + [np.dtype(ml_dtypes.bfloat16)]
+
+
+@pytest.mark.filterwarnings("ignore::PendingDeprecationWarning")
+@pytest.mark.parametrize("half", _half_dtypes(), ids=str)
+@pytest.mark.parametrize("state", ["float32", "half"])
+def test_fast_half_accepts_never_accept_what_the_checks_refuse(half, state):
+    """The half-precision fast accepts (``_core.half_arrays_ok``, single tensor, and
+    ``multi_arrays_ok``) against the named checks: every one-change variant of a valid call
+    refused by V.arrays / fastgd.multi's checks is refused by them; the valid calls are
+    accepted, multi as "call per dtype combination" (2); ``arrays_ok``, whose True makes the
+    callers run a float32/float64 kernel, never accepts a half-precision param."""
+    from fastgd._cython import _core, multi_arrays_ok
+    sd = np.dtype(np.float32) if state == "float32" else half
+    names = ("param", "grad", "exp_avg", "exp_avg_sq")
+    mnames = ("params", "grads", "exp_avgs", "exp_avg_sqs")
+
+    def good():
+        return (np.full((2, 3), 0.5, half), np.full((2, 3), 0.25, half), np.zeros((2, 3), sd), np.ones((2, 3), sd))
+
+    other_half = [d for d in _half_dtypes() if d != half]
+    cases = [(w, m) for w, m in _bad_inputs(half) if not w.startswith(("other float", "overlap"))]
+
+    def at(k, f):
+        return lambda arrs: arrs[:k] + (f(arrs[k]),) + arrs[k + 1:]
+    cases += [("float32 param", at(0, lambda a: a.astype(np.float32))),
+              ("float32 grad", at(1, lambda a: a.astype(np.float32))),
+              ("float64 state", at(2, lambda a: a.astype(np.float64))),
+              ("float64 state at 3", at(3, lambda a: a.astype(np.float64))),
+              ("states of two dtypes", at(3, lambda a: a.astype(np.float32 if sd == half else half))),
+              ("int16 state", at(2, lambda a: a.astype(np.int16))),
+              ("uint16 param", at(0, lambda a: a.view(np.uint16))),
+              ("overlap 0/3", lambda arrs: arrs[:3] + (arrs[0],) if sd == half else arrs[:3] + (arrs[0].view(np.float32).reshape(-1)[:6].reshape(2, 3),)),
+              ("overlap 2/3", lambda arrs: arrs[:3] + (arrs[2],))]
+    cases += [("other half grad", at(1, lambda a, d=d: a.astype(d))) for d in other_half]
+    for what, make in cases:
+        try:
+            arrs = make(good())
+        except (TypeError, ValueError):  # a variant this dtype cannot be made in (byte-swapped bfloat16)
+            continue
+        with pytest.raises((TypeError, ValueError)):
+            V.arrays(names, arrs, 1, 0)
+        assert not _core.half_arrays_ok(arrs, 1, 0), what
+        assert not _core.arrays_ok(arrs, 1, 0), what
+        ok_arrs = good()
+        lists = tuple([ok_arrs[k], arrs[k]] for k in range(4))
+        with pytest.raises((TypeError, ValueError)):
+            M._check_arrays(mnames, lists, 1, 0)
+        assert not multi_arrays_ok(lists, 1, 0), what
+    arrs = good()
+    assert V.arrays(names, arrs, 1, 0) == half
+    assert _core.half_arrays_ok(arrs, 1, 0) and not _core.arrays_ok(arrs, 1, 0)
+    assert _core.half_arrays_ok(arrs[:3] + (None,), 1, 1 << 3) and not _core.half_arrays_ok(arrs[:3] + (None,), 1, 0)
+    assert multi_arrays_ok(tuple([a, b] for a, b in zip(good(), good())), 1, 0) == 2
+    # tensors of different combinations in one call: accepted, each combination its own kernel call
+    mixed = (np.full(3, 0.5, np.float32), np.full(3, 0.5, np.float32), np.zeros(3, np.float32), np.ones(3, np.float32))
+    assert multi_arrays_ok(tuple([a, b] for a, b in zip(good(), mixed)), 1, 0) == 2
+    assert not _core.half_arrays_ok(mixed, 1, 0)
+
+
 @pytest.mark.parametrize("rule", ["sgd", "rmsprop", "adam"])
 def test_none_inside_an_optional_list_is_refused(rule, backend):
     """An optional state list that is used must hold arrays: None inside it would reach the

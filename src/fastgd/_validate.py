@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 # Fast accepts in C (True: the checks below would pass, return the values unchanged; False:
 # let them find and name the problem).  Hot paths call ``arrays_ok(a, n) or arrays(names, a, n)``.
 try:
-    from ._cython._core import adam_scalars_ok, arrays_ok, first_overlap
+    from ._cython._core import adam_scalars_ok, arrays_ok, first_overlap, half_arrays_ok
 except ImportError:  # pragma: no cover - compiled part missing
     def first_overlap(a: NDArray[Any], lists: tuple[Any, ...]) -> tuple[int, int] | None:
         for k, lst in enumerate(lists):
@@ -28,6 +28,9 @@ except ImportError:  # pragma: no cover - compiled part missing
         return None
 
     def arrays_ok(arrs: tuple[Any, ...], n_readonly: int, optional: int) -> bool:
+        return False
+
+    def half_arrays_ok(arrs: tuple[Any, ...], n_readonly: int, optional: int) -> bool:
         return False
 
     def adam_scalars_ok(step: object, lr: object, beta1: object, beta2: object, eps: object,
@@ -189,7 +192,7 @@ def arrays(names, arrs, n_readonly=0, optional=0):
     bfloat16; the gradient(s) param's dtype; the state arrays one dtype, param's or (for a
     float16/bfloat16 param) float32.  Returns param's dtype.
     """
-    if arrays_ok(arrs, n_readonly, optional):
+    if arrays_ok(arrs, n_readonly, optional) or half_arrays_ok(arrs, n_readonly, optional):
         return arrs[0].dtype
     dtype = array(names[0], arrs[0], None, None, True, True, True)
     shape = arrs[0].shape

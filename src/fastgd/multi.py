@@ -244,10 +244,12 @@ def _loop(single):
 
 def _groups(lists):
     """Tensor indices grouped by their arrays' dtypes (one kernel call each)."""
+    # keyed by type numbers (the arrays are checked: native byte order, and a type number
+    # names one dtype in a process); hashing dtype objects cost ~5 us per tensor for bfloat16
     groups = {}
+    present = [lst for lst in lists if lst is not None]
     for t in range(len(lists[0])):
-        groups.setdefault(tuple(None if lst is None else lst[t].dtype.str + lst[t].dtype.name for lst in lists),
-                          []).append(t)
+        groups.setdefault(tuple([lst[t].dtype.num for lst in present]), []).append(t)
     return groups.values()
 
 
@@ -262,8 +264,9 @@ def _run(rule, impl, lists, mixed, kw, ext=None):
         _kernel(impl, rule)(*lists, **kw)
         return params
     gs, clip, masters, fold = (None, None, None, False) if ext is None else ext
-    for idx in _groups(lists):
-        sub = [None if lst is None else [lst[t] for t in idx] for lst in lists]
+    groups = _groups(lists)
+    for idx in groups:
+        sub = lists if len(groups) == 1 else [None if lst is None else [lst[t] for t in idx] for lst in lists]
         sub_m = None if masters is None or masters[idx[0]] is None else [masters[t] for t in idx]
         _staged_call(impl, rule, sub, kw, gs, clip, sub_m, fold)
     return params

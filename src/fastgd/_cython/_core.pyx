@@ -2,6 +2,10 @@
 """Build facts (what the compiled part of fastgd was built with, what this CPU can run) and
 the fast path of argument validation."""
 
+import sys
+
+import numpy as np
+
 cimport numpy as cnp
 
 from fastgd._cython._helpers cimport _span
@@ -172,16 +176,35 @@ def adam_scalars_ok(step, lr, beta1, beta2, eps, weight_decay, amsgrad, maximize
             and 0.0 <= b1 < 1.0 and 0.0 <= b2 < 1.0)
 
 
-def arrays_ok(tuple arrs, Py_ssize_t n_readonly, unsigned long long optional):
-    """Fast accept for ``fastgd._validate.arrays``: True when every array is exactly a
-    C-contiguous, aligned, native float32/float64 ndarray with param's dtype and shape, None
-    appears only at positions whose bit is set in ``optional``, the written ones are
-    writeable and no two overlap (byte ranges, as ``numpy.may_share_memory`` checks them).
-    False means "let the Python checks find and name the problem"; it never raises.  It may
-    only accept what those checks accept (tests/test_validate.py feeds both the same input)."""
+cdef int _bf16_num = -1
+
+
+cdef int bf16_num():
+    """NumPy's type number of ``ml_dtypes.bfloat16``, or -1 while ml_dtypes is not imported (no
+    bfloat16 array can exist before; fastgd never imports it).  Looked up once, from
+    ``sys.modules`` only: the checks that use it call it before they look at any array."""
+    global _bf16_num
+    if _bf16_num < 0:
+        mod = sys.modules.get("ml_dtypes")
+        if mod is not None:
+            t = getattr(mod, "bfloat16", None)
+            if isinstance(t, type):
+                d = np.dtype(t)
+                if d.itemsize == 2 and cnp.PyTypeNum_ISUSERDEF(d.num):
+                    _bf16_num = d.num
+    return _bf16_num
+
+
+cdef inline bint _param_tnum_ok(int tnum, bint half, int bf16) noexcept:
+    if half:
+        return tnum == cnp.NPY_FLOAT16 or (bf16 >= 0 and tnum == bf16)
+    return tnum == cnp.NPY_FLOAT32 or tnum == cnp.NPY_FLOAT64
+
+
+cdef bint _arrays_ok(tuple arrs, Py_ssize_t n_readonly, unsigned long long optional, bint half):
     cdef Py_ssize_t k, j, nd, d, n = len(arrs)
     cdef cnp.ndarray a, p
-    cdef int tnum
+    cdef int tnum, want, state = -1, bf16 = bf16_num() if half else -1
     cdef char* lo[8]
     cdef char* hi[8]
     cdef Py_ssize_t m = 0
@@ -192,7 +215,7 @@ def arrays_ok(tuple arrs, Py_ssize_t n_readonly, unsigned long long optional):
         return False
     p = <cnp.ndarray>first
     tnum = cnp.PyArray_TYPE(p)
-    if tnum != cnp.NPY_FLOAT32 and tnum != cnp.NPY_FLOAT64:
+    if not _param_tnum_ok(tnum, half, bf16):
         return False
     nd = cnp.PyArray_NDIM(p)
     for k in range(n):
@@ -204,7 +227,14 @@ def arrays_ok(tuple arrs, Py_ssize_t n_readonly, unsigned long long optional):
         if not cnp.PyArray_CheckExact(o):
             return False
         a = <cnp.ndarray>o
-        if cnp.PyArray_TYPE(a) != tnum or cnp.PyArray_NDIM(a) != nd or not cnp.PyArray_ISNOTSWAPPED(a):
+        want = tnum
+        if half and k > n_readonly:  # a half param's state: float32 or param's dtype, one for all
+            if state < 0:
+                state = cnp.PyArray_TYPE(a)
+                if state != tnum and state != cnp.NPY_FLOAT32:
+                    return False
+            want = state
+        if cnp.PyArray_TYPE(a) != want or cnp.PyArray_NDIM(a) != nd or not cnp.PyArray_ISNOTSWAPPED(a):
             return False
         if not cnp.PyArray_IS_C_CONTIGUOUS(a) or not cnp.PyArray_ISALIGNED(a):
             return False
@@ -223,6 +253,26 @@ def arrays_ok(tuple arrs, Py_ssize_t n_readonly, unsigned long long optional):
             if lo[k] < hi[j] and lo[j] < hi[k]:
                 return False
     return True
+
+
+def arrays_ok(tuple arrs, Py_ssize_t n_readonly, unsigned long long optional):
+    """Fast accept for ``fastgd._validate.arrays``: True when every array is exactly a
+    C-contiguous, aligned, native float32/float64 ndarray with param's dtype and shape, None
+    appears only at positions whose bit is set in ``optional``, the written ones are
+    writeable and no two overlap (byte ranges, as ``numpy.may_share_memory`` checks them).
+    False means "let the Python checks find and name the problem"; it never raises.  It may
+    only accept what those checks accept (tests/test_validate.py feeds both the same input).
+    Half-precision arrays are never accepted here (callers dispatch float32/float64 kernels
+    on a True): see ``half_arrays_ok``."""
+    return _arrays_ok(arrs, n_readonly, optional, False)
+
+
+def half_arrays_ok(tuple arrs, Py_ssize_t n_readonly, unsigned long long optional):
+    """``arrays_ok`` for a float16/bfloat16 param: True when param is exactly a C-contiguous,
+    aligned, native float16 or ``ml_dtypes.bfloat16`` ndarray, the gradient(s) have its dtype,
+    the state arrays one dtype, param's or float32, and everything else holds as for
+    ``arrays_ok``.  False for every float32/float64 param."""
+    return _arrays_ok(arrs, n_readonly, optional, True)
 
 
 def thread_spans(cnp.ndarray a, Py_ssize_t nthreads):

@@ -29,7 +29,7 @@ from fastgd._cython._helpers cimport (PyThreadState, _f32, _fabs, _head, _head_o
 
 cnp.import_array()
 
-from fastgd._cython._core cimport threads_for
+from fastgd._cython._core cimport bf16_num, threads_for
 
 VARIANT = FASTGD_VARIANT_NAME
 
@@ -2532,15 +2532,19 @@ cdef extern from *:
 
 
 def multi_arrays_ok(tuple lists, Py_ssize_t n_readonly, unsigned long long optional):
-    """1 (all params of one dtype) or 2 (float32 and float64 mixed) when, for every t, the
-    arrays ``lists[k][t]`` (lists that are None skipped) are C-contiguous native-byte-order
-    float32/float64 ndarrays (exact type) of param's (``lists[0][t]``) dtype and shape, the
-    written ones (k == 0 or k > n_readonly) writeable, and no written array overlaps any
-    other array of the call.  0 means "let the Python checks find and name the
-    problem"; it never raises (bad list types or lengths included)."""
+    """1 (all params of one dtype, float32 or float64) or 2 (the kernels must be called per dtype
+    combination: float32 and float64 mixed, or half precision) when, for every t, the arrays
+    ``lists[k][t]`` (lists that are None skipped) are C-contiguous, aligned, native-byte-order
+    ndarrays (exact type) of param's (``lists[0][t]``) shape; param float32, float64, float16
+    or ``ml_dtypes.bfloat16``; the gradients (k <= n_readonly) of param's dtype, the state
+    arrays too, or for a half-precision param all of one dtype, param's or float32; the
+    written ones (k == 0 or k > n_readonly) writeable; and no written array overlaps any
+    other array of the call.  0 means "let the Python checks find and name the problem"; it
+    never raises (bad list types or lengths included)."""
     cdef Py_ssize_t K = len(lists), T, k, t, d, nd, m = 0, i
     cdef cnp.ndarray a, p
-    cdef int tnum, tnum0 = -1, mixed = 0
+    cdef int tnum, tnum0 = -1, mixed = 0, want, state, bf16
+    cdef bint half
     cdef fgd_range* r
     if K == 0 or K > 60 or type(lists[0]) is not list:
         return 0
@@ -2551,6 +2555,7 @@ def multi_arrays_ok(tuple lists, Py_ssize_t n_readonly, unsigned long long optio
                 return 0
         elif type(lists[k]) is not list or len(<list>lists[k]) != T:
             return 0
+    bf16 = bf16_num()  # (before any array is looked at: it reads sys.modules)
     r = <fgd_range*>malloc(sizeof(fgd_range) * (2 * K * T + 1))  # ranges, then the sort's buffer
     if r == NULL:
         return 0
@@ -2561,13 +2566,17 @@ def multi_arrays_ok(tuple lists, Py_ssize_t n_readonly, unsigned long long optio
                 return 0
             p = <cnp.ndarray>o
             tnum = cnp.PyArray_TYPE(p)
-            if tnum != cnp.NPY_FLOAT32 and tnum != cnp.NPY_FLOAT64:
+            half = tnum == cnp.NPY_FLOAT16 or (bf16 >= 0 and tnum == bf16)
+            if tnum != cnp.NPY_FLOAT32 and tnum != cnp.NPY_FLOAT64 and not half:
                 return 0
             if tnum0 < 0:
                 tnum0 = tnum
             elif tnum != tnum0:
                 mixed = 1
+            if half:
+                mixed = 1
             nd = cnp.PyArray_NDIM(p)
+            state = -1
             for k in range(K):
                 if lists[k] is None:
                     continue
@@ -2575,7 +2584,14 @@ def multi_arrays_ok(tuple lists, Py_ssize_t n_readonly, unsigned long long optio
                 if not cnp.PyArray_CheckExact(o):
                     return 0
                 a = <cnp.ndarray>o
-                if cnp.PyArray_TYPE(a) != tnum or cnp.PyArray_NDIM(a) != nd or not cnp.PyArray_IS_C_CONTIGUOUS(a) \
+                want = tnum
+                if half and k > n_readonly:  # a half param's state: float32 or param's dtype, one for all
+                    if state < 0:
+                        state = cnp.PyArray_TYPE(a)
+                        if state != tnum and state != cnp.NPY_FLOAT32:
+                            return 0
+                    want = state
+                if cnp.PyArray_TYPE(a) != want or cnp.PyArray_NDIM(a) != nd or not cnp.PyArray_IS_C_CONTIGUOUS(a) \
                         or not cnp.PyArray_ISNOTSWAPPED(a) or not cnp.PyArray_ISALIGNED(a):
                     return 0
                 if (k == 0 or k > n_readonly) and not cnp.PyArray_ISWRITEABLE(a):
