@@ -17,15 +17,24 @@ Sets:
   (Adamax, NAdam, RAdam, Adadelta, RMSprop) against torch's default.
 * 200 tensors of 4,096 elements against one tensor of 819,200 (fastgd.torch.AdamW).
 ``--quick``: a GPT-2 set with 1/16 of the embedding rows and 2 blocks (a smoke run).
+
+Every GPT-2 comparison also times a skeleton (``fastgd.bench``'s ``copy_skeleton``: fastgd's
+bytes of the rule, one read of every array and one write of every written one, trivial
+arithmetic) on flat float32 buffers of the set's size, alternated with the optimizers.  Its
+ratio other / skeleton is the ceiling of other / fastgd: no step that moves fastgd's bytes
+through memory once runs faster than it.  The lines after the table give each one.
 """
 import argparse
 import statistics
 import time
 
+import numpy as np
 import torch
 
 import fastgd
 import fastgd.torch as FT
+from fastgd.backends import backend_module
+from fastgd.bench import KERNELS
 
 D = 768
 
@@ -72,6 +81,28 @@ def paired(optimizers, rounds):
     return {name: statistics.median(v) for name, v in times.items()}
 
 
+class Skeleton:
+    """``step()``: the copy skeleton of rule ``kernel``'s float32 bytes over ``n`` elements (one
+    flat buffer per array, filled: a never-written zero page costs no memory traffic)."""
+
+    def __init__(self, kernel, n):
+        self.arrays = [np.full(n, 0.5, np.float32) for _ in range(2 + len(KERNELS[kernel].states))]
+        self.skel = backend_module("cython").copy_skeleton
+
+    def step(self):
+        self.skel(*self.arrays)
+
+
+SKELETON = "skeleton of fastgd's bytes (ceiling)"
+
+
+def ceilings(med):
+    """"other / skeleton" for every optimizer but fastgd: the best other / fastgd possible."""
+    sk = med[SKELETON]
+    return ["  %s: at most %.2fx (other / skeleton)" % (name, t / sk) for name, t in med.items()
+            if name not in (SKELETON, "fastgd.torch")]
+
+
 def row(label, med, base="fastgd.torch"):
     out = []
     for name, t in med.items():
@@ -101,11 +132,17 @@ def main(argv=None):
     ds = deepspeed_adam(ps)
     if ds is not None:
         opts["DeepSpeedCPUAdam(adamw_mode=True)"] = ds
-    lines += row(set_name + " AdamW", paired(opts, args.rounds))
+    opts[SKELETON] = Skeleton("adamw", n)
+    med = paired(opts, args.rounds)
+    lines += row(set_name + " AdamW", med)
+    notes = ["AdamW, " + set_name] + ceilings(med)
     del opts, ds
     for name in ("Adamax", "NAdam", "RAdam", "Adadelta", "RMSprop"):
-        opts = {"fastgd.torch": getattr(FT, name)(ps), "torch.optim (default)": getattr(torch.optim, name)(ps)}
-        lines += row(set_name + " " + name, paired(opts, max(2, args.rounds // 2)))
+        opts = {"fastgd.torch": getattr(FT, name)(ps), "torch.optim (default)": getattr(torch.optim, name)(ps),
+                SKELETON: Skeleton(name.lower(), n)}
+        med = paired(opts, max(2, args.rounds // 2))
+        lines += row(set_name + " " + name, med)
+        notes += [name] + ceilings(med)
         del opts
     del ps
     small = make_set([(4096,)] * 200, seed=1)
@@ -114,6 +151,8 @@ def main(argv=None):
                  args.rounds * 40)
     lines += row("AdamW, 819,200 elements", med, base="fastgd.torch 1 x 819,200")
     print("\n".join(lines))
+    print("\nThe ceilings of other / fastgd (a step moving fastgd's bytes once, at this run's bandwidth):")
+    print("\n".join(notes))
 
 
 if __name__ == "__main__":
