@@ -445,6 +445,7 @@ cdef void _sgd(pst* p, const pst* g, sst* b, Py_ssize_t n, int nthreads, floatin
 
 def sgd(param, grad, momentum_buffer, double lr, double momentum, double dampening, bint nesterov,
         double weight_decay, bint maximize, bint first_step):
+    _single_checked(param, (grad, momentum_buffer,))
     cdef Py_ssize_t n = cnp.PyArray_SIZE(<cnp.ndarray>param)
     cdef int nt = threads_for(n)
     cdef double sign = -1.0 if maximize else 1.0
@@ -591,6 +592,7 @@ cdef void _adam(pst* p, const pst* g, sst* m, sst* v, sst* vmax,
 def adam(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, double step, double lr, double beta1,
          double beta2, double eps, double weight_decay, bint amsgrad, bint maximize,
          bint decoupled_weight_decay):
+    _single_checked(param, (grad, exp_avg, exp_avg_sq, max_exp_avg_sq,))
     cdef Py_ssize_t n = cnp.PyArray_SIZE(<cnp.ndarray>param)
     cdef int nt = threads_for(n)
     cdef double sign = -1.0 if maximize else 1.0
@@ -698,6 +700,7 @@ cdef void _adamax(pst* p, const pst* g, sst* m, sst* u, Py_ssize_t n, int nthrea
 
 def adamax(param, grad, exp_avg, exp_inf, double step, double lr, double beta1, double beta2, double eps,
            double weight_decay, bint maximize):
+    _single_checked(param, (grad, exp_avg, exp_inf,))
     cdef Py_ssize_t n = cnp.PyArray_SIZE(<cnp.ndarray>param)
     cdef int nt = threads_for(n)
     cdef double sign = -1.0 if maximize else 1.0
@@ -816,6 +819,7 @@ cdef void _nadam(pst* p, const pst* g, sst* m, sst* v, Py_ssize_t n, int nthread
 
 def nadam(param, grad, exp_avg, exp_avg_sq, step, mu_product, double lr, double beta1, double beta2,
           double eps, double weight_decay, double momentum_decay, bint maximize, bint decoupled_weight_decay):
+    _single_checked(param, (grad, exp_avg, exp_avg_sq,))
     cdef Py_ssize_t n = cnp.PyArray_SIZE(<cnp.ndarray>param)
     cdef int nt = threads_for(n)
     cdef double sign = -1.0 if maximize else 1.0
@@ -945,6 +949,7 @@ cdef void _radam(pst* p, const pst* g, sst* m, sst* v, Py_ssize_t n, int nthread
 
 def radam(param, grad, exp_avg, exp_avg_sq, step, double lr, double beta1, double beta2, double eps,
           double weight_decay, bint maximize, bint decoupled_weight_decay):
+    _single_checked(param, (grad, exp_avg, exp_avg_sq,))
     cdef Py_ssize_t n = cnp.PyArray_SIZE(<cnp.ndarray>param)
     cdef int nt = threads_for(n)
     cdef double sign = -1.0 if maximize else 1.0
@@ -1045,6 +1050,7 @@ cdef void _adagrad(pst* p, const pst* g, sst* s, Py_ssize_t n, int nthreads, flo
 
 def adagrad(param, grad, state_sum, step, double lr, double lr_decay, double weight_decay, double eps,
             bint maximize):
+    _single_checked(param, (grad, state_sum,))
     cdef Py_ssize_t n = cnp.PyArray_SIZE(<cnp.ndarray>param)
     cdef int nt = threads_for(n)
     cdef double sign = -1.0 if maximize else 1.0
@@ -1147,6 +1153,7 @@ cdef void _adadelta(pst* p, const pst* g, sst* s, sst* a, Py_ssize_t n, int nthr
 
 def adadelta(param, grad, square_avg, acc_delta, double lr, double rho, double eps, double weight_decay,
              bint maximize):
+    _single_checked(param, (grad, square_avg, acc_delta,))
     cdef Py_ssize_t n = cnp.PyArray_SIZE(<cnp.ndarray>param)
     cdef int nt = threads_for(n)
     cdef double sign = -1.0 if maximize else 1.0
@@ -1297,6 +1304,7 @@ cdef void _rmsprop(pst* p, const pst* g, sst* s, sst* b, sst* ga, Py_ssize_t n,
 
 def rmsprop(param, grad, square_avg, momentum_buffer, grad_avg, double lr, double alpha, double eps,
             double weight_decay, double momentum, bint centered, bint maximize):
+    _single_checked(param, (grad, square_avg, momentum_buffer, grad_avg,))
     cdef Py_ssize_t n = cnp.PyArray_SIZE(<cnp.ndarray>param)
     cdef int nt = threads_for(n)
     cdef double sign = -1.0 if maximize else 1.0
@@ -1397,6 +1405,7 @@ cdef void _lion(pst* p, const pst* g, sst* m, Py_ssize_t n, int nthreads, floati
 
 
 def lion(param, grad, exp_avg, double lr, double beta1, double beta2, double weight_decay, bint maximize):
+    _single_checked(param, (grad, exp_avg,))
     cdef Py_ssize_t n = cnp.PyArray_SIZE(<cnp.ndarray>param)
     cdef int nt = threads_for(n)
     cdef double sign = -1.0 if maximize else 1.0
@@ -1500,6 +1509,85 @@ def multi_chunk(n=None):
     return _MULTI_CHUNK
 
 
+_CHANGED = ("an array of this call changed after fastgd checked it (by another thread?); nothing was "
+            "written")
+
+
+cdef inline bint _plain_ok(object a, int tnum, Py_ssize_t n, bint written):
+    """a still what the kernels' pointer accesses rely on: exactly an ndarray of type number
+    tnum and n elements, C-contiguous, aligned, writeable where written."""
+    return (cnp.PyArray_CheckExact(a) and cnp.PyArray_TYPE(<cnp.ndarray>a) == tnum
+            and cnp.PyArray_SIZE(<cnp.ndarray>a) == n and cnp.PyArray_IS_C_CONTIGUOUS(<cnp.ndarray>a)
+            and cnp.PyArray_ISALIGNED(<cnp.ndarray>a) and (not written or cnp.PyArray_ISWRITEABLE(<cnp.ndarray>a)))
+
+
+cdef int _single_checked(object param, tuple arrs) except -1:
+    """The single-tensor kernels' re-check, where no other Python code runs before the kernel:
+    fastgd checked every array, but another Python thread could change one in place (its dtype,
+    its shape) between that check and this call (the GIL may switch threads between two
+    bytecodes of the checking function).  param float32/float64; every array of ``arrs`` (None
+    skipped; arrs[0] the gradient, read only) of its type and size.  RuntimeError otherwise."""
+    cdef Py_ssize_t k, n
+    cdef int tnum
+    if not cnp.PyArray_CheckExact(param):
+        raise RuntimeError(_CHANGED)
+    tnum = cnp.PyArray_TYPE(<cnp.ndarray>param)
+    n = cnp.PyArray_SIZE(<cnp.ndarray>param)
+    if (tnum != cnp.NPY_FLOAT32 and tnum != cnp.NPY_FLOAT64) or not _plain_ok(param, tnum, n, True):
+        raise RuntimeError(_CHANGED)
+    for k in range(len(arrs)):
+        if arrs[k] is not None and not _plain_ok(arrs[k], tnum, n, k > 0):
+            raise RuntimeError(_CHANGED)
+    return 0
+
+
+cdef int _lists_checked(tuple lists, bint grads_read, bint first_read) except -1:
+    """_single_checked for a multi-tensor call (before its pointers are taken): lists[0] the
+    params, of one type (float32, float64, float16 or bfloat16), lists[1] (``grads_read``: read
+    only) of theirs, the other lists (None skipped) all of one type: the params' for float32 /
+    float64, float32 or the params' for half precision; every array of its param's size.  ``first_read``:
+    lists[0] is only read too (global_norm's gradients)."""
+    cdef Py_ssize_t K = len(lists), T, k, t, n
+    cdef int tp, ts = -1, bf16 = bf16_num()
+    cdef object lst
+    if K == 0 or type(lists[0]) is not list:
+        raise RuntimeError(_CHANGED)
+    T = len(<list>lists[0])
+    for k in range(K):
+        lst = lists[k]
+        if lst is not None and (type(lst) is not list or len(<list>lst) != T):
+            raise RuntimeError(_CHANGED)
+    if T == 0:
+        return 0
+    p = (<list>lists[0])[0]
+    if not cnp.PyArray_CheckExact(p):
+        raise RuntimeError(_CHANGED)
+    tp = cnp.PyArray_TYPE(<cnp.ndarray>p)
+    if tp != cnp.NPY_FLOAT32 and tp != cnp.NPY_FLOAT64 and tp != cnp.NPY_FLOAT16 and not (bf16 >= 0 and tp == bf16):
+        raise RuntimeError(_CHANGED)
+    for k in range(2, K):
+        if lists[k] is not None:
+            o = (<list>lists[k])[0]
+            if not cnp.PyArray_CheckExact(o):
+                raise RuntimeError(_CHANGED)
+            ts = cnp.PyArray_TYPE(<cnp.ndarray>o)
+            if ts != tp and not (ts == cnp.NPY_FLOAT32 and (tp == cnp.NPY_FLOAT16 or tp == bf16)):
+                raise RuntimeError(_CHANGED)
+            break
+    for t in range(T):
+        p = (<list>lists[0])[t]
+        if not cnp.PyArray_CheckExact(p):
+            raise RuntimeError(_CHANGED)
+        n = cnp.PyArray_SIZE(<cnp.ndarray>p)
+        if not _plain_ok(p, tp, n, not first_read):
+            raise RuntimeError(_CHANGED)
+        for k in range(1, K):
+            if lists[k] is not None and not _plain_ok((<list>lists[k])[t], tp if k == 1 else ts, n,
+                                                     not (k == 1 and grads_read)):
+                raise RuntimeError(_CHANGED)
+    return 0
+
+
 cdef class _Batch:
     """Data pointers of K lists of T arrays (``ptr[k * T + t]``, NULL for an unused list)
     and the chunk table (tensor, offset, length)."""
@@ -1523,7 +1611,10 @@ cdef class _Batch:
         free(self.cn)
 
 
-cdef _Batch _batch(tuple lists):
+cdef _Batch _batch(tuple lists, bint grads_read=True, bint first_read=False):
+    """The pointers and chunks of a multi-tensor call, after _lists_checked (``grads_read``:
+    lists[1] is only read; ``first_read``: lists[0] too)."""
+    _lists_checked(lists, grads_read, first_read)
     cdef _Batch b = _Batch()
     cdef list params = lists[0]
     cdef Py_ssize_t T = len(params), K = len(lists), k, t, n, off, end, cap = 0, c = 0

@@ -139,8 +139,13 @@ cdef _Staging _staging(_Batch b, tuple lists, grad_scale, clip, masters, int nt)
         st.s.mptr = <void**>malloc(sizeof(void*) * b.T)
         if st.s.mptr == NULL:
             raise MemoryError()
+        if type(masters) is not list or len(<list>masters) != b.T:
+            raise RuntimeError(_CHANGED)
         for t in range(b.T):
-            st.s.mptr[t] = _ptr(masters[t])
+            m = (<list>masters)[t]
+            if m is not None and not _plain_ok(m, cnp.NPY_FLOAT32, cnp.PyArray_SIZE(<cnp.ndarray>lists[0][t]), True):
+                raise RuntimeError(_CHANGED)  # (see _lists_checked)
+            st.s.mptr[t] = _ptr(m)
     st.raw = <char*>malloc(<size_t>nt * b.K * _SUB * 8 + 64)
     st.s.P = <void**>malloc(sizeof(void*) * nt * _MAXK)
     if st.raw == NULL or st.s.P == NULL:
@@ -332,8 +337,8 @@ cdef extern from *:
 
 def _by_dtype(list arrays):
     groups = {}
-    for a in arrays:
-        groups.setdefault(a.dtype.str + a.dtype.name, []).append(a)
+    for a in arrays:  # (type numbers: hashing a bfloat16 dtype costs microseconds)
+        groups.setdefault(a.dtype.num, []).append(a)
     return list(groups.values())
 
 
@@ -350,7 +355,7 @@ def global_norm(list grads, grad_scale=None, double tiny_below=0.0):
     cdef Py_ssize_t c
     cdef int nt, kind, isz, any_tiny = 0
     for group in _by_dtype(grads):
-        b = _batch((group,))
+        b = _batch((group,), True, True)
         if b.nchunks == 0:
             continue
         nt = _multi_threads(b)
