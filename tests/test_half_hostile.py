@@ -87,6 +87,80 @@ print("DONE", n_ok)
 '''
 
 
+MODULES = HELPERS + r'''
+import types
+import ml_dtypes
+import fastgd.multi as M
+BF = ml_dtypes.bfloat16
+real = sys.modules["ml_dtypes"]
+
+def bf_arrays():
+    return np.ones(64, BF), np.ones(64, BF), np.zeros(64, np.float32), np.zeros(64, np.float32)
+
+def watched(arrs):
+    return [a.view(np.uint16) if a.itemsize == 2 else a for a in arrs]
+
+a = bf_arrays()
+fastgd.adam_step(*a, step=1, backend=BACKEND)  # bfloat16 known (the C accepts' type number cached)
+# 1. ml_dtypes replaced in sys.modules: bfloat16 is no longer "the" bfloat16, in C as in Python
+sys.modules["ml_dtypes"] = types.ModuleType("ml_dtypes")
+a = bf_arrays()
+case("ml_dtypes replaced", TypeError, "param must have dtype", lambda: fastgd.adam_step(
+    *a, step=1, backend=BACKEND), *watched(a))
+case("ml_dtypes replaced (multi)", TypeError, "must have dtype", lambda: M.adam_step(
+    *[[x] for x in a], step=1, backend=BACKEND), *watched(a))
+del sys.modules["ml_dtypes"]
+case("ml_dtypes removed", TypeError, "param must have dtype", lambda: fastgd.adam_step(
+    *a, step=1, backend=BACKEND), *watched(a))
+sys.modules["ml_dtypes"] = real
+fastgd.adam_step(*a, step=1, backend=BACKEND)
+if not np.any(a[2]):
+    print("FAIL: ml_dtypes back: bfloat16 not stepped")
+
+# 2. a module whose attribute lookup raises (a lazy proxy whose import failed): no bfloat16,
+# and calls without bfloat16 arrays go on as usual
+class Broken(types.ModuleType):
+    def __getattr__(self, name):
+        raise ImportError("broken lazy module")
+sys.modules["ml_dtypes"] = Broken("ml_dtypes")
+ps = [np.ones(100, np.float32)]
+try:
+    M.sgd_step(ps, [np.ones(100, np.float32)], lr=0.5, backend=BACKEND)
+    M.global_norm(ps, backend=BACKEND)
+    fastgd.sgd_step(np.ones(8, np.float16), np.ones(8, np.float16), lr=0.5, backend=BACKEND)
+    n_ok += 1
+except Exception as e:
+    print("FAIL broken ml_dtypes: %s(%s)" % (type(e).__name__, e))
+a = bf_arrays()
+case("bfloat16 with a broken ml_dtypes", TypeError, "param must have dtype", lambda: fastgd.adam_step(
+    *a, step=1, backend=BACKEND), *watched(a))
+
+# 3. a module whose bfloat16 is a dtype of numpy's own
+fake = types.ModuleType("ml_dtypes")
+fake.bfloat16 = np.int16
+sys.modules["ml_dtypes"] = fake
+q = (np.arange(8, dtype=np.int16), np.ones(8, np.int16), np.zeros(8, np.float32), np.zeros(8, np.float32))
+case("int16 named bfloat16", TypeError, "param must have dtype", lambda: fastgd.adam_step(
+    *q, step=1, backend=BACKEND), *q)
+case("int16 named bfloat16 (multi)", TypeError, "must have dtype", lambda: M.adam_step(
+    *[[x] for x in q], step=1, backend=BACKEND), *q)
+sys.modules["ml_dtypes"] = real
+print("DONE", n_ok)
+'''
+
+
+@pytest.mark.parametrize("backend", ["cython", "numba", "numpy"])
+def test_ml_dtypes_module_swapped_or_broken(backend):
+    """bfloat16 is the type ``sys.modules["ml_dtypes"].bfloat16`` holds at the call, for the C
+    fast accepts (whose cached type number follows the module) as for the Python checks: a
+    replaced or removed module makes bfloat16 arrays refused, a module whose lookups raise means
+    "no bfloat16" (and no error for other calls), a dtype of numpy's own named so is refused."""
+    from fastgd.backends import available_backends
+    if backend not in available_backends():
+        pytest.skip("backend %s not available" % backend)
+    run_script(MODULES, backend, min_ok=7)
+
+
 @pytest.mark.parametrize("backend", ["cython", "numba", "numpy"])
 def test_hostile_inputs(backend):
     from fastgd.backends import available_backends

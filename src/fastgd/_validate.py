@@ -49,7 +49,12 @@ def is_half(dt):
     if dt.char == "e":
         return True
     mod = sys.modules.get("ml_dtypes")  # the very bfloat16 type, not one that calls itself so
-    return mod is not None and dt.type is getattr(mod, "bfloat16", None)
+    if mod is None or dt.num < 256:  # (bfloat16 is a user-defined dtype: numpy's own never are)
+        return False
+    try:
+        return dt.type is getattr(mod, "bfloat16", None)
+    except Exception:  # a module object whose lookup fails: no bfloat16 (as _core.bf16_num)
+        return False
 
 
 def param_dtype_ok(dt):

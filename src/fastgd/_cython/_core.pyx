@@ -176,23 +176,35 @@ def adam_scalars_ok(step, lr, beta1, beta2, eps, weight_decay, amsgrad, maximize
             and 0.0 <= b1 < 1.0 and 0.0 <= b2 < 1.0)
 
 
+cdef object _bf16_type = None  # the ml_dtypes.bfloat16 that _bf16_num is the type number of
 cdef int _bf16_num = -1
 
 
 cdef int bf16_num():
-    """NumPy's type number of ``ml_dtypes.bfloat16``, or -1 while ml_dtypes is not imported (no
-    bfloat16 array can exist before; fastgd never imports it).  Looked up once, from
-    ``sys.modules`` only: the checks that use it call it before they look at any array."""
-    global _bf16_num
-    if _bf16_num < 0:
-        mod = sys.modules.get("ml_dtypes")
-        if mod is not None:
-            t = getattr(mod, "bfloat16", None)
-            if isinstance(t, type):
-                d = np.dtype(t)
-                if d.itemsize == 2 and cnp.PyTypeNum_ISUSERDEF(d.num):
-                    _bf16_num = d.num
-    return _bf16_num
+    """NumPy's type number of ``sys.modules["ml_dtypes"].bfloat16`` as it is now, or -1 (no
+    ml_dtypes imported: no bfloat16 array can exist, and fastgd never imports it).  The same
+    test as ``fastgd._validate.is_half``: the very type the module holds now, a 2-byte
+    user-defined dtype whose scalar type it is (cached per type object: a module replaced in
+    sys.modules is seen at once).  Any exception of the lookup means -1.  The checks that use it
+    call it before they look at any array (a module's ``__getattr__`` is Python code)."""
+    global _bf16_type, _bf16_num
+    cdef int num = -1
+    mod = sys.modules.get("ml_dtypes")
+    if mod is None:
+        return -1
+    try:
+        t = getattr(mod, "bfloat16", None)
+        if t is _bf16_type and t is not None:
+            return _bf16_num
+        if isinstance(t, type):
+            d = np.dtype(t)
+            if d.type is t and d.itemsize == 2 and cnp.PyTypeNum_ISUSERDEF(d.num):
+                num = d.num
+    except Exception:
+        return -1
+    _bf16_type = t
+    _bf16_num = num
+    return num
 
 
 cdef inline bint _param_tnum_ok(int tnum, bint half, int bf16) noexcept:
