@@ -232,7 +232,13 @@ cdef extern from *:
 
 
 cdef Py_ssize_t _PF = 1024  # elements ahead that _bin prefetches (a hint: never dereferenced)
-cdef Py_ssize_t _blk = 128  # elements per block: 8 conversions of 16 (a block of 16 paid the loop's set-up per 16)
+cdef Py_ssize_t _blk = 128  # elements per block, the size of the loops' _b_* buffers: 8 conversions of 16 (a block of 16 paid the loop's set-up per 16)
+
+
+cdef inline Py_ssize_t _block_len(Py_ssize_t i, Py_ssize_t hi) noexcept nogil:
+    """The length of the block at i of a float16 loop over [., hi) with i + 16 <= hi: _blk, or
+    the whole 16s left (the last < 16 elements are stepped one by one)."""
+    return _blk if i + _blk <= hi else (hi - i) - (hi - i) % 16
 
 
 cdef inline float* _bin(const anyst* a, Py_ssize_t i, Py_ssize_t bn, float* buf) noexcept nogil:
@@ -386,7 +392,7 @@ cdef void _sgd_h16(Py_ssize_t lo, Py_ssize_t hi, pst* p, const pst* g, sst* b, f
     cdef float* _q_b
     cdef Py_ssize_t i = lo, j, k, bn  # a run-time length: GCC unrolls a literal 16 fully and then does not vectorize it
     while i + 16 <= hi:
-        bn = _blk if i + _blk <= hi else (hi - i) - (hi - i) % 16
+        bn = _block_len(i, hi)
         _q_p = _bin(p, i, bn, _b_p)
         _q_g = _bin(g, i, bn, _b_g)
         _q_b = _bin(b, i, bn, _b_b)
@@ -445,7 +451,7 @@ cdef void _sgd(pst* p, const pst* g, sst* b, Py_ssize_t n, int nthreads, floatin
 
 def sgd(param, grad, momentum_buffer, double lr, double momentum, double dampening, bint nesterov,
         double weight_decay, bint maximize, bint first_step):
-    _single_checked(param, (grad, momentum_buffer,))
+    _single_checked(param, (grad, momentum_buffer))
     cdef Py_ssize_t n = cnp.PyArray_SIZE(<cnp.ndarray>param)
     cdef int nt = threads_for(n)
     cdef double sign = -1.0 if maximize else 1.0
@@ -507,7 +513,7 @@ cdef void _adam_h16(Py_ssize_t lo, Py_ssize_t hi, pst* p, const pst* g, sst* m, 
     cdef float* _q_vmax
     cdef Py_ssize_t i = lo, j, k, bn  # a run-time length: GCC unrolls a literal 16 fully and then does not vectorize it
     while i + 16 <= hi:
-        bn = _blk if i + _blk <= hi else (hi - i) - (hi - i) % 16
+        bn = _block_len(i, hi)
         _q_p = _bin(p, i, bn, _b_p)
         _q_g = _bin(g, i, bn, _b_g)
         _q_m = _bin(m, i, bn, _b_m)
@@ -592,7 +598,7 @@ cdef void _adam(pst* p, const pst* g, sst* m, sst* v, sst* vmax,
 def adam(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, double step, double lr, double beta1,
          double beta2, double eps, double weight_decay, bint amsgrad, bint maximize,
          bint decoupled_weight_decay):
-    _single_checked(param, (grad, exp_avg, exp_avg_sq, max_exp_avg_sq,))
+    _single_checked(param, (grad, exp_avg, exp_avg_sq, max_exp_avg_sq))
     cdef Py_ssize_t n = cnp.PyArray_SIZE(<cnp.ndarray>param)
     cdef int nt = threads_for(n)
     cdef double sign = -1.0 if maximize else 1.0
@@ -648,7 +654,7 @@ cdef void _adamax_h16(Py_ssize_t lo, Py_ssize_t hi, pst* p, const pst* g, sst* m
     cdef float* _q_u
     cdef Py_ssize_t i = lo, j, k, bn  # a run-time length: GCC unrolls a literal 16 fully and then does not vectorize it
     while i + 16 <= hi:
-        bn = _blk if i + _blk <= hi else (hi - i) - (hi - i) % 16
+        bn = _block_len(i, hi)
         _q_p = _bin(p, i, bn, _b_p)
         _q_g = _bin(g, i, bn, _b_g)
         _q_m = _bin(m, i, bn, _b_m)
@@ -700,7 +706,7 @@ cdef void _adamax(pst* p, const pst* g, sst* m, sst* u, Py_ssize_t n, int nthrea
 
 def adamax(param, grad, exp_avg, exp_inf, double step, double lr, double beta1, double beta2, double eps,
            double weight_decay, bint maximize):
-    _single_checked(param, (grad, exp_avg, exp_inf,))
+    _single_checked(param, (grad, exp_avg, exp_inf))
     cdef Py_ssize_t n = cnp.PyArray_SIZE(<cnp.ndarray>param)
     cdef int nt = threads_for(n)
     cdef double sign = -1.0 if maximize else 1.0
@@ -757,7 +763,7 @@ cdef void _nadam_h16(Py_ssize_t lo, Py_ssize_t hi, pst* p, const pst* g, sst* m,
     cdef float* _q_v
     cdef Py_ssize_t i = lo, j, k, bn  # a run-time length: GCC unrolls a literal 16 fully and then does not vectorize it
     while i + 16 <= hi:
-        bn = _blk if i + _blk <= hi else (hi - i) - (hi - i) % 16
+        bn = _block_len(i, hi)
         _q_p = _bin(p, i, bn, _b_p)
         _q_g = _bin(g, i, bn, _b_g)
         _q_m = _bin(m, i, bn, _b_m)
@@ -819,7 +825,7 @@ cdef void _nadam(pst* p, const pst* g, sst* m, sst* v, Py_ssize_t n, int nthread
 
 def nadam(param, grad, exp_avg, exp_avg_sq, step, mu_product, double lr, double beta1, double beta2,
           double eps, double weight_decay, double momentum_decay, bint maximize, bint decoupled_weight_decay):
-    _single_checked(param, (grad, exp_avg, exp_avg_sq,))
+    _single_checked(param, (grad, exp_avg, exp_avg_sq))
     cdef Py_ssize_t n = cnp.PyArray_SIZE(<cnp.ndarray>param)
     cdef int nt = threads_for(n)
     cdef double sign = -1.0 if maximize else 1.0
@@ -882,7 +888,7 @@ cdef void _radam_h16(Py_ssize_t lo, Py_ssize_t hi, pst* p, const pst* g, sst* m,
     cdef float* _q_v
     cdef Py_ssize_t i = lo, j, k, bn  # a run-time length: GCC unrolls a literal 16 fully and then does not vectorize it
     while i + 16 <= hi:
-        bn = _blk if i + _blk <= hi else (hi - i) - (hi - i) % 16
+        bn = _block_len(i, hi)
         _q_p = _bin(p, i, bn, _b_p)
         _q_g = _bin(g, i, bn, _b_g)
         _q_m = _bin(m, i, bn, _b_m)
@@ -949,7 +955,7 @@ cdef void _radam(pst* p, const pst* g, sst* m, sst* v, Py_ssize_t n, int nthread
 
 def radam(param, grad, exp_avg, exp_avg_sq, step, double lr, double beta1, double beta2, double eps,
           double weight_decay, bint maximize, bint decoupled_weight_decay):
-    _single_checked(param, (grad, exp_avg, exp_avg_sq,))
+    _single_checked(param, (grad, exp_avg, exp_avg_sq))
     cdef Py_ssize_t n = cnp.PyArray_SIZE(<cnp.ndarray>param)
     cdef int nt = threads_for(n)
     cdef double sign = -1.0 if maximize else 1.0
@@ -1001,7 +1007,7 @@ cdef void _adagrad_h16(Py_ssize_t lo, Py_ssize_t hi, pst* p, const pst* g, sst* 
     cdef float* _q_s
     cdef Py_ssize_t i = lo, j, k, bn  # a run-time length: GCC unrolls a literal 16 fully and then does not vectorize it
     while i + 16 <= hi:
-        bn = _blk if i + _blk <= hi else (hi - i) - (hi - i) % 16
+        bn = _block_len(i, hi)
         _q_p = _bin(p, i, bn, _b_p)
         _q_g = _bin(g, i, bn, _b_g)
         _q_s = _bin(s, i, bn, _b_s)
@@ -1050,7 +1056,7 @@ cdef void _adagrad(pst* p, const pst* g, sst* s, Py_ssize_t n, int nthreads, flo
 
 def adagrad(param, grad, state_sum, step, double lr, double lr_decay, double weight_decay, double eps,
             bint maximize):
-    _single_checked(param, (grad, state_sum,))
+    _single_checked(param, (grad, state_sum))
     cdef Py_ssize_t n = cnp.PyArray_SIZE(<cnp.ndarray>param)
     cdef int nt = threads_for(n)
     cdef double sign = -1.0 if maximize else 1.0
@@ -1101,7 +1107,7 @@ cdef void _adadelta_h16(Py_ssize_t lo, Py_ssize_t hi, pst* p, const pst* g, sst*
     cdef float* _q_a
     cdef Py_ssize_t i = lo, j, k, bn  # a run-time length: GCC unrolls a literal 16 fully and then does not vectorize it
     while i + 16 <= hi:
-        bn = _blk if i + _blk <= hi else (hi - i) - (hi - i) % 16
+        bn = _block_len(i, hi)
         _q_p = _bin(p, i, bn, _b_p)
         _q_g = _bin(g, i, bn, _b_g)
         _q_s = _bin(s, i, bn, _b_s)
@@ -1153,7 +1159,7 @@ cdef void _adadelta(pst* p, const pst* g, sst* s, sst* a, Py_ssize_t n, int nthr
 
 def adadelta(param, grad, square_avg, acc_delta, double lr, double rho, double eps, double weight_decay,
              bint maximize):
-    _single_checked(param, (grad, square_avg, acc_delta,))
+    _single_checked(param, (grad, square_avg, acc_delta))
     cdef Py_ssize_t n = cnp.PyArray_SIZE(<cnp.ndarray>param)
     cdef int nt = threads_for(n)
     cdef double sign = -1.0 if maximize else 1.0
@@ -1216,7 +1222,7 @@ cdef void _rmsprop_h16(Py_ssize_t lo, Py_ssize_t hi, pst* p, const pst* g, sst* 
     cdef float* _q_ga
     cdef Py_ssize_t i = lo, j, k, bn  # a run-time length: GCC unrolls a literal 16 fully and then does not vectorize it
     while i + 16 <= hi:
-        bn = _blk if i + _blk <= hi else (hi - i) - (hi - i) % 16
+        bn = _block_len(i, hi)
         _q_p = _bin(p, i, bn, _b_p)
         _q_g = _bin(g, i, bn, _b_g)
         _q_s = _bin(s, i, bn, _b_s)
@@ -1304,7 +1310,7 @@ cdef void _rmsprop(pst* p, const pst* g, sst* s, sst* b, sst* ga, Py_ssize_t n,
 
 def rmsprop(param, grad, square_avg, momentum_buffer, grad_avg, double lr, double alpha, double eps,
             double weight_decay, double momentum, bint centered, bint maximize):
-    _single_checked(param, (grad, square_avg, momentum_buffer, grad_avg,))
+    _single_checked(param, (grad, square_avg, momentum_buffer, grad_avg))
     cdef Py_ssize_t n = cnp.PyArray_SIZE(<cnp.ndarray>param)
     cdef int nt = threads_for(n)
     cdef double sign = -1.0 if maximize else 1.0
@@ -1356,7 +1362,7 @@ cdef void _lion_h16(Py_ssize_t lo, Py_ssize_t hi, pst* p, const pst* g, sst* m, 
     cdef float* _q_m
     cdef Py_ssize_t i = lo, j, k, bn  # a run-time length: GCC unrolls a literal 16 fully and then does not vectorize it
     while i + 16 <= hi:
-        bn = _blk if i + _blk <= hi else (hi - i) - (hi - i) % 16
+        bn = _block_len(i, hi)
         _q_p = _bin(p, i, bn, _b_p)
         _q_g = _bin(g, i, bn, _b_g)
         _q_m = _bin(m, i, bn, _b_m)
@@ -1405,7 +1411,7 @@ cdef void _lion(pst* p, const pst* g, sst* m, Py_ssize_t n, int nthreads, floati
 
 
 def lion(param, grad, exp_avg, double lr, double beta1, double beta2, double weight_decay, bint maximize):
-    _single_checked(param, (grad, exp_avg,))
+    _single_checked(param, (grad, exp_avg))
     cdef Py_ssize_t n = cnp.PyArray_SIZE(<cnp.ndarray>param)
     cdef int nt = threads_for(n)
     cdef double sign = -1.0 if maximize else 1.0
