@@ -1048,3 +1048,45 @@ def test_float16_nan_payloads_pass_through_like_numpy(state, backend):
                     m.view(np.uint16 if state == "float16" else np.uint32).copy()))
     for got, want in zip(*out):
         assert np.array_equal(got, want)
+
+
+@pytest.mark.parametrize("n", [77, 40_003])
+def test_bfloat16_block_stores_keep_subnormals_and_canonical_nans(n, backend):
+    """The all-bfloat16 loops store a block at a time (with AVX512_BF16's vcvtne2ps2bf16 where
+    the CPU has it, which flushes subnormals to zero and keeps NaN payloads), so blocks holding a
+    subnormal or a NaN must come out as the software rule's: subnormals kept, every NaN 0x7fc0
+    with its sign (Eigen's and ml_dtypes' rule).  SGD with lr=1, momentum
+    and step=1 (all-bfloat16: the buffer is bfloat16 too; without momentum the step has no
+    bfloat16 state and takes the in-register loop) stores b = g and p - g exactly where both are
+    bfloat16 subnormals or NaN; the other values are random normal
+    numbers, the expected bits are computed here from float32 (independently of fastgd), at
+    scattered offsets of a one-thread and a two-thread size."""
+    rng = np.random.default_rng(11)
+    p32 = rng.standard_normal(n).astype(F32)
+    g32 = (rng.standard_normal(n) * 0.01).astype(F32)
+    at = rng.choice(n, size=min(n // 3, 4000), replace=False)
+    sub = np.arange(1, 0x80, dtype=np.uint32) << 16  # bfloat16 subnormals as float32 bits
+    tiny = sub[rng.integers(0, sub.size, at.size)].view(F32) * rng.choice(np.array([-1, 1], F32), at.size)
+    p32[at] = tiny
+    g32[at] = np.where(rng.random(at.size) < 0.5, np.float32(0.0), tiny[::-1])
+    nan_at = rng.choice(np.setdiff1d(np.arange(n), at), size=7, replace=False)
+    p = p32.astype(BF16)
+    g = g32.astype(BF16)
+    pb = p.view(np.uint16)
+    pb[nan_at] = np.array([0x7fa0, 0xffc1, 0x7f81, 0xff80 | 0x0033, 0x7fff, 0xffff, 0x7fc0], np.uint16)
+    p_in = p.astype(F32)
+    with np.errstate(all="ignore"):
+        want = p_in - g.astype(F32)
+    want_bits = want.view(np.uint32)
+    # round to nearest even by hand; NaN to 0x7fc0 with its sign
+    rounded = ((want_bits + 0x7FFF + ((want_bits >> 16) & 1)) >> 16).astype(np.uint16)
+    rounded = np.where(np.isnan(want), ((want_bits >> 16) & 0x8000).astype(np.uint16) | np.uint16(0x7FC0), rounded)
+    assert np.count_nonzero((rounded[at] & 0x7F80) == 0) > at.size // 4, "test bug: too few subnormal results"
+    b = np.zeros(n, BF16)
+    with np.errstate(all="ignore"):
+        fastgd.sgd_step(p, g, b, lr=1.0, momentum=0.5, step=1, backend=backend)
+    for name, got, want_ in (("buffer", b.view(np.uint16), g.view(np.uint16)),
+                             ("param", p.view(np.uint16), rounded)):
+        bad = np.flatnonzero(got != want_)
+        assert bad.size == 0, "%s: %d stores differ, first at %d: %#06x, expected %#06x" % (
+            name, bad.size, bad[0], got[bad[0]], want_[bad[0]])
