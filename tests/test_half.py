@@ -1090,3 +1090,35 @@ def test_bfloat16_block_stores_keep_subnormals_and_canonical_nans(n, backend):
         bad = np.flatnonzero(got != want_)
         assert bad.size == 0, "%s: %d stores differ, first at %d: %#06x, expected %#06x" % (
             name, bad.size, bad[0], got[bad[0]], want_[bad[0]])
+
+
+@pytest.mark.parametrize("variant", ["base", "avx2", "avx512"])
+def test_every_simd_variant_equals_the_oracle(variant):
+    """The Cython kernels are compiled per instruction set and their half-precision loops differ
+    between variants (bfloat16 params with float32 state take the block loops without AVX-512BW,
+    the in-register loop with it; AVX512_BF16 stores only where the CPU has them), but a machine
+    imports only its best variant: this file's and test_half_hostile.py's Cython tests rerun in a
+    subprocess with each other variant the CPU can run forced by FASTGD_SIMD."""
+    import importlib.util
+    import os
+    import subprocess
+    import sys
+
+    from fastgd._cython import SIMD_VARIANT
+
+    if variant == SIMD_VARIANT:
+        pytest.skip("the %s variant is the one this run imported: the tests above ran on it" % variant)
+    if variant != "base" and not fastgd.build_info()["cpu_features"].get(variant):
+        pytest.skip("this CPU cannot run the %s variant" % variant)
+    if importlib.util.find_spec("fastgd._cython._rules_" + variant) is None:
+        pytest.skip("the %s variant is not built here (non-x86 or FASTGD_NO_SIMD_VARIANTS)" % variant)
+    here = os.path.dirname(os.path.abspath(__file__))
+    env = dict(os.environ, FASTGD_SIMD=variant)
+    env["FASTGD_REQUIRE_BACKENDS"] = "cython,numpy"  # (numba's tests are deselected below)
+    r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", "-k", "cython",
+                        os.path.join(here, "test_half.py"), os.path.join(here, "test_half_hostile.py"),
+                        "--deselect", os.path.join(here, "test_half.py") + "::test_every_simd_variant_equals_the_oracle"],
+                       env=env, capture_output=True, text=True, timeout=900)
+    tail = (r.stdout + r.stderr)[-3000:]
+    assert r.returncode == 0, "FASTGD_SIMD=%s: pytest exited %d\n%s" % (variant, r.returncode, tail)
+    assert " passed" in tail and "deselected" in tail, tail
