@@ -23,8 +23,12 @@ same step is compared bit for bit.  Every backend is also compared with backend=
 The kernel-level test calls ``backend_module(b).<kernel>_multi(*lists, **kw, grad_scale=,
 clip=, masters=)`` on every backend, as the design (half_spec.md) states the contract.
 """
+import importlib.util
 import inspect
 import math
+import os
+import subprocess
+import sys
 import zlib
 
 import ml_dtypes
@@ -1099,11 +1103,6 @@ def test_every_simd_variant_equals_the_oracle(variant):
     the in-register loop with it; AVX512_BF16 stores only where the CPU has them), but a machine
     imports only its best variant: this file's and test_half_hostile.py's Cython tests rerun in a
     subprocess with each other variant the CPU can run forced by FASTGD_SIMD."""
-    import importlib.util
-    import os
-    import subprocess
-    import sys
-
     from fastgd._cython import SIMD_VARIANT
 
     if variant == SIMD_VARIANT:

@@ -337,6 +337,13 @@ cdef extern from *:
     const bint FGD_B16F32_BLOCKS
 
 
+cdef inline bint _blocks(pst* p, sst* s) noexcept nogil:
+    """Whether a step of these dtypes takes the block loops (_bin/_bout): float16 params, all
+    bfloat16, and bfloat16 params with float32 state where the variant lacks AVX-512BW.  The
+    pointers only select the specialization (a constant the C compiler folds)."""
+    return pst is fgd_h16 or (pst is fgd_b16 and (sst is fgd_b16 or FGD_B16F32_BLOCKS))
+
+
 cdef Py_ssize_t _PF = 1024  # elements ahead that _bin prefetches (a hint: never dereferenced)
 cdef Py_ssize_t _blk = 128  # elements per block, the size of the loops' _b_* buffers: 8 conversions of 16 (a block of 16 paid the loop's set-up per 16)
 
@@ -532,7 +539,7 @@ cdef void _sgd(pst* p, const pst* g, sst* b, Py_ssize_t n, int nthreads, floatin
     # has_mom is a literal in every loop: with a run-time condition around the buffer's accesses
     # GCC vectorizes neither the plain loop (1.4 ns/element) nor the all-bfloat16 prange loop
     cdef Py_ssize_t i, t
-    if pst is fgd_h16 or (pst is fgd_b16 and (sst is fgd_b16 or FGD_B16F32_BLOCKS)):  # blocks (_bin): see the float16 loops
+    if _blocks(<pst*>NULL, <sst*>NULL):  # blocks (_bin): see the float16 loops
         if nthreads > 1:
             for t in prange(nthreads, schedule="static", num_threads=nthreads):
                 _sgd_h16(_spn(t, nthreads, n, p), _spn(t + 1, nthreads, n, p), p, g, b, sign, has_wd, wd, has_mom, first, nesterov, momentum, omd, lr)
@@ -669,7 +676,7 @@ cdef void _adam(pst* p, const pst* g, sst* m, sst* v, sst* vmax,
     # amsgrad is a literal in each loop: GCC does not unswitch this loop body on its own, and
     # an if-converted conditional access to vmax does not vectorize.
     cdef Py_ssize_t i, t
-    if pst is fgd_h16 or (pst is fgd_b16 and (sst is fgd_b16 or FGD_B16F32_BLOCKS)):  # blocks (_bin): see the float16 loops
+    if _blocks(<pst*>NULL, <sst*>NULL):  # blocks (_bin): see the float16 loops
         if nthreads > 1:
             for t in prange(nthreads, schedule="static", num_threads=nthreads):
                 _adam_h16(_spn(t, nthreads, n, p), _spn(t + 1, nthreads, n, p), p, g, m, v, vmax, sign, has_wd, decoupled, wd, decay, beta1, omb1, beta2, omb2, step_size, inv_bc2_sqrt, eps, amsgrad)
@@ -794,7 +801,7 @@ cdef void _adamax(pst* p, const pst* g, sst* m, sst* u, Py_ssize_t n, int nthrea
             if sst is not float:
                 return
     cdef Py_ssize_t i, t
-    if pst is fgd_h16 or (pst is fgd_b16 and (sst is fgd_b16 or FGD_B16F32_BLOCKS)):  # blocks (_bin): see the float16 loops
+    if _blocks(<pst*>NULL, <sst*>NULL):  # blocks (_bin): see the float16 loops
         if nthreads > 1:
             for t in prange(nthreads, schedule="static", num_threads=nthreads):
                 _adamax_h16(_spn(t, nthreads, n, p), _spn(t + 1, nthreads, n, p), p, g, m, u, sign, has_wd, wd, beta1, omb1, beta2, eps, step_size)
@@ -910,7 +917,7 @@ cdef void _nadam(pst* p, const pst* g, sst* m, sst* v, Py_ssize_t n, int nthread
         decay = 1
     has_wd = has_wd and not decoupled
     cdef Py_ssize_t i, t
-    if pst is fgd_h16 or (pst is fgd_b16 and (sst is fgd_b16 or FGD_B16F32_BLOCKS)):  # blocks (_bin): see the float16 loops
+    if _blocks(<pst*>NULL, <sst*>NULL):  # blocks (_bin): see the float16 loops
         if nthreads > 1:
             for t in prange(nthreads, schedule="static", num_threads=nthreads):
                 _nadam_h16(_spn(t, nthreads, n, p), _spn(t + 1, nthreads, n, p), p, g, m, v, sign, has_wd, decoupled, wd, decay, beta1, omb1, beta2, omb2, inv_bc2, eps, coef_grad, coef_avg)
@@ -1036,7 +1043,7 @@ cdef void _radam(pst* p, const pst* g, sst* m, sst* v, Py_ssize_t n, int nthread
     has_wd = has_wd and not decoupled
     # rect is a literal in the serial loops (see _sgd: the plain loop did not vectorize, 3.4 ns/element)
     cdef Py_ssize_t i, t
-    if pst is fgd_h16 or (pst is fgd_b16 and (sst is fgd_b16 or FGD_B16F32_BLOCKS)):  # blocks (_bin): see the float16 loops
+    if _blocks(<pst*>NULL, <sst*>NULL):  # blocks (_bin): see the float16 loops
         if nthreads > 1:
             for t in prange(nthreads, schedule="static", num_threads=nthreads):
                 _radam_h16(_spn(t, nthreads, n, p), _spn(t + 1, nthreads, n, p), p, g, m, v, sign, has_wd, decoupled, wd, decay, beta1, omb1, beta2, omb2, rect, step_size, eps)
@@ -1144,7 +1151,7 @@ cdef void _adagrad(pst* p, const pst* g, sst* s, Py_ssize_t n, int nthreads, flo
             if sst is not float:
                 return
     cdef Py_ssize_t i, t
-    if pst is fgd_h16 or (pst is fgd_b16 and (sst is fgd_b16 or FGD_B16F32_BLOCKS)):  # blocks (_bin): see the float16 loops
+    if _blocks(<pst*>NULL, <sst*>NULL):  # blocks (_bin): see the float16 loops
         if nthreads > 1:
             for t in prange(nthreads, schedule="static", num_threads=nthreads):
                 _adagrad_h16(_spn(t, nthreads, n, p), _spn(t + 1, nthreads, n, p), p, g, s, sign, has_wd, wd, clr, eps)
@@ -1247,7 +1254,7 @@ cdef void _adadelta(pst* p, const pst* g, sst* s, sst* a, Py_ssize_t n, int nthr
             if sst is not float:
                 return
     cdef Py_ssize_t i, t
-    if pst is fgd_h16 or (pst is fgd_b16 and (sst is fgd_b16 or FGD_B16F32_BLOCKS)):  # blocks (_bin): see the float16 loops
+    if _blocks(<pst*>NULL, <sst*>NULL):  # blocks (_bin): see the float16 loops
         if nthreads > 1:
             for t in prange(nthreads, schedule="static", num_threads=nthreads):
                 _adadelta_h16(_spn(t, nthreads, n, p), _spn(t + 1, nthreads, n, p), p, g, s, a, sign, has_wd, wd, rho, omr, eps, lr)
@@ -1376,7 +1383,7 @@ cdef void _rmsprop(pst* p, const pst* g, sst* s, sst* b, sst* ga, Py_ssize_t n,
     # centered and has_mom are literals in each loop (see _adam: the optional arrays must not
     # be accessed under a run-time condition inside the loop, or it does not vectorize)
     cdef Py_ssize_t i, t
-    if pst is fgd_h16 or (pst is fgd_b16 and (sst is fgd_b16 or FGD_B16F32_BLOCKS)):  # blocks (_bin): see the float16 loops
+    if _blocks(<pst*>NULL, <sst*>NULL):  # blocks (_bin): see the float16 loops
         if nthreads > 1:
             for t in prange(nthreads, schedule="static", num_threads=nthreads):
                 _rmsprop_h16(_spn(t, nthreads, n, p), _spn(t + 1, nthreads, n, p), p, g, s, b, ga, sign, has_wd, wd, alpha, oma, eps, centered, has_mom, momentum, lr)
@@ -1500,7 +1507,7 @@ cdef void _lion(pst* p, const pst* g, sst* m, Py_ssize_t n, int nthreads, floati
             if sst is not float:
                 return
     cdef Py_ssize_t i, t
-    if pst is fgd_h16 or (pst is fgd_b16 and (sst is fgd_b16 or FGD_B16F32_BLOCKS)):  # blocks (_bin): see the float16 loops
+    if _blocks(<pst*>NULL, <sst*>NULL):  # blocks (_bin): see the float16 loops
         if nthreads > 1:
             for t in prange(nthreads, schedule="static", num_threads=nthreads):
                 _lion_h16(_spn(t, nthreads, n, p), _spn(t + 1, nthreads, n, p), p, g, m, sign, has_wd, decay, beta1, omb1, beta2, omb2, lr)
