@@ -59,13 +59,14 @@ def masked(a):
 '''
 
 
-def run_script(code, backend, min_ok=0):
-    """Run ``code`` with argv[1] = backend in a fresh interpreter; a crash is a failed test.
+def run_script(code, backend, min_ok=0, extra_args=()):
+    """Run ``code`` with argv[1] = backend (argv[2:] = extra_args) in a fresh interpreter; a
+    crash is a failed test.
     It runs in the directory that holds the fastgd package this process imported, so ``-c``'s
     sys.path[0] (the working directory) finds that same package.  The script prints "ok ..."
     or "FAIL ..." per case and "DONE <n ok>" at the end."""
     home = os.path.dirname(os.path.dirname(os.path.abspath(fastgd.__file__)))
-    proc = subprocess.run([sys.executable, "-c", code, backend], env=os.environ, cwd=home, capture_output=True,
+    proc = subprocess.run([sys.executable, "-c", code, backend, *extra_args], env=os.environ, cwd=home, capture_output=True,
                           text=True, timeout=600)
     lines = proc.stdout.splitlines()
     assert proc.returncode == 0, "exit status %d (a crash?) after:\n%s\n%s" % (proc.returncode,

@@ -10,6 +10,7 @@ import pytest
 
 from fastgd.backends import available_backends
 
+import conftest
 from _subprocess_cases import run_script
 
 pytestmark = pytest.mark.skipif("cython" not in available_backends(), reason="the Cython backend is not built")
@@ -24,12 +25,13 @@ from fastgd._rules import KERNELS as RULE_KERNELS
 from fastgd.backends import backend_module
 
 MODE = sys.argv[1]
-impl = backend_module("cython")
+BACKEND = sys.argv[2] if len(sys.argv) > 2 else "cython"
+impl = backend_module(BACKEND)
 n_ok = 0
 
 
 def captured(call):
-    """(kernel, args, kwargs) of the first kernel of the Cython backend that call() reaches."""
+    """(kernel, args, kwargs) of the first kernel of BACKEND that call() reaches."""
     seen = []
     names = [k for k in dir(impl) if k.endswith("_multi") or k in RULE_KERNELS]
     orig = {k: getattr(impl, k) for k in names}
@@ -94,7 +96,7 @@ if MODE == "single":
     for kernel in B.KERNELS:
         for dtype in ("float32", "float64"):
             param, grad, states = arrays(kernel, 257, dtype)
-            f, args, kw, reset = B.step_args(kernel, param, grad, states, "cython")
+            f, args, kw, reset = B.step_args(kernel, param, grad, states, BACKEND)
             kern, kargs, kkw = captured(lambda: f(*args, **kw))
             mine = [param, grad, *states]
             pos = [i for i, a in enumerate(kargs) if any(a is m for m in mine)]
@@ -134,3 +136,12 @@ print("DONE", n_ok)
 @pytest.mark.parametrize("mode", ["single", "multi"])
 def test_cython_rule_kernels_recheck_what_they_rely_on(mode):
     run_script(CODE, mode, min_ok=200)
+
+
+@pytest.mark.parametrize("backend", [conftest._backend_param("numba")])
+def test_numba_rule_kernels_recheck_what_they_rely_on(backend):
+    """The same for the numba kernels (fastgd._numba.rules._views): a numba loop indexes every
+    array up to param's size with no bounds check, so the same changed arrays must be a
+    RuntimeError before it runs.  (Its multi-tensor steps call these same single-array
+    kernels.)"""
+    run_script(CODE, "single", min_ok=200, extra_args=[backend])

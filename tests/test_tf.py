@@ -356,3 +356,75 @@ def test_cython_kernels_recheck_what_they_rely_on(op):
                 getattr(impl, op.kernel)(*args, *extra, *rest)
             for a, b in zip(arrays, before):
                 np.testing.assert_array_equal(a, b)
+
+
+_RECHECK_CODE = r'''
+import sys
+import numpy as np
+from fastgd._rules import TF_OPS
+from fastgd.backends import backend_module
+
+impl = backend_module(sys.argv[1])
+rng = np.random.default_rng(9)
+n_ok = 0
+for op in TF_OPS.values():
+    shape, n_idx = (6, 3), 4
+    arrays = []
+    for a in op.arrays:
+        s = (n_idx, 3) if (a == op.grad and op.sparse) else shape
+        arrays.append(rng.uniform(0.05, 1.0, s).astype(np.float32))
+    if not op.sparse:
+        arrays = [a.reshape(-1) for a in arrays]
+    extra = [np.array([0, 5, 5, 2], np.int64)] if op.sparse else []
+    rest = [0.5] * len(op.scalars) + ([7] if op.has_step else []) + [dv for _, dv in op.attrs]
+    cases = []
+    for k in range(len(arrays)):
+        ro = arrays[k].copy()
+        ro.flags.writeable = False
+        bads = [("int32 view", arrays[k].view(np.int32)), ("one row fewer", arrays[k][:-1]),
+                ("float64", arrays[k].astype(np.float64)), ("not contiguous", np.repeat(arrays[k], 2, axis=-1)[..., ::2])]
+        if k < len(arrays) - 1:
+            bads.append(("read-only", ro))
+        cases += [(k, w, b) for w, b in bads]
+    if op.sparse:
+        cases += [(len(arrays), "index out of range", np.array([0, 6, 5, 2], np.int64)),
+                  (len(arrays), "negative index", np.array([0, -1, 5, 2], np.int64)),
+                  (len(arrays), "int32 indices", np.array([0, 5, 5, 2], np.int32)),
+                  (len(arrays), "one index fewer", np.array([0, 5, 5], np.int64))]
+    for k, what, bad in cases:
+        args = list(arrays) + list(extra)
+        args[k] = bad
+        before = [a.copy() for a in arrays]
+        try:
+            getattr(impl, op.kernel)(*args, *rest)
+        except RuntimeError as e:
+            if "fastgd.tf checked it" not in str(e):
+                print("FAIL %s %s: %r" % (op.kernel, what, e))
+                continue
+        except Exception as e:
+            print("FAIL %s arg %d %s: %s(%r), expected RuntimeError" % (op.kernel, k, what, type(e).__name__, e))
+            continue
+        else:
+            print("FAIL %s arg %d %s: no RuntimeError" % (op.kernel, k, what))
+            continue
+        if not all(np.array_equal(a, b) for a, b in zip(arrays, before)):
+            print("FAIL %s arg %d %s: an array was written" % (op.kernel, k, what))
+            continue
+        n_ok += 1
+print("DONE", n_ok)
+'''
+
+
+def test_numba_kernels_recheck_what_they_rely_on():
+    """The numba ops re-check what their loops rely on (fastgd._numba.tf._tf_views): a numba
+    loop indexes var[indices[i], j] and every slot with no bounds check, so an array another
+    thread changed in place after fastgd.tf's checks (another dtype, a row fewer, read-only,
+    not contiguous) or an index that is not a row of var is a RuntimeError before it runs,
+    nothing written.  In a subprocess: without the re-check these read and write out of
+    bounds."""
+    import conftest
+    from _subprocess_cases import run_script
+    backend = conftest._backend_param("numba")
+    if backend.marks:
+        pytest.skip(backend.marks[0].kwargs["reason"])
+    run_script(_RECHECK_CODE, "numba", min_ok=150)

@@ -29,10 +29,10 @@ import math
 import numpy as np
 from numba import njit, prange
 
-from .._rules import TF_KERNELS
+from .._rules import TF_KERNELS, TF_OPS
 from ..backends import threads_for
 from ..reference.tf import power_sign_scales
-from .rules import FASTMATH, _compile, _max_nan, _sign, _variant
+from .rules import FASTMATH, _compile, _max_nan, _sign, _variant, _views
 
 # the kernel names of the table (fastgd._rules.TF_OPS), in its order
 __all__ = list(TF_KERNELS)
@@ -43,14 +43,54 @@ def _elem(f):
     return njit(f, inline="always", fastmath=FASTMATH, error_model="numpy", nogil=True)
 
 
+_ARRAYS = {op.kernel: (len(op.arrays), op.sparse) for op in TF_OPS.values()}
+_I64 = np.dtype(np.int64)
+_TF_CHANGED = ("an array of this call changed after fastgd.tf checked it (by another thread?); nothing was "
+               "written")  # (the Cython ops' words)
+
+
+def _tf_views(args, n_arrays, sparse):
+    """The re-check of the Cython ops' ``_as_checked``/``_indices_checked``, for numba (see
+    fastgd._numba.rules._views): the op's arrays, the first ``n_arrays`` positional arguments
+    (var, the slots, grad; then indices for a sparse op), replaced by views of their own and
+    checked there.  var's dtype (native float32/float64) for every float array, writeable but
+    grad; dense: var's size (the dispatcher passes flat arrays); sparse: var and the slots
+    2-D of var's shape, grad (N, var's columns), indices int64 of N entries, each a row of
+    var (a numba loop indexes ``var[indices[i], j]`` with no bounds check).  RuntimeError,
+    nothing written, otherwise."""
+    if len(args) < n_arrays + sparse:
+        raise TypeError("fastgd._numba.tf kernels take their arrays positionally")
+    views = _views(args[:n_arrays], read_only=n_arrays - 1, same_size=not sparse, msg=_TF_CHANGED)
+    if sparse:
+        idx = args[n_arrays]
+        if type(idx) is not np.ndarray:
+            raise RuntimeError(_TF_CHANGED)
+        idx = idx.view()
+        var, grad = views[0], views[-1]
+        if (idx.dtype != _I64 or idx.ndim != 1 or not idx.flags.c_contiguous or var.ndim != 2
+                or any(v.shape != var.shape for v in views[1:-1])
+                or grad.shape != (idx.shape[0], var.shape[1])):
+            raise RuntimeError(_TF_CHANGED)
+        if idx.shape[0] and (idx.min() < 0 or idx.max() >= var.shape[0]):
+            raise RuntimeError("an index is not a row of var any more: an array changed after fastgd.tf "
+                               "checked it (by another thread?); nothing was written")
+        views.append(idx)
+    return tuple(views)
+
+
 def _ieee(wrapper):
     """The scalar prologue under IEEE arithmetic whatever the caller's numpy error state (a
     hyperparameter product may overflow, 1 - beta1_power may be 0): inf/NaN, never a warning or
-    an exception, as in TF's C++ and the reference."""
+    an exception, as in TF's C++ and the reference.  The arrays first: re-checked on views of
+    their own (_tf_views)."""
+    n_arrays, sparse = _ARRAYS[wrapper.__name__]
+
     @functools.wraps(wrapper)
     def run(*args, **kwargs):
+        views = _tf_views(args, n_arrays, sparse)
         with np.errstate(all="ignore"):
-            return wrapper(*args, **kwargs)
+            out = wrapper(*views, *args[n_arrays + sparse:], **kwargs)
+        return args[0] if out is views[0] else out  # var itself, not its view
     return run
 
 
