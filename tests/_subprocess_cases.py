@@ -66,8 +66,8 @@ def run_script(code, backend, min_ok=0, extra_args=()):
     sys.path[0] (the working directory) finds that same package.  The script prints "ok ..."
     or "FAIL ..." per case and "DONE <n ok>" at the end."""
     home = os.path.dirname(os.path.dirname(os.path.abspath(fastgd.__file__)))
-    proc = subprocess.run([sys.executable, "-c", code, backend, *extra_args], env=os.environ, cwd=home, capture_output=True,
-                          text=True, timeout=600)
+    proc = subprocess.run([sys.executable, "-c", code, backend, *extra_args], env=os.environ, cwd=home,
+                          capture_output=True, text=True, timeout=600)
     lines = proc.stdout.splitlines()
     assert proc.returncode == 0, "exit status %d (a crash?) after:\n%s\n%s" % (proc.returncode,
                                                                                "\n".join(lines[-5:]),

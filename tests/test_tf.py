@@ -13,6 +13,9 @@ import fastgd.tf as T
 from fastgd._rules import TF_OPS
 from fastgd.backends import backend_module
 
+import conftest
+from _subprocess_cases import run_script
+
 DENSE = [o for o in TF_OPS.values() if not o.sparse]
 SPARSE = [o for o in TF_OPS.values() if o.sparse]
 
@@ -415,16 +418,12 @@ print("DONE", n_ok)
 '''
 
 
-def test_numba_kernels_recheck_what_they_rely_on():
+@pytest.mark.parametrize("backend", [conftest._backend_param("numba")])
+def test_numba_kernels_recheck_what_they_rely_on(backend):
     """The numba ops re-check what their loops rely on (fastgd._numba.tf._tf_views): a numba
     loop indexes var[indices[i], j] and every slot with no bounds check, so an array another
     thread changed in place after fastgd.tf's checks (another dtype, a row fewer, read-only,
     not contiguous) or an index that is not a row of var is a RuntimeError before it runs,
     nothing written.  In a subprocess: without the re-check these read and write out of
     bounds."""
-    import conftest
-    from _subprocess_cases import run_script
-    backend = conftest._backend_param("numba")
-    if backend.marks:
-        pytest.skip(backend.marks[0].kwargs["reason"])
-    run_script(_RECHECK_CODE, "numba", min_ok=150)
+    run_script(_RECHECK_CODE, backend, min_ok=150)

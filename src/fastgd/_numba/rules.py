@@ -63,12 +63,10 @@ def _views(arrays, read_only=1, same_size=True, msg=_CHANGED):
     views are checked: exactly ndarrays, arrays[0]'s dtype (native float32 or float64) and
     (``same_size``) size, C-contiguous, aligned, writeable unless ``read_only`` (the gradient's
     index).  Those views are what the kernel gets.  RuntimeError(msg), nothing written,
-    otherwise.  (~0.2 us an array.)"""
+    otherwise.  (~0.75 us an array on the 2-core AVX2 build machine.)"""
     out = []
     dt = n = None
-    k = -1
-    for a in arrays:
-        k += 1
+    for k, a in enumerate(arrays):
         if a is None:
             out.append(None)
             continue
