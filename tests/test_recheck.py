@@ -53,10 +53,15 @@ def captured(call):
     return seen[0]
 
 
+class Sub(np.ndarray):
+    pass
+
+
 def variants(a, written):
     out = [("another dtype, same bytes", a.view(np.int32) if a.itemsize == 4 else a.view(np.int16)),
            ("one element fewer", a[:-1]), ("not contiguous", np.repeat(a, 2)[::2]),
-           ("another float dtype", a.astype(np.float64 if a.dtype == np.float32 else np.float32))]
+           ("another float dtype", a.astype(np.float64 if a.dtype == np.float32 else np.float32)),
+           ("an ndarray subclass", a.view(Sub))]
     if written:
         ro = a.copy()
         ro.flags.writeable = False

@@ -369,6 +369,12 @@ from fastgd.backends import backend_module
 
 impl = backend_module(sys.argv[1])
 rng = np.random.default_rng(9)
+
+
+class Sub(np.ndarray):
+    pass
+
+
 n_ok = 0
 for op in TF_OPS.values():
     shape, n_idx = (6, 3), 4
@@ -386,6 +392,7 @@ for op in TF_OPS.values():
         ro.flags.writeable = False
         bads = [("int32 view", arrays[k].view(np.int32)), ("one row fewer", arrays[k][:-1]),
                 ("float64", arrays[k].astype(np.float64)), ("not contiguous", np.repeat(arrays[k], 2, axis=-1)[..., ::2])]
+        bads += [("ndarray subclass", arrays[k].view(Sub)), ("None", None)]
         if k < len(arrays) - 1:
             bads.append(("read-only", ro))
         cases += [(k, w, b) for w, b in bads]

@@ -61,6 +61,8 @@ def _tf_views(args, n_arrays, sparse):
     if len(args) < n_arrays + sparse:
         raise TypeError("fastgd._numba.tf kernels take their arrays positionally")
     views = _views(args[:n_arrays], read_only=n_arrays - 1, same_size=not sparse, msg=_TF_CHANGED)
+    if any(v is None for v in views):  # (every array of a TF op is required)
+        raise RuntimeError(_TF_CHANGED)
     if sparse:
         idx = args[n_arrays]
         if type(idx) is not np.ndarray:
